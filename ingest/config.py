@@ -1,0 +1,97 @@
+"""Typed settings, read from the environment exactly once.
+
+``Settings.from_env()`` is the only place that reads ``os.environ``; the CLI
+overlays its flags and passes the object down. Every field is documented in
+the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "Settings", "default_dsn"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot run with."""
+
+
+def default_dsn(data_dir: str | os.PathLike[str] = "data") -> str:
+    """The embedded engine under ``./data``: ``chdb:///<absolute path>``."""
+    return f"chdb://{Path(data_dir).resolve()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    #: Where events go: ``chdb:///abs/path`` (embedded engine) or
+    #: ``http(s)://user:pass@host:port/db`` (a ClickHouse server).
+    clickhouse_url: str = dataclasses.field(default_factory=default_dsn)
+    #: Interface and port ``serve`` listens on.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: A batch is inserted when it reaches this many rows...
+    batch_size: int = 5000
+    #: ...or when its oldest row has waited this long (seconds).
+    flush_interval: float = 0.5
+    #: Rows held in memory while ClickHouse is unreachable before answering 503.
+    max_buffer_rows: int = 1_000_000
+    #: Request limits: body bytes (413), URL bytes (414), parameters per request (413).
+    max_body_bytes: int = 65536
+    max_url_bytes: int = 8192
+    max_params: int = 100
+    #: Apply ``sql/`` migrations when ``serve`` starts.
+    migrate_on_start: bool = True
+    log_level: str = "INFO"
+    #: One log line per HTTP request (off: only problems are logged).
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.clickhouse_url.startswith(("chdb:", "http://", "https://"))):
+            raise ConfigError(
+                f"clickhouse url {self.clickhouse_url!r}: expected chdb:///path or http(s)://user:pass@host:port/db"
+            )
+        for name in ("batch_size", "max_buffer_rows", "max_body_bytes", "max_url_bytes", "max_params", "port"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.flush_interval <= 0:
+            raise ConfigError(f"flush_interval must be positive, got {self.flush_interval}")
+        if self.max_buffer_rows < self.batch_size:
+            raise ConfigError("max_buffer_rows must be at least batch_size")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``PBX_*`` variables, then ``overrides`` (CLI flags; None = not given)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(ENV_NAMES[field.name])
+            if raw is not None and raw != "":
+                values[field.name] = _parse(field.name, field.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+#: Environment variable of each setting.
+ENV_NAMES = {f.name: f"PBX_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+
+
+def _parse(name: str, type_: Any, raw: str) -> Any:
+    kind = type_ if isinstance(type_, str) else type_.__name__
+    try:
+        if kind == "bool":
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_NAMES[name]}={raw!r} is not a valid {kind}") from None
+    return raw
