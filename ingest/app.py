@@ -96,17 +96,20 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if settings.migrate_on_start:
-            client = db.connect(settings.clickhouse_url)
-            try:
-                db.apply_migrations(client)
-            finally:
-                client.close()
-        service.writer.start()
+        # The embedded engine lives while one of its clients is open: hold one for
+        # the service's lifetime, so no other process can take the data directory
+        # between start-up and the writer's first insert.
+        holder = db.connect(settings.clickhouse_url)
         try:
-            yield
+            if settings.migrate_on_start:
+                db.apply_migrations(holder)
+            service.writer.start()
+            try:
+                yield
+            finally:
+                service.writer.close()
         finally:
-            service.writer.close()
+            holder.close()
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> Response[dict[str, Any]]:

@@ -7,6 +7,7 @@ command is user documentation.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -130,5 +131,13 @@ def _serve(settings: Settings) -> int:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
+    # under the handler that was there before it: make that a clean exit, so a
+    # supervisor sees status 0 after a graceful stop.
+    signal.signal(signal.SIGTERM, _exit_zero)
     server.run()
     return 0 if server.started else 1
+
+
+def _exit_zero(signum: int, frame: object) -> None:
+    raise SystemExit(0)
