@@ -12,12 +12,18 @@ from hypothesis import strategies as st
 from ingest.decode import COLUMNS, DecodeError, decode, json_pairs, parse_query, to_row
 from ingest.spec import AGENT_EVENTS, CALL_EVENTS, EVENTS, PARAMS
 
-from conftest import spec_example_urls
+from conftest import SHARED_SPEC, SPEC, spec_example_urls
 
 
 def _split(url: str) -> tuple[str, list[tuple[str, str]]]:
     parts = urlsplit(url)
     return parts.path.strip("/"), parse_query(parts.query)
+
+
+def test_vendored_spec_is_the_published_one():
+    if SHARED_SPEC.exists():  # beside the checkout on developer machines and in CI
+        assert SPEC.read_text() == SHARED_SPEC.read_text()
+    assert "http://server/start_call?" in SPEC.read_text()
 
 
 def test_spec_lists_seventeen_events_split_into_call_and_agent_events():
