@@ -192,3 +192,32 @@ def test_accepted_webhooks_are_not_logged_but_rejections_are_one_line_each(serve
     lines = [line for line in serve.log().splitlines() if '"request rejected"' in line]
     assert len(lines) == 1 and '"reason":"missing_param"' in lines[0]
     assert "call_id=3" not in serve.log()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"GARBAGE\r\n\r\n", id="not-http"),
+        pytest.param(b"GET /call_end?call_id=1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", id="huge-header"),
+        pytest.param(b"GET /call_end?call_id=\xff\xfe\x00 HTTP/1.1\r\nHost: x\r\n\r\n", id="raw-bytes-in-url"),
+        pytest.param(b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", id="traversal"),
+        pytest.param(b"POST /call_end HTTP/1.1\r\nHost: x\r\nContent-Length: 999\r\n\r\ncall_id=1", id="short-body"),
+        pytest.param(b"POST /call_end HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", id="bad-chunk"),
+    ],
+)
+def test_malformed_http_never_takes_the_service_down(serve, raw):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", serve.port), timeout=5) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        try:
+            answer = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            answer = b""
+    assert not answer.startswith(b"HTTP/1.1 5"), answer[:200]
+    with httpx.Client(base_url=serve.url) as http:
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/call_end?call_id=still-serving").status_code == 200
+    assert serve.stop() == 0
+    assert [r["call_id"] for r in stored(serve.dsn, "call_id = 'still-serving'")] == ["still-serving"]
