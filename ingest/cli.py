@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ingest import db, logs
 from ingest.config import ENV_NAMES, ConfigError, Settings
@@ -77,7 +78,62 @@ def _parser() -> argparse.ArgumentParser:
         help="any ClickHouse output format: PrettyCompactMonoBlock (default), CSVWithNames, "
         "TSVWithNames, JSONEachRow, Markdown, ...",
     )
+    _add_backfill_commands(commands)
     return parser
+
+
+def _add_backfill_commands(commands: Any) -> None:
+    """``import`` and ``simulate`` (docs/import.md, docs/simulator.md); their flags are prefixed
+    ``import_``/``sim_`` so they stay out of Settings."""
+    imp = commands.add_parser(
+        "import",
+        help="backfill events from web-server access logs",
+        description="Import webhook requests from nginx/Apache access logs (combined or common format, "
+        "plain or .gz) into pbx.events, with each line's own time. Safe to repeat and to give "
+        "overlapping files in any order: a line is stored once. Bad webhook lines are reported as "
+        "FILE:LINE on stderr and skipped. The embedded engine allows one process: stop `serve` first.",
+    )
+    _add_engine_flag(imp)
+    imp.add_argument("import_files", nargs="+", metavar="FILE", help="access-log files (.gz read as gzip)")
+    imp.add_argument("--batch-size", dest="import_batch_size", type=int, default=50_000,
+                     help="rows per insert (default 50000)")
+    imp.add_argument("--no-progress", dest="import_progress", action="store_const", const=False,
+                     help="no progress line (shown only when stderr is a terminal anyway)")
+    imp.add_argument("--no-migrate", dest="import_migrate", action="store_false",
+                     help="do not apply sql/ migrations first")
+
+    sim = commands.add_parser(
+        "simulate",
+        help="generate a realistic, seeded call-centre day of webhooks",
+        description="Simulate queues, callers and agents and emit the PBX webhooks: to an access log "
+        "that `import` reads, and/or to a running service. --truth writes the metrics the simulator "
+        "expects (docs/simulator.md). Same seed, same output.",
+    )
+    sim.add_argument("--seed", dest="sim_seed", type=int, help="random seed (default 1)")
+    sim.add_argument("--start", dest="sim_start", help="simulated start, ISO date-time, UTC unless an offset "
+                     "is given (default 2026-11-02T08:00)")
+    sim.add_argument("--hours", dest="sim_hours", type=float, help="simulated hours of arrivals (default 1)")
+    sim.add_argument("--queues", dest="sim_queues", type=int, help="number of queues (default 3)")
+    sim.add_argument("--agents", dest="sim_agents", type=int, help="number of agents (default 8)")
+    sim.add_argument("--calls-per-hour", dest="sim_calls_per_hour", type=float,
+                     help="mean arrivals per queue per hour at the daily peak profile 1.0 (default 40)")
+    sim.add_argument("--end-mode", dest="sim_end_mode", choices=["drain", "cut"],
+                     help="drain (default): calls in progress finish after the period; cut: output stops "
+                     "at the period's end, leaving calls waiting")
+    sim.add_argument("--access-log", dest="sim_access_log", metavar="FILE",
+                     help="write an nginx access log (gzip if FILE ends in .gz)")
+    sim.add_argument("--log-format", dest="sim_log_format", choices=["combined", "common"],
+                     help="access-log format (default combined)")
+    sim.add_argument("--tz-offset", dest="sim_tz_offset", metavar="OFFSET",
+                     help="time zone of the access log: +HHMM, -HHMM, UTC or a zone such as Europe/Prague "
+                     "(default +0000)")
+    sim.add_argument("--target", dest="sim_target", metavar="URL",
+                     help="also send every webhook as a GET to a running service, e.g. http://127.0.0.1:8080")
+    sim.add_argument("--speed", dest="sim_speed", type=float,
+                     help="with --target: 1 = real time, 60 = a minute per second, 0 = no waiting (default 0)")
+    sim.add_argument("--concurrency", dest="sim_concurrency", type=int,
+                     help="with --target: requests in flight at once (default 8)")
+    sim.add_argument("--truth", dest="sim_truth", metavar="FILE", help="write the expected metrics as JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,12 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = vars(args).copy()
     command = options.pop("command")
     query, fmt = options.pop("query", None), options.pop("format", None)
+    tool = {k: options.pop(k) for k in list(options) if k.startswith(("import_", "sim_"))}
     try:
         settings = Settings.from_env(**options)
     except ConfigError as exc:
         print(f"pbx-analytics: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    if command in ("import", "simulate"):
+        return _backfill(command, settings, tool)
     try:
         if command == "serve":
             return _serve(settings)
@@ -113,6 +172,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pbx-analytics: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _backfill(command: str, settings: Settings, flags: dict[str, Any]) -> int:
+    if command == "import":
+        from ingest import importer
+
+        return importer.run(
+            settings.clickhouse_url, flags["import_files"], batch_size=flags["import_batch_size"],
+            migrate=flags["import_migrate"], progress=flags["import_progress"],
+        )
+    from ingest import simulate
+
+    return simulate.run_from_flags({k.removeprefix("sim_"): v for k, v in flags.items()})
 
 
 def _serve(settings: Settings) -> int:
