@@ -1,0 +1,154 @@
+"""The apps the benchmarks run, and how each is served.
+
+* ``bare``: the ceiling. The same 17 routes as the service (GET/POST, the
+  event in the path), each a handler that reads the query string and answers
+  ``200 OK`` without doing anything with it.
+* ``naive``: the design the service avoids. Decodes exactly like the service,
+  then makes one synchronous clickhouse-connect INSERT per request.
+* ``serve``: the product, ``ingest.app.create_app`` with ``Settings.from_env()``.
+
+``python -m bench.apps APP SERVER PORT`` serves one of them on uvicorn (with
+the same ``uvicorn.Config`` arguments as ``pbx-analytics serve``) or on
+granian; the benchmarks start it as a subprocess. The uvicorn ``serve`` run
+uses the real CLI instead (``bench/_servers.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get, route
+from litestar.enums import HttpMethod
+
+from ingest.spec import EVENTS
+
+__all__ = ["bare_app", "naive_app", "serve_app"]
+
+
+def _healthz() -> Any:
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return healthz
+
+
+def bare_app() -> Litestar:
+    """Webhook-shaped routes whose handler does nothing."""
+
+    def webhook_route(event: str) -> Any:
+        async def webhook(request: Request[Any, Any, Any]) -> Response[bytes]:
+            request.scope["query_string"]  # what the real handler reads first
+            return Response(b"OK\n", status_code=200, media_type=MediaType.TEXT)
+
+        return route(f"/{event}", http_method=[HttpMethod.GET, HttpMethod.POST], name=event)(webhook)
+
+    return Litestar(
+        route_handlers=[*(webhook_route(e) for e in EVENTS), _healthz()],
+        openapi_config=None,
+        logging_config=None,
+    )
+
+
+def naive_app() -> Litestar:
+    """One synchronous INSERT per request, on the engine of ``PBX_CLICKHOUSE_URL``."""
+    from ingest import db
+    from ingest.config import Settings
+    from ingest.decode import COLUMNS, COLUMN_TYPES, DecodeError, decode, parse_query, to_row, utc_now_ms
+
+    settings = Settings.from_env()
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        client = db.connect(settings.clickhouse_url)
+        db.apply_migrations(client)
+        state["client"] = client
+        try:
+            yield
+        finally:
+            client.close()
+
+    def webhook_route(event: str) -> Any:
+        def webhook(request: Request[Any, Any, Any]) -> Response[Any]:
+            received_at = utc_now_ms()
+            try:
+                ev = decode(event, parse_query(request.scope["query_string"].decode("utf-8", "replace")))
+            except DecodeError as exc:
+                return Response({"error": str(exc)}, status_code=422)
+            state["client"].insert(
+                f"{db.DATABASE}.events",
+                [to_row(event, ev, received_at)],
+                column_names=COLUMNS,
+                column_type_names=COLUMN_TYPES,
+            )
+            return Response(b"OK\n", status_code=200, media_type=MediaType.TEXT)
+
+        return route(
+            f"/{event}", http_method=[HttpMethod.GET, HttpMethod.POST], name=event, sync_to_thread=False
+        )(webhook)
+
+    return Litestar(
+        route_handlers=[*(webhook_route(e) for e in EVENTS), _healthz()],
+        lifespan=[lifespan],
+        openapi_config=None,
+        logging_config=None,
+    )
+
+
+def serve_app() -> Litestar:
+    """The product's app, configured from the ``PBX_*`` environment like ``serve``."""
+    from ingest.app import create_app
+    from ingest.config import Settings
+
+    return create_app(Settings.from_env())
+
+
+FACTORIES = {"bare": bare_app, "naive": naive_app, "serve": serve_app}
+
+
+def run(app: str, server: str, port: int) -> None:
+    if server == "uvicorn":
+        import uvicorn
+
+        # The same arguments as ingest.cli._serve: only the app differs.
+        config = uvicorn.Config(
+            FACTORIES[app](),
+            host="127.0.0.1",
+            port=port,
+            access_log=False,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+        uvicorn.Server(config).run()
+    elif server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        # One worker (one process holds the embedded engine), uvloop as with uvicorn,
+        # HTTP/1.1 only, no websockets, no access log: the closest match to serve's uvicorn.
+        Granian(
+            f"bench.apps:{FACTORIES[app].__name__}",
+            factory=True,
+            address="127.0.0.1",
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=1,
+            loop="uvloop",
+            http="1",
+            websockets=False,
+            log_access=False,
+            log_level="warning",
+        ).serve()
+    else:
+        raise SystemExit(f"unknown server {server!r}: uvicorn or granian")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in FACTORIES:
+        raise SystemExit("usage: python -m bench.apps {bare,naive,serve} {uvicorn,granian} PORT")
+    run(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -1,0 +1,135 @@
+"""``python -m bench``: run the benchmarks, print tables, write JSON results.
+
+    python -m bench run [throughput|freshness|queries|memory|all ...] [--duration S] [--smoke]
+    python -m bench profile [--duration S] [--server uvicorn|granian] [--gil]
+
+Results go to ``bench/results/<UTC time>-<parts>.json`` (gitignored) with the
+machine they were measured on; docs/benchmarks.md explains each table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import freshness, memory, profile, queries, throughput
+from bench._machine import load_average, machine
+
+__all__ = ["main"]
+
+PARTS = ("throughput", "freshness", "queries", "memory")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def print_table(title: str, rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"\n## {title}")
+    for n, row in enumerate(rows):
+        print("| " + " | ".join(c.rjust(w) if n and i > 1 else c.ljust(w) for i, (c, w) in
+                                enumerate(zip(row, widths))) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    sys.stdout.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="pbx-analytics benchmarks (issue 7).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run benchmarks and print their tables",
+                              description="Run the named benchmarks (default: all) and print a table each.")
+    run.add_argument("parts", nargs="*", metavar="PART",
+                     help=f"any of {', '.join(PARTS)}, or all (default)")
+    run.add_argument("--duration", type=float, default=None,
+                     help="seconds of each measured load run (default 15; --smoke: 2)")
+    run.add_argument("--smoke", action="store_true",
+                     help="a ~10-second check that the harness works: throughput and freshness, uvicorn "
+                     "only, short runs; numbers are not meant to be compared")
+    run.add_argument("--servers", default=None,
+                     help="comma-separated ASGI servers for throughput: uvicorn,granian (default both; "
+                     "--smoke: uvicorn)")
+    run.add_argument("--soak", type=float, default=None,
+                     help="seconds of the memory soak (default 600; --smoke: 6)")
+    run.add_argument("--rate", type=float, default=None,
+                     help="requests/s of the freshness background load and of the soak (default: half "
+                     "the bare app's rate when throughput ran, else 2000)")
+    run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
+
+    prof = commands.add_parser("profile", help="profile serve under load with py-spy",
+                               description="Sample serve with py-spy under the throughput load; print the "
+                               "top frames and keep the collapsed stacks under bench/results/.")
+    prof.add_argument("--duration", type=float, default=20, help="seconds sampled (default 20)")
+    prof.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian"])
+    prof.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
+    prof.add_argument("--native", action="store_true", help="include native (C/C++/Rust) frames")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    chosen = args.parts or ["all"]
+    unknown = [p for p in chosen if p not in (*PARTS, "all")]
+    if unknown:
+        print(f"python -m bench run: unknown part {unknown[0]!r}: choose from {', '.join(PARTS)}, all",
+              file=sys.stderr)
+        return 2
+    parts = list(PARTS) if "all" in chosen else list(dict.fromkeys(chosen))
+    if args.smoke and "all" in chosen:
+        parts = ["throughput", "freshness"]
+    seconds = args.duration or (2.0 if args.smoke else 15.0)
+    servers = (args.servers or ("uvicorn" if args.smoke else "uvicorn,granian")).split(",")
+    report: dict[str, Any] = {"machine": machine(), "smoke": args.smoke, "duration_s": seconds, "results": {}}
+    print(f"machine: {report['machine']['nproc']} × {report['machine']['cpu']}, "
+          f"{report['machine']['ram_gib']} GiB, load average {report['machine']['load_average']}")
+    with tempfile.TemporaryDirectory(prefix="pbx-bench-") as tmp:
+        workdir = Path(tmp)
+        rate = args.rate
+        if "throughput" in parts:
+            opts = throughput.Options(seconds=seconds, warmup=1.0 if args.smoke else 3.0, servers=servers,
+                                      apps=["bare", "serve"] if args.smoke else ["bare", "serve", "naive"])
+            res = throughput.run(opts, workdir / "throughput")
+            report["results"]["throughput"] = res
+            print_table("Webhook throughput", throughput.table(res))
+            rate = rate or res[servers[0]]["half_bare_rps"]
+        rate = rate or 2000.0
+        if "freshness" in parts:
+            res = freshness.run(workdir / "freshness", max(seconds, 3.0), background_rate=rate)
+            report["results"]["freshness"] = res
+            print_table("Freshness", freshness.table(res))
+        if "queries" in parts:
+            try:
+                report["results"]["queries"] = queries.run(workdir / "queries")
+            except queries.NotReady as exc:
+                report["results"]["queries"] = {"not_run": str(exc)}
+                print(f"\n## Queries\nnot run: {exc}")
+        if "memory" in parts:
+            soak = args.soak or (6.0 if args.smoke else 600.0)
+            res = memory.run(workdir / "memory", soak, rate=rate, sample_every=1.0 if soak < 60 else 5.0)
+            report["results"]["memory"] = res
+            print_table("Memory soak", memory.table(res))
+    report["load_average_end"] = load_average()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{'-'.join(parts)}{'-smoke' if args.smoke else ''}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nload average at end {report['load_average_end']}; results: {path}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="pbx-profile-") as tmp:
+        res = profile.run(Path(tmp), args.duration, server=args.server, gil=args.gil, native=args.native,
+                          out_dir=RESULTS)
+    print(f"serve/{args.server} at {res['rps']} req/s, {res['samples']} samples "
+          f"({'GIL holder only' if args.gil else 'all threads'}); collapsed stacks: {res['collapsed']}")
+    for kind in ("self", "total"):
+        print_table(f"top frames by {kind} share", [["%", "frame"]] + [[f"{p:.1f}", f] for f, p in res[kind]])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return _run(args) if args.command == "run" else _profile(args)

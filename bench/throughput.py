@@ -1,0 +1,109 @@
+"""Webhook throughput: ``serve`` against the bare app and the naive design, per ASGI server.
+
+For each server (uvicorn, granian): the bare app's closed-loop requests/s is
+the baseline; ``serve`` and ``naive`` are measured the same way, as ratios of
+it. Then ``serve`` (and the bare app, for reference) is paced at half the bare
+app's rate, open loop, and its p50/p99 latency measured from each request's
+intended send time. Afterwards the rows ``serve`` stored are counted against
+the 200s it answered, so a fast-but-lossy service cannot look good.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench._servers import Server
+from bench._wrk import WrkResult, run_wrk
+
+__all__ = ["Options", "run"]
+
+
+@dataclass
+class Options:
+    seconds: float
+    warmup: float
+    servers: list[str]
+    apps: list[str]
+    connections: int = 32
+
+
+def stored_rows(dsn: str) -> int:
+    """Rows in pbx.events, read by the CLI once the server has released the engine."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ingest", "sql", "SELECT count() FROM pbx.events", "--clickhouse", dsn,
+         "--format", "TSV"],
+        capture_output=True, text=True, timeout=120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"counting rows of {dsn}: {out.stderr}")
+    return int(out.stdout.strip())
+
+
+def _ok(result: WrkResult) -> int:
+    return result.requests - result.errors["status"]
+
+
+def _measure(server: Server, opts: Options) -> tuple[WrkResult, int]:
+    """The measured closed-loop run, and the 2xx answered including the warm-up."""
+    acked = 0
+    if opts.warmup > 0:
+        acked += _ok(run_wrk(server.url, opts.warmup, connections=opts.connections))
+    result = run_wrk(server.url, opts.seconds, connections=opts.connections)
+    return result, acked + _ok(result)
+
+
+def run(opts: Options, workdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for server_name in opts.servers:
+        res: dict[str, Any] = {}
+        with Server("bare", server_name, workdir / f"bare-{server_name}") as bare:
+            base, _ = _measure(bare, opts)
+            res["bare"] = {"max": base.as_dict(), "peak_rss_mib": round(bare.peak_rss_kib() / 1024, 1)}
+            half = base.rps / 2
+            res["bare"]["paced"] = run_wrk(bare.url, opts.seconds, connections=8, rate=half).as_dict()
+        for app in opts.apps:
+            if app == "bare":
+                continue
+            srv = Server(app, server_name, workdir / f"{app}-{server_name}")
+            with srv:
+                measured, acked = _measure(srv, opts)
+                entry: dict[str, Any] = {"max": measured.as_dict()}
+                if app == "serve":
+                    paced = run_wrk(srv.url, opts.seconds, connections=8, rate=half)
+                    entry["paced"] = paced.as_dict()
+                    acked += _ok(paced)
+                entry["acknowledged"] = acked
+                entry["peak_rss_mib"] = round(srv.peak_rss_kib() / 1024, 1)
+            # Every 200 answered (warm-up included) must be a stored row.
+            entry["stored_rows"] = stored_rows(srv.dsn)
+            res[app] = entry
+            res[app]["ratio_to_bare"] = round(measured.rps / base.rps, 3) if base.rps else None
+        res["half_bare_rps"] = round(half, 1)
+        results[server_name] = res
+    return results
+
+
+def table(results: dict[str, Any]) -> list[list[str]]:
+    rows = [["server", "app", "req/s", "× bare", "p50 ms", "p99 ms", "paced req/s", "paced p50", "paced p99",
+             "peak RSS MiB", "stored/2xx"]]
+    for server_name, res in results.items():
+        for app in ("bare", "serve", "naive"):
+            if app not in res:
+                continue
+            e = res[app]
+            m = e["max"]
+            p = e.get("paced", {})
+            pl = p.get("intended_latency_ms", {}) if p else {}
+            ratio = "1.000" if app == "bare" else f"{e['ratio_to_bare']:.3f}"
+            stored = f"{e['stored_rows']}/{e['acknowledged']}" if "stored_rows" in e else ""
+            rows.append([
+                server_name, app, f"{m['rps']:.0f}", ratio, f"{m['latency_ms']['p50']:.2f}",
+                f"{m['latency_ms']['p99']:.2f}", f"{p['rps']:.0f}" if p else "",
+                f"{pl['p50']:.2f}" if pl else "", f"{pl['p99']:.2f}" if pl else "",
+                f"{e['peak_rss_mib']:.0f}", stored,
+            ])
+    return rows
