@@ -1,11 +1,17 @@
 """The Litestar app: one route per webhook, plus /healthz and /metrics.
 
-A webhook request is decoded (``ingest.decode``), stamped with its arrival
-time and handed to the writer; the handler never waits for ClickHouse.
+A webhook request is checked (client address, token, limits), decoded
+(``ingest.decode``), stamped with its arrival time and appended to the durable
+spool; it is answered 200 only once the spool has fsynced it (group commit,
+``ingest.spool``). The handler never waits for ClickHouse: the writer drains
+the spool in the background (``ingest.writer``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,71 +20,190 @@ from typing import Any
 from litestar import Litestar, MediaType, Request, Response, get, route
 from litestar.enums import HttpMethod
 from litestar.exceptions import HTTPException
+from prometheus_client import Counter, Gauge, Histogram
 
 from ingest import db
 from ingest.config import Settings
 from ingest.decode import COLUMNS, COLUMN_TYPES, DecodeError, decode, json_pairs, parse_query, to_row, utc_now_ms
 from ingest.metrics import CONTENT_TYPE_LATEST, Metrics
 from ingest.spec import EVENTS
-from ingest.writer import BatchWriter
+from ingest.spool import Spool, SpoolClosed, SpoolError, SpoolFull
+from ingest.writer import BatchWriter, encode_row, spool_meta
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
 _STATUS_OF = {"missing_param": 422, "bad_param": 422, "bad_body": 400, "too_many_params": 413}
+#: Seconds a PBX (or proxy) is asked to wait after a 503.
+RETRY_AFTER_S = "5"
 
 
-def _error(status: int, reason: str, message: str, **fields: Any) -> Response[dict[str, Any]]:
-    return Response({"error": message, "reason": reason, **fields}, status_code=status)
+def _error(status: int, reason: str, message: str, headers: dict[str, str] | None = None,
+           **fields: Any) -> Response[dict[str, Any]]:
+    return Response({"error": message, "reason": reason, **fields}, status_code=status, headers=headers)
+
+
+class _Redact(logging.Filter):
+    """Replaces the shared secret in uvicorn's access-log lines (the URL carries it)."""
+
+    secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets and isinstance(record.args, tuple):
+            args = []
+            for arg in record.args:
+                if isinstance(arg, str):
+                    for secret in self.secrets:
+                        arg = arg.replace(secret, "***")
+                args.append(arg)
+            record.args = tuple(args)
+        return True
+
+
+_REDACT = _Redact()
 
 
 class Service:
-    """The state one running app holds: settings, metrics and the writer."""
+    """The state one running app holds: settings, metrics, the spool and the writer."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        registry = self.metrics.registry
+        self.spool_bytes = Gauge("pbx_spool_bytes", "Bytes of the durable spool on disk", registry=registry)
+        self.spool_limit = Gauge("pbx_spool_max_bytes", "Spool size at which webhooks get 503", registry=registry)
+        self.spool_commit = Histogram(
+            "pbx_spool_commit_seconds", "Time to write and fsync one group of webhooks",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5), registry=registry,
+        )
+        self.rows_quarantined = Counter(
+            "pbx_rows_quarantined", "Rows ClickHouse refused, kept in pbx.events_quarantine", registry=registry
+        )
+        self.spool: Spool | None = None
+        self.writer: BatchWriter | None = None
+        self._token = settings.token.encode()
+        self._networks = settings.allowed_networks
+        self._allowed: dict[str, bool] = {}  # client address -> allowed (bounded cache)
+        #: The server was down at start: migrate on the writer's first connection.
+        self.migrations_pending = False
+
+    def _connect(self) -> Any:
+        client = db.connect(self.settings.clickhouse_url)
+        if self.migrations_pending:
+            db.apply_migrations(client)
+            self.migrations_pending = False
+        return client
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open (and replay) the spool, start its committer and the writer."""
+        s = self.settings
+        spool = Spool(s.spool_path, max_bytes=s.spool_max_bytes, meta=spool_meta(COLUMNS),
+                      fsync=s.spool_fsync, commit_window=s.spool_commit_window)
+        spool.on_commit = lambda seconds, _records: self.spool_commit.observe(seconds)
+        self.spool_bytes.set_function(lambda: spool.size_bytes)
+        self.spool_limit.set(s.spool_max_bytes)
         self.writer = BatchWriter(
-            lambda: db.connect(settings.clickhouse_url),
+            self._connect,
+            spool,
             f"{db.DATABASE}.events",
             COLUMNS,
             COLUMN_TYPES,
-            batch_size=settings.batch_size,
-            flush_interval=settings.flush_interval,
-            max_rows=settings.max_buffer_rows,
+            batch_size=s.batch_size,
+            flush_interval=s.flush_interval,
             metrics=self.metrics,
+            rows_quarantined=self.rows_quarantined,
         )
+        spool.start(loop)
+        self.spool = spool
+        self.writer.start()
 
-    def reject(self, status: int, reason: str, message: str, **fields: Any) -> Response[dict[str, Any]]:
+    def close(self) -> None:
+        """Stop accepting, write the spool to ClickHouse for at most ``drain_timeout`` s."""
+        if self.spool is None or self.writer is None:
+            return
+        self.spool.stop_accepting()
+        self.writer.close(self.settings.drain_timeout)
+        self.spool.close()
+
+    def reject(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None,
+               **fields: Any) -> Response[dict[str, Any]]:
         self.metrics.requests_rejected.labels(reason).inc()
         log.warning("request rejected", extra={"status": status, "reason": reason, "detail": message})
-        return _error(status, reason, message, **fields)
+        return _error(status, reason, message, headers, **fields)
 
-    async def accept(self, request: Request[Any, Any, Any], event: str) -> Response[Any]:
+    def redact(self, text: str) -> str:
+        return text.replace(self.settings.token, "***") if self.settings.token else text
+
+    def _client_allowed(self, scope: Any) -> bool:
+        host = (scope.get("client") or ("",))[0]
+        allowed = self._allowed.get(host)
+        if allowed is None:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                allowed = False
+            else:
+                if address.version == 6 and address.ipv4_mapped is not None:
+                    address = address.ipv4_mapped
+                allowed = any(address in network for network in self._networks)
+            if len(self._allowed) > 4096:
+                self._allowed.clear()
+            self._allowed[host] = allowed
+        return allowed
+
+    async def accept(self, request: Request[Any, Any, Any], event: str, path_token: str | None = None) -> Response[Any]:
         received_at = utc_now_ms()
         scope = request.scope
+        settings = self.settings
+        if self._networks and not self._client_allowed(scope):
+            return self.reject(403, "client_not_allowed", "this client address may not send webhooks")
         query: bytes = scope["query_string"]
-        if len(scope["raw_path"]) + len(query) > self.settings.max_url_bytes:
-            return self.reject(414, "uri_too_long", f"URL longer than {self.settings.max_url_bytes} bytes")
+        if len(scope["raw_path"]) + len(query) > settings.max_url_bytes:
+            return self.reject(414, "uri_too_long", f"URL longer than {settings.max_url_bytes} bytes")
         try:
-            pairs = parse_query(query.decode("utf-8", "replace"), self.settings.max_params)
+            pairs = parse_query(query.decode("utf-8", "replace"), settings.max_params)
+            if self._token:
+                # The secret is checked, then removed: never decoded, stored or logged.
+                given = path_token
+                kept = []
+                for pair in pairs:
+                    if pair[0] == "token":
+                        given = pair[1] if given is None else given
+                    else:
+                        kept.append(pair)
+                pairs = kept
+                if given is None:
+                    return self.reject(401, "missing_token", "this service needs the token in the webhook URL")
+                if not hmac.compare_digest(given.encode(), self._token):
+                    return self.reject(403, "bad_token", "wrong token")
+            if event not in EVENTS:
+                return self.reject(404, "unknown_event", f"no webhook '{event}'", known_events=list(EVENTS))
             if request.method == HttpMethod.POST:
                 body = await request.body()
                 if body:
                     if request.content_type[0] == "application/json":
                         pairs += json_pairs(body)
                     else:
-                        pairs += parse_query(body.decode("utf-8", "replace"), self.settings.max_params)
-            if len(pairs) > self.settings.max_params:
-                raise DecodeError("too_many_params", f"more than {self.settings.max_params} parameters")
+                        pairs += parse_query(body.decode("utf-8", "replace"), settings.max_params)
+                    if self._token:
+                        pairs = [p for p in pairs if p[0] != "token"]
+            if len(pairs) > settings.max_params:
+                raise DecodeError("too_many_params", f"more than {settings.max_params} parameters")
             ev = decode(event, pairs)
         except DecodeError as exc:
             return self.reject(_STATUS_OF[exc.reason], exc.reason, str(exc), parameter=exc.param, event=event)
-        if not self.writer.submit(to_row(event, ev, received_at)):
-            return self.reject(
-                503, "buffer_full", "event buffer full: ClickHouse is not keeping up", headers={"Retry-After": "5"}
-            )
+        try:
+            await self.spool.append(encode_row(to_row(event, ev, received_at)))  # type: ignore[union-attr]
+        except SpoolFull:
+            return self.reject(503, "spool_full", "the spool is full: ClickHouse has not been keeping up",
+                               headers={"Retry-After": RETRY_AFTER_S})
+        except SpoolClosed:
+            return self.reject(503, "shutting_down", "the service is stopping",
+                               headers={"Retry-After": RETRY_AFTER_S})
+        except SpoolError as exc:
+            return self.reject(503, "spool_write_failed", f"could not store the event: {exc}",
+                               headers={"Retry-After": RETRY_AFTER_S})
         self.metrics.events_received.labels(event).inc()
         return Response(b"OK\n", status_code=200, media_type=MediaType.TEXT)
 
@@ -91,36 +216,71 @@ def _webhook_route(service: Service, event: str) -> Any:
     return route(f"/{event}", http_method=[HttpMethod.GET, HttpMethod.POST], name=event)(webhook)
 
 
+def _token_route(service: Service) -> Any:
+    async def webhook_with_token(request: Request[Any, Any, Any], token: str, event: str) -> Response[Any]:
+        """Any webhook, with the shared secret as the first path segment: ``/<token>/<event>``."""
+        return await service.accept(request, event, path_token=token)
+
+    return route("/{token:str}/{event:str}", http_method=[HttpMethod.GET, HttpMethod.POST],
+                 name="webhook_with_token")(webhook_with_token)
+
+
 def create_app(settings: Settings) -> Litestar:
     service = Service(settings)
+    if settings.token:
+        _REDACT.secrets.add(settings.token)
+        logging.getLogger("uvicorn.access").addFilter(_REDACT)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        # The embedded engine lives while one of its clients is open: hold one for
-        # the service's lifetime, so no other process can take the data directory
-        # between start-up and the writer's first insert.
-        holder = db.connect(settings.clickhouse_url)
+        holder = None
+        if settings.clickhouse_url.startswith("chdb:"):
+            # The embedded engine lives while one of its clients is open: hold one for
+            # the service's lifetime, so no other process can take the data directory
+            # between start-up and the writer's first insert.
+            holder = db.connect(settings.clickhouse_url)
         try:
             if settings.migrate_on_start:
-                db.apply_migrations(holder)
-            service.writer.start()
+                try:
+                    client = holder or db.connect(settings.clickhouse_url)
+                    try:
+                        db.apply_migrations(client)
+                    finally:
+                        if client is not holder:
+                            client.close()
+                except Exception as exc:
+                    if holder is not None:
+                        raise
+                    # A server that is down must not stop us accepting into the spool;
+                    # the writer applies the migrations once it reaches the server.
+                    log.error("ClickHouse unreachable at start; accepting into the spool",
+                              extra={"error": str(exc)})
+                    service.migrations_pending = True
+            service.open(asyncio.get_running_loop())
             try:
                 yield
             finally:
-                service.writer.close()
+                service.close()
         finally:
-            holder.close()
+            if holder is not None:
+                holder.close()
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> Response[dict[str, Any]]:
-        writer = service.writer
-        healthy = writer.last_error is None
+        writer, spool = service.writer, service.spool
+        if writer is None or spool is None:
+            return Response({"status": "starting"}, status_code=200)
+        engine_up = writer.last_error is None
+        nearly_full = spool.size_bytes > 0.8 * settings.spool_max_bytes
         return Response(
             {
-                "status": "ok" if healthy else "degraded",
-                "clickhouse": "up" if healthy else "down",
+                "status": "ok" if engine_up and not nearly_full and not spool.last_write_error else "degraded",
+                "clickhouse": "up" if engine_up else "down",
                 "last_error": writer.last_error,
                 "backlog": writer.backlog,
+                "spool_bytes": spool.size_bytes,
+                "spool_max_bytes": settings.spool_max_bytes,
+                "spool_error": spool.last_write_error,
             },
             status_code=200,
         )
@@ -132,13 +292,16 @@ def create_app(settings: Settings) -> Litestar:
     def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         if exc.status_code == 404:
             return service.reject(
-                404, "unknown_event", f"no webhook at {request.url.path}", known_events=list(EVENTS)
+                404, "unknown_event", f"no webhook at {service.redact(request.url.path)}", known_events=list(EVENTS)
             )
         reason = {405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
-        return service.reject(exc.status_code, reason, exc.detail)
+        return service.reject(exc.status_code, reason, service.redact(str(exc.detail)))
 
+    handlers = [*(_webhook_route(service, e) for e in EVENTS), healthz, metrics]
+    if settings.token:
+        handlers.append(_token_route(service))
     app = Litestar(
-        route_handlers=[*(_webhook_route(service, e) for e in EVENTS), healthz, metrics],
+        route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers={HTTPException: http_error},
         request_max_body_size=settings.max_body_bytes,

@@ -8,6 +8,7 @@ the README's configuration table.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,8 +38,28 @@ class Settings:
     batch_size: int = 5000
     #: ...or when its oldest row has waited this long (seconds).
     flush_interval: float = 0.5
-    #: Rows held in memory while ClickHouse is unreachable before answering 503.
-    max_buffer_rows: int = 1_000_000
+    #: The durable spool (write-ahead log) a webhook is in before it is acknowledged.
+    #: Empty: ``spool`` next to the embedded engine's data directory (``./data`` ->
+    #: ``./spool``), or ``./spool`` for a ClickHouse server. One process per spool.
+    spool_dir: str = ""
+    #: Spool size (bytes on disk) at which webhooks get 503 + Retry-After.
+    spool_max_bytes: int = 1 << 30
+    #: fsync each group commit before acknowledging. Off: survives a process crash,
+    #: not a power loss.
+    spool_fsync: bool = True
+    #: Seconds a group commit waits to collect more webhooks before one fsync.
+    spool_commit_window: float = 0.002
+    #: On SIGTERM, seconds to keep writing the spool to ClickHouse before exiting
+    #: (the rest stays in the spool and is written at the next start).
+    drain_timeout: float = 10.0
+    #: Shared secret the PBX puts in its webhook URLs (``?token=`` or ``/<token>/<event>``).
+    #: Empty: no token needed. Set it through the environment, not a flag (flags show in ``ps``).
+    token: str = dataclasses.field(default="", repr=False)
+    #: Comma-separated CIDRs allowed to send webhooks; empty: any client.
+    allow_cidrs: str = ""
+    #: Comma-separated proxy addresses whose X-Forwarded-For is trusted for the client
+    #: address (uvicorn ``forwarded_allow_ips``); empty: the TCP peer is the client.
+    trusted_proxies: str = ""
     #: Request limits: body bytes (413), URL bytes (414), parameters per request (413).
     max_body_bytes: int = 65536
     max_url_bytes: int = 8192
@@ -54,13 +75,35 @@ class Settings:
             raise ConfigError(
                 f"clickhouse url {self.clickhouse_url!r}: expected chdb:///path or http(s)://user:pass@host:port/db"
             )
-        for name in ("batch_size", "max_buffer_rows", "max_body_bytes", "max_url_bytes", "max_params", "port"):
+        for name in ("batch_size", "spool_max_bytes", "max_body_bytes", "max_url_bytes", "max_params", "port"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.flush_interval <= 0:
             raise ConfigError(f"flush_interval must be positive, got {self.flush_interval}")
-        if self.max_buffer_rows < self.batch_size:
-            raise ConfigError("max_buffer_rows must be at least batch_size")
+        if self.spool_commit_window < 0 or self.drain_timeout < 0:
+            raise ConfigError("spool_commit_window and drain_timeout must not be negative")
+        self.allowed_networks  # noqa: B018  (validates allow_cidrs)
+
+    @property
+    def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``allow_cidrs`` parsed; empty = every client is allowed."""
+        networks = []
+        for cidr in filter(None, (c.strip() for c in self.allow_cidrs.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                raise ConfigError(f"{ENV_NAMES['allow_cidrs']}: {cidr!r} is not a CIDR such as 10.0.0.0/8") from None
+        return tuple(networks)
+
+    @property
+    def spool_path(self) -> Path:
+        """Where the spool lives (``spool_dir``, or derived from the engine's path)."""
+        if self.spool_dir:
+            return Path(self.spool_dir).resolve()
+        if self.clickhouse_url.startswith("chdb:"):
+            data = Path(self.clickhouse_url.removeprefix("chdb:").removeprefix("//") or "data").resolve()
+            return data.parent / "spool"
+        return Path("spool").resolve()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,29 +1,43 @@
-"""The batch writer: accepted rows -> ClickHouse, from one background thread.
+"""The spool drainer: durable spool -> ClickHouse, from one background thread.
 
-Request handlers only append to an in-memory buffer; a single thread turns
-the buffer into column-oriented inserts, by size (``batch_size``) or by age
-(``flush_interval``), so a slow or failing insert never blocks a request.
-A failed insert is retried with capped exponential backoff, with the same
-``insert_deduplication_token``, so a retry of an insert that did land is
-dropped by ClickHouse instead of stored twice.
+Request handlers only append to the spool (``ingest.spool``); this thread reads
+committed records in batches (by size, ``batch_size``, or age,
+``flush_interval``) and inserts them column-oriented. Each batch's bounds are
+made durable before its insert and its ``insert_deduplication_token`` is
+derived from them, so a batch inserted just before a crash is replayed with
+the same token and ClickHouse drops the repeat: exactly once, not at least once.
+
+Failures:
+
+* the engine is unreachable or refuses the table (server down, table
+  detached, disk full): the batch stays in the spool, retried with capped
+  exponential backoff; the spool keeps accepting until its size limit;
+* the engine rejects the *data* (constraint, parse error in a view): the batch
+  is split in halves until the offending rows are alone; those go to
+  ``pbx.events_quarantine`` with the reason, the rest is stored.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
+import datetime as dt
+import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import msgspec
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 
 from ingest.metrics import Metrics
+from ingest.spool import Batch, Spool
 
-__all__ = ["BatchWriter"]
+__all__ = ["BatchWriter", "decode_payload", "encode_row", "spool_meta"]
 
 log = logging.getLogger(__name__)
 
@@ -31,130 +45,263 @@ log = logging.getLogger(__name__)
 BACKOFF_START_S = 0.1
 BACKOFF_CAP_S = 10.0
 
+#: ClickHouse error codes that blame the inserted rows, not the engine: a batch
+#: failing with one of these is split to find and quarantine the bad rows.
+#: Anything else (unknown table, read-only, no space, memory, network) is an
+#: outage: the batch waits in the spool and is retried unchanged.
+DATA_ERROR_CODES = frozenset({
+    6,    # CANNOT_PARSE_TEXT
+    26,   # CANNOT_PARSE_QUOTED_STRING
+    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    38,   # CANNOT_PARSE_DATE
+    41,   # CANNOT_PARSE_DATETIME
+    53,   # TYPE_MISMATCH
+    69,   # ARGUMENT_OUT_OF_BOUND
+    70,   # CANNOT_CONVERT_TYPE
+    72,   # CANNOT_PARSE_NUMBER
+    117,  # INCORRECT_DATA
+    131,  # TOO_LARGE_STRING_SIZE
+    321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    395,  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO (throwIf in a view)
+    407,  # DECIMAL_OVERFLOW
+    469,  # VIOLATED_CONSTRAINT
+})
+
+QUARANTINE_TABLE = "pbx.events_quarantine"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+# ---- the spool record of one row --------------------------------------------
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+def encode_row(row: Sequence[Any]) -> bytes:
+    """A ``pbx.events`` row as a spool record: msgpack, UUID as 16 bytes, time as epoch ms."""
+    return _encode((row[0].bytes, round(row[1].timestamp() * 1000), *row[2:]))
+
+
+def spool_meta(columns: Sequence[str]) -> bytes:
+    """Each segment names its columns, so records spooled by an older version replay by name."""
+    return msgspec.json.encode({"format": 1, "columns": list(columns)})
+
+
+def decode_payload(payload: bytes) -> list[Any]:
+    """A spool record back to insert values: event_id as int, received_at as epoch ms."""
+    row = _decode(payload)
+    if not isinstance(row, list) or len(row) < 2 or not isinstance(row[0], bytes) or len(row[0]) != 16:
+        raise ValueError("not a spooled events row")
+    row[0] = int.from_bytes(row[0], "big")
+    return row
+
+
+class _Remap:
+    """Maps rows spooled with other columns (an older version) onto the current ones."""
+
+    def __init__(self, old: Sequence[str], new: Sequence[str]) -> None:
+        self.index = {name: i for i, name in enumerate(old)}
+        self.new = list(new)
+        self.dropped = [(i, name) for i, name in enumerate(old) if name not in set(new)]
+
+    def __call__(self, row: list[Any]) -> list[Any]:
+        out = [row[self.index[c]] if c in self.index else ({} if c == "extra" else "") for c in self.new]
+        if self.dropped and "extra" in self.new:
+            extra = dict(out[self.new.index("extra")])
+            extra.update((name, str(row[i])) for i, name in self.dropped if row[i] not in ("", None))
+            out[self.new.index("extra")] = extra
+        return out
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    if isinstance(exc, DatabaseError) and getattr(exc, "code", None) in DATA_ERROR_CODES:
+        return True
+    # Raised by the client while serialising a value: the row, not the engine.
+    return isinstance(exc, (DataError, TypeError, ValueError, OverflowError))
+
 
 class BatchWriter:
     def __init__(
         self,
         connect: Callable[[], Client],
+        spool: Spool,
         table: str,
         columns: Sequence[str],
         column_types: Sequence[str],
         *,
         batch_size: int,
         flush_interval: float,
-        max_rows: int,
         metrics: Metrics,
+        rows_quarantined: Any = None,
     ) -> None:
         self._connect = connect
+        self._spool = spool
         self._table = table
         self._columns = list(columns)
         self._types = list(column_types)
         self._batch_size = batch_size
         self._flush_interval = flush_interval
-        self._max_rows = max_rows
         self._metrics = metrics
-        self._rows: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._first_at = 0.0  # monotonic time the oldest buffered row arrived
-        self._cond = threading.Condition()
-        self._stopping = False
+        self._quarantined = rows_quarantined
+        self._remaps: dict[bytes, _Remap | None] = {}
+        self._stop = threading.Event()
+        self._deadline: float | None = None
         self._thread: threading.Thread | None = None
         self._client: Client | None = None
         #: Last insert error (None while healthy); read by /healthz.
         self.last_error: str | None = None
         self.last_success: float | None = None
-        metrics.track_buffer(lambda: len(self._rows))
+        metrics.track_buffer(lambda: spool.backlog)
 
     @property
     def backlog(self) -> int:
-        return len(self._rows)
-
-    def submit(self, row: tuple[Any, ...]) -> bool:
-        """Buffer one row. False when the buffer is full (the caller answers 503)."""
-        rows = self._rows
-        if len(rows) >= self._max_rows:
-            return False
-        with self._cond:
-            if not rows:
-                self._first_at = time.monotonic()
-            rows.append(row)
-            if len(rows) == 1 or len(rows) >= self._batch_size:
-                self._cond.notify()
-        return True
+        """Acknowledged rows not yet confirmed stored in ClickHouse."""
+        return self._spool.backlog
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="pbx-writer", daemon=True)
         self._thread.start()
 
-    def close(self, timeout: float = 30.0) -> bool:
-        """Stop after writing everything buffered. True if the buffer was drained."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+    def close(self, timeout: float = 10.0) -> bool:
+        """Write what the spool holds for at most ``timeout`` s, then stop.
+
+        True if everything was written; otherwise the rest stays in the spool
+        and is written at the next start.
+        """
+        self._deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._spool.wake()
         if self._thread is not None:
-            self._thread.join(timeout)
-        drained = not self._rows
+            # An insert in flight cannot be interrupted: give it a little longer.
+            self._thread.join(timeout + 30)
+        drained = self._spool.backlog == 0
         if not drained:
-            log.error("shutdown with unwritten rows", extra={"rows": len(self._rows)})
+            log.warning("shutdown with rows still in the spool; they are written at the next start",
+                        extra={"rows": self._spool.backlog})
         if self._client is not None:
             self._client.close()
+            self._client = None
         return drained
 
-    def _next_batch(self) -> list[tuple[Any, ...]] | None:
-        """Wait until a batch is due; None when stopping with nothing left."""
-        rows = self._rows
-        with self._cond:
-            while not rows and not self._stopping:
-                self._cond.wait()
-            if not rows:
-                return None
-            deadline = self._first_at + self._flush_interval
-            while len(rows) < self._batch_size and not self._stopping:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            return list(itertools.islice(rows, self._batch_size))
+    # ---- the loop -----------------------------------------------------------
+
+    def _out_of_time(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _wait_due(self) -> bool:
+        """Wait until a batch is due: full, old enough, a replay, or shutting down."""
+        spool = self._spool
+        seen_at: float | None = None
+        while True:
+            if self._out_of_time():
+                return False
+            backlog = spool.backlog
+            if backlog >= self._batch_size or spool.replay_pending:
+                return True
+            if backlog == 0:
+                if self._stop.is_set():
+                    return False
+                seen_at = None
+                spool.wait_for_change(0, 1.0)
+                continue
+            if self._stop.is_set():
+                return True
+            now = time.monotonic()
+            seen_at = seen_at or now
+            if now - seen_at >= self._flush_interval:
+                return True
+            spool.wait_for_change(backlog, self._flush_interval - (now - seen_at))
 
     def _run(self) -> None:
         backoff = BACKOFF_START_S
-        while True:
-            batch = self._next_batch()
+        while self._wait_due():
+            batch = self._spool.next_batch(self._batch_size)
             if batch is None:
-                return
-            token = uuid.uuid4().hex
-            while True:
-                try:
-                    self._insert(batch, token)
-                except Exception as exc:  # any failure: keep the rows, back off, retry
-                    self._client = None
-                    self._metrics.insert_failures.inc()
-                    self._metrics.engine_up.set(0)
-                    if self.last_error is None:
-                        log.error("insert failed, retrying", extra={"error": str(exc), "rows": len(batch)})
-                    self.last_error = str(exc)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_CAP_S)
-                    continue
-                break
+                continue
+            try:
+                self._store(batch)
+            except Exception as exc:  # an outage: the batch stays in the spool
+                self._client = None
+                self._metrics.insert_failures.inc()
+                self._metrics.engine_up.set(0)
+                if self.last_error is None:
+                    log.error("insert failed; events stay in the spool and are retried",
+                              extra={"error": str(exc), "rows": len(batch.payloads)})
+                self.last_error = str(exc)
+                if self._stop.is_set() and self._out_of_time():
+                    return
+                if self._stop.is_set():
+                    time.sleep(min(backoff, 0.5))
+                else:
+                    self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP_S)
+                continue
+            self._spool.confirm(batch)
             if self.last_error is not None:
-                log.warning("inserts recovered", extra={"rows": len(batch)})
+                log.warning("inserts recovered", extra={"backlog": self._spool.backlog})
             self.last_error = None
             self.last_success = time.time()
             self._metrics.engine_up.set(1)
             backoff = BACKOFF_START_S
-            with self._cond:
-                for _ in range(len(batch)):
-                    self._rows.popleft()
-                if self._rows:
-                    self._first_at = time.monotonic()
 
-    def _insert(self, batch: list[tuple[Any, ...]], token: str) -> None:
+    # ---- one batch ------------------------------------------------------------
+
+    def _store(self, batch: Batch) -> None:
+        remap = self._remap(batch.meta)
+        rows: list[list[Any]] = []
+        bad: list[tuple[bytes, str]] = []
+        for payload in batch.payloads:
+            try:
+                row = decode_payload(payload)
+                if remap is not None:
+                    row = remap(row)
+                if len(row) != len(self._columns):
+                    raise ValueError(f"{len(row)} values for {len(self._columns)} columns")
+                rows.append(row)
+            except (msgspec.DecodeError, ValueError, TypeError) as exc:
+                bad.append((payload, f"undecodable spool record: {exc}"))
+        if bad:
+            self._quarantine_payloads(bad, f"{batch.token}:u")
+        if rows:
+            self._insert_or_split(rows, batch.token)
+
+    def _remap(self, meta: bytes) -> _Remap | None:
+        if meta not in self._remaps:
+            try:
+                columns = msgspec.json.decode(meta)["columns"]
+            except (msgspec.DecodeError, KeyError, TypeError):
+                columns = self._columns
+            self._remaps[meta] = None if columns == self._columns else _Remap(columns, self._columns)
+        return self._remaps[meta]
+
+    def _insert_or_split(self, rows: list[list[Any]], token: str) -> None:
+        """Insert; on a data error, bisect down to the bad rows and quarantine them.
+
+        Halves get tokens derived from the parent's, so a replay after a crash
+        mid-split inserts nothing twice.
+        """
+        try:
+            self._insert(rows, token)
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise
+            if len(rows) == 1:
+                self._quarantine_rows(rows, str(exc), token)
+                return
+            mid = len(rows) // 2
+            self._insert_or_split(rows[:mid], token + "a")
+            self._insert_or_split(rows[mid:], token + "b")
+
+    def _client_for_insert(self) -> Client:
         if self._client is None:
             self._client = self._connect()
+        return self._client
+
+    def _insert(self, rows: list[list[Any]], token: str) -> None:
+        client = self._client_for_insert()
         started = time.perf_counter()
-        self._client.insert(
+        client.insert(
             self._table,
-            list(zip(*batch)),
+            list(zip(*rows)),
             column_names=self._columns,
             column_type_names=self._types,
             column_oriented=True,
@@ -165,4 +312,48 @@ class BatchWriter:
         )
         self._metrics.flush_seconds.observe(time.perf_counter() - started)
         self._metrics.batches_written.inc()
-        self._metrics.rows_written.inc(len(batch))
+        self._metrics.rows_written.inc(len(rows))
+
+    # ---- quarantine -------------------------------------------------------------
+
+    def _row_json(self, row: list[Any]) -> str:
+        out = dict(zip(self._columns, row))
+        if isinstance(out.get("event_id"), int):
+            out["event_id"] = str(uuid.UUID(int=out["event_id"]))
+        if isinstance(out.get("received_at"), int):
+            at = _EPOCH + dt.timedelta(milliseconds=out["received_at"])
+            out["received_at"] = at.strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+    def _quarantine_rows(self, rows: list[list[Any]], reason: str, token: str) -> None:
+        self._quarantine([(self._row_json(r), reason) for r in rows], token)
+
+    def _quarantine_payloads(self, bad: list[tuple[bytes, str]], token: str) -> None:
+        self._quarantine([(json.dumps({"spool_record_hex": p.hex()}), reason) for p, reason in bad], token)
+
+    def _quarantine(self, items: list[tuple[str, str]], token: str) -> None:
+        """Keep rows the engine will not take, with why; never drop them."""
+        now = dt.datetime.now(dt.timezone.utc)
+        log.error("rows quarantined", extra={"rows": len(items), "reason": items[0][1][:500], "token": token})
+        try:
+            self._client_for_insert().insert(
+                QUARANTINE_TABLE,
+                [[now, reason, token, row] for row, reason in items],
+                column_names=["quarantined_at", "reason", "batch_token", "row"],
+                column_type_names=["DateTime64(3, 'UTC')", "String", "String", "String"],
+                settings={"insert_deduplication_token": token + ":q"},
+            )
+        except Exception as exc:
+            if isinstance(exc, DatabaseError) and getattr(exc, "code", None) not in (60, 81):
+                raise  # the engine is down: retry the whole batch later
+            # No quarantine table (migrations off?): keep them in a file beside the spool.
+            path = Path(self._spool.directory) / "quarantine.jsonl"
+            with open(path, "a", encoding="utf-8") as f:
+                for row, reason in items:
+                    f.write(json.dumps({"at": now.isoformat(), "reason": reason, "batch_token": token,
+                                        "row": row}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            log.error("quarantine table unavailable; rows kept in a file", extra={"path": str(path)})
+        if self._quarantined is not None:
+            self._quarantined.inc(len(items))

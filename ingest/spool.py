@@ -1,0 +1,552 @@
+"""The durable spool: a write-ahead log between the HTTP handler and ClickHouse.
+
+A webhook is acknowledged only once its record is on disk (``fdatasync``
+returned). Records are appended to numbered segment files; a writer drains
+them to ClickHouse in batches and records its progress in a checkpoint.
+
+On-disk layout of ``spool_dir``::
+
+    LOCK                       flock'ed by the one process using the spool
+    checkpoint                 JSON, replaced atomically (write, fsync, rename, fsync dir)
+    00000000000000000042.seg   MAGIC, then records; the first record is the segment's meta
+    damaged/                   bytes cut off a segment by recovery, kept for inspection
+
+A record is ``<u32 length><u32 crc32(payload)><payload>`` (little endian).
+A crash can leave a torn record at the end of the segment being written; it
+was never acknowledged (its fsync had not returned), so recovery cuts the
+segment at the first record whose length or CRC does not check out.
+
+Group commit: :meth:`Spool.append` queues a payload and returns an asyncio
+future; one committer thread writes everything queued, fsyncs once, and
+resolves all of that group's futures with one ``call_soon_threadsafe``.
+
+Exactly-once hand-off: :meth:`Spool.next_batch` persists the batch's bounds
+(the *intent*) in the checkpoint before returning it; after a crash the same
+bounds are replayed, so the batch's deduplication token (derived from the
+spool id and the bounds) is the same and ClickHouse drops the repeat.
+:meth:`Spool.confirm` then moves the checkpoint past the batch and deletes
+segments that are fully written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import struct
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+
+__all__ = ["Batch", "Spool", "SpoolClosed", "SpoolError", "SpoolFull", "SpoolLocked"]
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"PBXSPL01"
+_HEADER = struct.Struct("<II")
+HEADER_SIZE = _HEADER.size
+#: A record longer than this is treated as damage, not as a record.
+MAX_RECORD_BYTES = 16 << 20
+_SUFFIX = ".seg"
+
+
+class SpoolError(RuntimeError):
+    """The spool cannot be used (directory, lock, disk)."""
+
+
+class SpoolLocked(SpoolError):
+    """Another process holds the spool directory."""
+
+
+class SpoolFull(SpoolError):
+    """Accepting the record would exceed ``max_bytes``."""
+
+
+class SpoolClosed(SpoolError):
+    """The spool is shutting down and accepts nothing more."""
+
+
+class _Checkpoint(msgspec.Struct, kw_only=True):
+    #: Random id of this spool directory; part of every deduplication token, so
+    #: a new spool (directory wiped) never reuses an old token.
+    spool_id: str
+    #: Everything before (segment, offset) is confirmed stored.
+    segment: int
+    offset: int
+    #: A batch [offset, intent_end) of ``segment`` that may have been inserted.
+    intent_end: int | None = None
+
+
+class Batch(NamedTuple):
+    """Records ``[start, end)`` of one segment, handed to the writer."""
+
+    spool_id: str
+    segment: int
+    start: int
+    end: int
+    meta: bytes
+    payloads: list[bytes]
+
+    @property
+    def token(self) -> str:
+        """Deterministic: the same bounds give the same token after a replay."""
+        return f"{self.spool_id}-{self.segment}-{self.start}-{self.end}"
+
+
+class _Segment:
+    __slots__ = ("number", "path", "data_start", "end", "meta", "records")
+
+    def __init__(self, number: int, path: Path, data_start: int, end: int, meta: bytes, records: int) -> None:
+        self.number = number
+        self.path = path
+        self.data_start = data_start  # offset of the first data record
+        self.end = end  # bytes that are durable (fsynced) and valid
+        self.meta = meta
+        self.records = records  # data records in the segment (valid ones)
+
+
+def encode_record(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _scan(buf: bytes | memoryview, offset: int) -> tuple[list[int], int]:
+    """Offsets of the valid records from ``offset``, and where validity ends."""
+    offsets = []
+    size = len(buf)
+    while offset + HEADER_SIZE <= size:
+        length, crc = _HEADER.unpack_from(buf, offset)
+        end = offset + HEADER_SIZE + length
+        if length > MAX_RECORD_BYTES or end > size or zlib.crc32(buf[offset + HEADER_SIZE : end]) != crc:
+            break
+        offsets.append(offset)
+        offset = end
+    return offsets, offset
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Segment files plus checkpoint in one directory, used by one process.
+
+    Thread model: any number of producers call :meth:`append` (asyncio) or
+    :meth:`append_sync`; one committer thread (:meth:`start`) writes; one
+    consumer calls :meth:`next_batch` / :meth:`confirm`.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int,
+        meta: bytes = b"",
+        segment_bytes: int | None = None,
+        fsync: bool = True,
+        commit_window: float = 0.002,
+    ) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes or max(64 << 10, min(64 << 20, max_bytes // 16))
+        self._meta = meta
+        self._fsync = fsync
+        self._window = commit_window
+        self._cond = threading.Condition()
+        self._write_lock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._pending_bytes = 0
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        #: Called with (seconds, records) after each fsync'd group (metrics).
+        self.on_commit: Callable[[float, int], None] | None = None
+        self.last_write_error: str | None = None
+
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"spool directory {self.directory}: {exc}") from exc
+        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise SpoolLocked(
+                f"spool directory {self.directory} is in use by another process; "
+                "each running service needs its own spool directory (PBX_SPOOL_DIR)"
+            ) from None
+        try:
+            self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    # ---- recovery -------------------------------------------------------
+
+    def _recover(self) -> None:
+        cp = self._read_checkpoint()
+        self._segments: dict[int, _Segment] = {}
+        self._read_fds: dict[int, int] = {}
+        offsets_of: dict[int, list[int]] = {}
+        for number in sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit()):
+            path = self._path(number)
+            if number < cp.segment:
+                path.unlink()  # fully confirmed before the crash; its deletion was pending
+                continue
+            loaded = self._load_segment(number, path)
+            if loaded is not None:
+                self._segments[number], offsets_of[number] = loaded
+        if cp.segment in self._segments:
+            seg = self._segments[cp.segment]
+            if cp.offset > seg.end:
+                log.error("spool segment shorter than its checkpoint (outside damage?)",
+                          extra={"segment": cp.segment, "offset": cp.offset, "end": seg.end})
+                cp = _Checkpoint(spool_id=cp.spool_id, segment=cp.segment, offset=seg.end)
+            elif cp.offset < seg.data_start:
+                cp = _Checkpoint(spool_id=cp.spool_id, segment=cp.segment, offset=seg.data_start)
+        elif self._segments:
+            first = self._segments[min(self._segments)]
+            cp = _Checkpoint(spool_id=cp.spool_id, segment=first.number, offset=first.data_start)
+        if cp.intent_end is not None:
+            seg = self._segments.get(cp.segment)
+            if seg is None or cp.intent_end > seg.end or cp.intent_end <= cp.offset:
+                log.error("spool checkpoint intent outside the data; dropping the intent",
+                          extra={"segment": cp.segment, "offset": cp.offset, "intent_end": cp.intent_end})
+                cp.intent_end = None
+        self._backlog = sum(
+            sum(1 for o in offs if o >= cp.offset) if n == cp.segment else len(offs)
+            for n, offs in offsets_of.items()
+        )
+        self._bytes = sum(s.end for s in self._segments.values())
+        # Always write into a fresh segment after a start: older ones are sealed,
+        # and a number is never reused (tokens name segments).
+        active, self._active_fd = self._create_segment(max([cp.segment, *self._segments]) + 1)
+        self._segments[active.number] = active
+        self._active = active
+        self._bytes += active.end
+        if cp.segment not in self._segments:
+            cp = _Checkpoint(spool_id=cp.spool_id, segment=active.number, offset=active.data_start)
+        self._checkpoint = cp
+        self._write_checkpoint(cp)
+        if self._backlog:
+            log.info("spool has unwritten records from a previous run; replaying them",
+                     extra={"records": self._backlog, "segments": len(self._segments) - 1})
+
+    def _read_checkpoint(self) -> _Checkpoint:
+        path = self.directory / "checkpoint"
+        try:
+            return msgspec.json.decode(path.read_bytes(), type=_Checkpoint)
+        except FileNotFoundError:
+            return _Checkpoint(spool_id=uuid.uuid4().hex[:16], segment=0, offset=0)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # Replaced by rename, so never torn; only outside damage gets here.
+            raise SpoolError(f"{path}: unreadable checkpoint ({exc}); inspect or remove it") from exc
+
+    def _load_segment(self, number: int, path: Path) -> tuple[_Segment, list[int]] | None:
+        data = path.read_bytes()
+        if data[: len(MAGIC)] != MAGIC:
+            self._save_damage(number, 0, data)
+            path.unlink()
+            return None
+        offsets, valid_end = _scan(data, len(MAGIC))
+        if not offsets:  # not even the meta record: created, never used
+            self._save_damage(number, len(MAGIC), data[len(MAGIC) :])
+            path.unlink()
+            return None
+        data_start = offsets[1] if len(offsets) > 1 else valid_end
+        meta = bytes(data[offsets[0] + HEADER_SIZE : data_start])
+        if valid_end < len(data):
+            # A torn tail: the group being written when the process died. Its
+            # fsync never returned, so none of it was acknowledged.
+            self._save_damage(number, valid_end, data[valid_end:])
+            with open(path, "r+b") as f:
+                f.truncate(valid_end)
+                if self._fsync:
+                    os.fsync(f.fileno())
+            log.warning("spool segment had a torn tail; cut it",
+                        extra={"segment": number, "offset": valid_end, "bytes": len(data) - valid_end})
+        return _Segment(number, path, data_start, valid_end, meta, len(offsets) - 1), offsets[1:]
+
+    def _save_damage(self, number: int, offset: int, data: bytes) -> None:
+        if not data:
+            return
+        damaged = self.directory / "damaged"
+        damaged.mkdir(exist_ok=True)
+        (damaged / f"{number:020d}-{offset}.bin").write_bytes(data)
+
+    # ---- files ----------------------------------------------------------
+
+    def _path(self, number: int) -> Path:
+        return self.directory / f"{number:020d}{_SUFFIX}"
+
+    def _create_segment(self, number: int) -> tuple[_Segment, int]:
+        path = self._path(number)
+        head = MAGIC + encode_record(self._meta)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        os.write(fd, head)
+        if self._fsync:
+            os.fdatasync(fd)
+            _fsync_dir(self.directory)
+        return _Segment(number, path, len(head), len(head), self._meta, 0), fd
+
+    def _write_checkpoint(self, cp: _Checkpoint) -> None:
+        path = self.directory / "checkpoint"
+        tmp = self.directory / "checkpoint.tmp"
+        with open(tmp, "wb") as f:
+            f.write(msgspec.json.encode(cp))
+            if self._fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if self._fsync:
+            _fsync_dir(self.directory)
+
+    # ---- producers ------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start the committer thread; :meth:`append` futures belong to ``loop``."""
+        self._loop = loop
+        self._thread = threading.Thread(target=self._commit_loop, name="pbx-spool-commit", daemon=True)
+        self._thread.start()
+
+    def append(self, payload: bytes) -> asyncio.Future[None]:
+        """Queue one record; the future completes once it is durable.
+
+        Raises :class:`SpoolFull` (answer 503) or :class:`SpoolClosed`.
+        Must be called on the loop given to :meth:`start`.
+        """
+        fut = self._loop.create_future()  # type: ignore[union-attr]
+        size = len(payload) + HEADER_SIZE
+        with self._cond:
+            if self._closing:
+                raise SpoolClosed("spool is shutting down")
+            if self._bytes + self._pending_bytes + size > self.max_bytes:
+                raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
+            self._pending.append(payload)
+            self._waiters.append(fut)
+            self._pending_bytes += size
+            if len(self._pending) == 1:
+                self._cond.notify_all()
+        return fut
+
+    def append_sync(self, payloads: list[bytes]) -> None:
+        """Write and fsync ``payloads`` from the calling thread; durable on return."""
+        size = sum(len(p) + HEADER_SIZE for p in payloads)
+        if self._bytes + size > self.max_bytes:
+            raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
+        self._write(payloads)
+
+    def _commit_loop(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._pending and not self._closing:
+                    cond.wait()
+                if not self._pending:
+                    return
+            if self._window > 0:
+                time.sleep(self._window)  # let the group grow; its first record waits at most this
+            with cond:
+                payloads, waiters = self._pending, self._waiters
+                self._pending, self._waiters, self._pending_bytes = [], [], 0
+            started = time.perf_counter()
+            error: BaseException | None = None
+            try:
+                self._write(payloads)
+            except OSError as exc:
+                error = exc
+                self.last_write_error = str(exc)
+                log.error("spool write failed; answering 503", extra={"error": str(exc), "records": len(payloads)})
+            if self.on_commit is not None and error is None:
+                self.on_commit(time.perf_counter() - started, len(payloads))
+            self._loop.call_soon_threadsafe(_resolve, waiters, error)  # type: ignore[union-attr]
+
+    def _write(self, payloads: list[bytes]) -> None:
+        """Append records to the active segment and make them durable.
+
+        IO happens outside ``_cond`` so producers never wait for an fsync.
+        """
+        with self._write_lock:
+            seg = self._active
+            buf = b"".join([encode_record(p) for p in payloads])
+            try:
+                written = 0
+                view = memoryview(buf)
+                while written < len(buf):
+                    written += os.write(self._active_fd, view[written:])
+                if self._fsync:
+                    os.fdatasync(self._active_fd)
+            except OSError:
+                # Cut what may have landed, so the next group starts at a record boundary.
+                try:
+                    os.ftruncate(self._active_fd, seg.end)
+                except OSError:
+                    pass
+                raise
+            with self._cond:
+                seg.end += len(buf)
+                seg.records += len(payloads)
+                self._bytes += len(buf)
+                self._backlog += len(payloads)
+                self.last_write_error = None
+                self._cond.notify_all()  # wake the consumer
+            if seg.end >= self.segment_bytes:
+                new, fd = self._create_segment(seg.number + 1)
+                old_fd = self._active_fd
+                with self._cond:
+                    self._segments[new.number] = new
+                    self._active, self._active_fd = new, fd
+                    self._bytes += new.end
+                os.close(old_fd)
+
+    # ---- consumer -------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Durable records not yet confirmed stored."""
+        return self._backlog
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of all segment files on disk."""
+        return self._bytes
+
+    @property
+    def spool_id(self) -> str:
+        return self._checkpoint.spool_id
+
+    @property
+    def replay_pending(self) -> bool:
+        """A batch may have been inserted before a crash: :meth:`next_batch` replays it."""
+        return self._checkpoint.intent_end is not None
+
+    def wait_for_change(self, backlog: int, timeout: float) -> None:
+        """Block while the backlog is still ``backlog`` (at most ``timeout`` s)."""
+        with self._cond:
+            if self._backlog == backlog:
+                self._cond.wait(timeout)
+
+    def wake(self) -> None:
+        """Wake a consumer blocked in :meth:`wait_for_change`."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def next_batch(self, max_records: int) -> Batch | None:
+        """The next records to store, at most ``max_records``, from one segment.
+
+        The bounds are made durable before returning, so a batch returned again
+        after a crash has the same bounds (and token). None when nothing is due.
+        Consumer thread only; checkpoint IO happens outside ``_cond``.
+        """
+        cp = self._checkpoint
+        with self._cond:
+            seg = self._segments[cp.segment]
+            if cp.intent_end is not None:  # replay exactly what may have been inserted
+                limit = cp.intent_end
+            else:
+                stepped = False
+                while cp.offset >= seg.end and seg is not self._active:
+                    # Step over fully-stored sealed segments.
+                    seg = self._segments[min(n for n in self._segments if n > seg.number)]
+                    cp = _Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.data_start)
+                    stepped = True
+                limit = seg.end
+        if cp.intent_end is not None:
+            return self._read(seg, cp.offset, limit, None)
+        if stepped:
+            self._set_checkpoint(cp)
+        if cp.offset >= limit:
+            return None
+        batch = self._read(seg, cp.offset, limit, max_records)
+        self._set_checkpoint(
+            _Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=batch.start, intent_end=batch.end)
+        )
+        return batch
+
+    def _read(self, seg: _Segment, start: int, limit: int, max_records: int | None) -> Batch:
+        """Records in ``[start, limit)`` (durable, immutable), at most ``max_records``."""
+        fd = self._read_fds.get(seg.number)
+        if fd is None:
+            fd = self._read_fds[seg.number] = os.open(seg.path, os.O_RDONLY)
+        want = limit - start if max_records is None else min(limit - start, max(max_records * 512, 1 << 20))
+        data = os.pread(fd, want, start)
+        payloads: list[bytes] = []
+        offset = 0
+        while offset + HEADER_SIZE <= len(data) and (max_records is None or len(payloads) < max_records):
+            length, _crc = _HEADER.unpack_from(data, offset)
+            end = offset + HEADER_SIZE + length
+            if end > len(data):
+                if payloads:
+                    break
+                data = os.pread(fd, end, start)  # one record larger than the read window
+                continue
+            payloads.append(data[offset + HEADER_SIZE : end])
+            offset = end
+        return Batch(self._checkpoint.spool_id, seg.number, start, start + offset, seg.meta, payloads)
+
+    def confirm(self, batch: Batch) -> None:
+        """``batch`` is stored: move the checkpoint past it, durably."""
+        cp = self._checkpoint
+        if (cp.segment, cp.offset, cp.intent_end) != (batch.segment, batch.start, batch.end):
+            raise SpoolError(f"confirm of {batch.token} does not match the checkpoint {cp}")
+        self._set_checkpoint(_Checkpoint(spool_id=cp.spool_id, segment=batch.segment, offset=batch.end))
+        with self._cond:
+            self._backlog -= len(batch.payloads)
+
+    def _set_checkpoint(self, cp: _Checkpoint) -> None:
+        """Persist ``cp``, then delete the segments wholly before it."""
+        self._write_checkpoint(cp)
+        self._checkpoint = cp
+        with self._cond:
+            old = [self._segments.pop(n) for n in [n for n in self._segments if n < cp.segment]]
+            self._bytes -= sum(seg.end for seg in old)
+        for seg in old:
+            fd = self._read_fds.pop(seg.number, None)
+            if fd is not None:
+                os.close(fd)
+            seg.path.unlink(missing_ok=True)
+
+    # ---- shutdown -------------------------------------------------------
+
+    def stop_accepting(self, timeout: float = 5.0) -> None:
+        """Refuse new appends; commit and resolve what is queued."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def close(self) -> None:
+        self.stop_accepting()
+        with self._cond:
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()
+            if self._active_fd >= 0:
+                os.close(self._active_fd)
+                self._active_fd = -1
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+
+def _resolve(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for fut in waiters:
+        if fut.done():  # the client went away
+            continue
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(SpoolError(f"spool write failed: {error}"))

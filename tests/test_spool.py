@@ -1,0 +1,195 @@
+"""The spool alone: durability, torn tails, group commit, and the exactly-once hand-off.
+
+The property test drives a spool through random appends, torn writes,
+crashes, replays and confirmations, with a store that behaves like
+ClickHouse's token deduplication (a token seen before is dropped), and
+checks every acknowledged record ends up stored exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest.spool import Batch, Spool, SpoolFull, SpoolLocked, encode_record
+
+
+def _open(path: Path, **kw: object) -> Spool:
+    kw.setdefault("max_bytes", 1 << 30)
+    kw.setdefault("fsync", False)  # a simulated crash never loses the page cache; the real-process tests fsync
+    return Spool(path, meta=b"meta", **kw)  # type: ignore[arg-type]
+
+
+class DedupStore:
+    """What ClickHouse does with ``insert_deduplication_token``: a repeat is dropped."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, list[bytes]] = {}
+
+    def insert(self, batch: Batch) -> None:
+        seen = self.blocks.get(batch.token)
+        if seen is not None:
+            assert seen == batch.payloads, f"token {batch.token} reused for different records"
+            return
+        self.blocks[batch.token] = list(batch.payloads)
+
+    def rows(self) -> list[bytes]:
+        return [p for block in self.blocks.values() for p in block]
+
+
+def _drain(spool: Spool, store: DedupStore, max_records: int = 1000) -> None:
+    while (batch := spool.next_batch(max_records)) is not None:
+        store.insert(batch)
+        spool.confirm(batch)
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 6)),
+        st.tuples(st.just("torn"), st.integers(0, 60), st.booleans()),
+        st.tuples(st.just("crash")),
+        st.tuples(st.just("insert"), st.integers(1, 5), st.booleans()),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=ops, segment_bytes=st.sampled_from([80, 200, 100_000]))
+def test_every_acknowledged_record_is_stored_exactly_once(tmp_path_factory: pytest.TempPathFactory,
+                                                          steps: list[tuple], segment_bytes: int) -> None:
+    path = tmp_path_factory.mktemp("spool")
+    spool = _open(path, segment_bytes=segment_bytes)
+    store = DedupStore()
+    acked: list[bytes] = []  # append_sync returned: the HTTP client got 200
+    unacked: set[bytes] = set()  # written when the process died: may or may not survive
+    n = 0
+    for step in steps:
+        if step[0] == "append":
+            records = [f"r{n + i}".encode() for i in range(step[1])]
+            n += step[1]
+            spool.append_sync(records)
+            acked.extend(records)
+        elif step[0] == "torn":
+            # The process dies inside a group write: a prefix of it (or garbage) is on disk.
+            _, cut, garbage = step
+            records = [f"r{n + i}".encode() for i in range(3)]
+            n += 3
+            unacked.update(records)
+            tail = bytes(range(200, 256))[:cut] if garbage else b"".join(map(encode_record, records))[:cut]
+            with open(spool._active.path, "ab") as f:
+                f.write(tail)
+            spool.close()
+            spool = _open(path, segment_bytes=segment_bytes)
+        elif step[0] == "crash":
+            spool.close()
+            spool = _open(path, segment_bytes=segment_bytes)
+        elif step[0] == "insert":
+            # Insert one batch; without confirm = the process died between insert and checkpoint.
+            _, size, confirmed = step
+            batch = spool.next_batch(size)
+            if batch is not None:
+                store.insert(batch)
+                if confirmed:
+                    spool.confirm(batch)
+    spool.close()
+    spool = _open(path, segment_bytes=segment_bytes)
+    _drain(spool, store)
+    assert spool.backlog == 0
+    spool.close()
+
+    stored = store.rows()
+    assert len(stored) == len(set(stored)), "a record was stored twice"
+    assert [r for r in stored if r not in unacked] == acked, "an acknowledged record was lost or reordered"
+
+
+def test_torn_tail_is_cut_and_kept_for_inspection(tmp_path: Path) -> None:
+    spool = _open(tmp_path)
+    spool.append_sync([b"one", b"two"])
+    segment = spool._active.path
+    spool.close()
+    with open(segment, "ab") as f:
+        f.write(encode_record(b"three")[:5])
+    spool = _open(tmp_path)
+    assert spool.backlog == 2
+    batch = spool.next_batch(10)
+    assert batch is not None and batch.payloads == [b"one", b"two"]
+    spool.close()
+    assert [p.name.endswith(".bin") for p in (tmp_path / "damaged").iterdir()] == [True]
+
+
+def test_replayed_batch_has_the_same_bounds_and_token(tmp_path: Path) -> None:
+    spool = _open(tmp_path)
+    spool.append_sync([b"a", b"b", b"c"])
+    first = spool.next_batch(2)
+    spool.append_sync([b"d"])
+    spool.close()  # died after the insert, before confirm
+    spool = _open(tmp_path)
+    again = spool.next_batch(100)
+    assert again == first
+    spool.confirm(again)
+    rest = spool.next_batch(100)
+    assert rest is not None and rest.payloads == [b"c", b"d"] and rest.token != first.token
+    spool.close()
+
+
+def test_a_new_spool_directory_never_reuses_tokens(tmp_path: Path) -> None:
+    tokens = []
+    for name in ("a", "b"):
+        spool = _open(tmp_path / name)
+        spool.append_sync([b"x"])
+        batch = spool.next_batch(10)
+        assert batch is not None
+        tokens.append(batch.token)
+        spool.close()
+    assert tokens[0] != tokens[1]
+
+
+def test_confirmed_segments_are_deleted(tmp_path: Path) -> None:
+    spool = _open(tmp_path, segment_bytes=100)
+    for i in range(20):
+        spool.append_sync([b"x" * 40])
+    assert len(list(tmp_path.glob("*.seg"))) > 5
+    _drain(spool, DedupStore())
+    spool.next_batch(10)
+    assert len(list(tmp_path.glob("*.seg"))) == 1
+    assert spool.size_bytes == os.path.getsize(next(tmp_path.glob("*.seg")))
+    spool.close()
+
+
+def test_full_spool_refuses_records(tmp_path: Path) -> None:
+    spool = _open(tmp_path, max_bytes=300)
+    with pytest.raises(SpoolFull):
+        for _ in range(100):
+            spool.append_sync([b"x" * 50])
+    spool.close()
+
+
+def test_second_process_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    spool = _open(tmp_path)
+    with pytest.raises(SpoolLocked, match="PBX_SPOOL_DIR"):
+        _open(tmp_path)
+    spool.close()
+
+
+def test_group_commit_acknowledges_concurrent_appends_after_one_fsync(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 30, fsync=True, commit_window=0.005)
+    groups: list[int] = []
+    spool.on_commit = lambda seconds, records: groups.append(records)
+
+    async def main() -> None:
+        spool.start(asyncio.get_running_loop())
+        await asyncio.gather(*(spool.append(f"e{i}".encode()) for i in range(500)))
+
+    asyncio.run(main())
+    assert sum(groups) == 500 and len(groups) < 50, groups
+    spool.close()
+    spool = _open(tmp_path)
+    batch = spool.next_batch(1000)
+    assert batch is not None and batch.payloads == [f"e{i}".encode() for i in range(500)]
+    spool.close()
