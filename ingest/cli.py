@@ -59,6 +59,20 @@ def _parser() -> argparse.ArgumentParser:
         "--access-log", dest="access_log", action="store_const", const=True,
         help="log every HTTP request (off by default: only problems are logged)",
     )
+    serve.add_argument(
+        "--spool-dir", dest="spool_dir", metavar="DIR",
+        help="durable spool: webhooks are fsynced here before the 200 (default: ./spool, next to the "
+        "embedded engine's data directory). One running service per spool directory",
+    )
+    serve.add_argument(
+        "--spool-max-bytes", dest="spool_max_bytes", type=int, metavar="BYTES",
+        help="spool size at which webhooks get 503 + Retry-After while ClickHouse is down (default 1 GiB)",
+    )
+    serve.add_argument(
+        "--allow-cidrs", dest="allow_cidrs", metavar="CIDRS",
+        help="comma-separated client networks allowed to send webhooks, e.g. 10.1.2.0/24 (default: any). "
+        "The shared secret has no flag: set PBX_TOKEN (flags are visible in ps)",
+    )
 
     migrate = commands.add_parser(
         "migrate", help="apply the sql/ migrations", description="Apply pending sql/ migrations, each once."
@@ -199,6 +213,9 @@ def _serve(settings: Settings) -> int:
         access_log=settings.access_log,
         log_config=None,
         lifespan="on",
+        # X-Forwarded-For only from the configured proxies: it decides who passes --allow-cidrs.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         # The writer drains on shutdown; uvicorn only waits for open requests.
         timeout_graceful_shutdown=10,
     )
