@@ -1,0 +1,666 @@
+"""Generate the provisioned Grafana dashboards (``dashboards/json/*.json``).
+
+The JSON files are what Grafana loads; this script is how they are written,
+so that five dashboards share one datasource reference, one variable
+definition and one layout rule. Edit here, run ``python dashboards/generate.py``,
+commit both: ``tests/test_dashboards.py`` fails when the JSON and this script
+disagree.
+
+Panel SQL reads the documented views of ``pbx`` (docs/metrics.md) and uses
+the ClickHouse plugin's macros: ``$__timeFilter(col)`` for the time picker,
+``$__timeInterval(col)`` for time buckets, and
+``$__conditionalAll(cond, $var)`` so that "All" adds no filter at all.
+Ratios over several 15-minute rows are recomputed from their numerators and
+denominators, never averaged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "json"
+
+#: Must match ``uid`` in provisioning/datasources/clickhouse.yaml.
+DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "pbx-clickhouse"}
+PLUGIN_VERSION = "4.11.0"
+GRAFANA_VERSION = "11.6.0"
+SCHEMA_VERSION = 40
+
+# Filters: "All" (or nothing selected) removes the condition entirely.
+QUEUE = "$__conditionalAll(queue_name IN (${queue:singlequote}), $queue)"
+AGENT = "$__conditionalAll(agent IN (${agent:singlequote}), $agent)"
+
+TIMESERIES, TABLE = 0, 1  # the plugin's target formats
+
+
+def queue_variable(source: str = "pbx.queue_stats_15m") -> dict[str, Any]:
+    sql = f"SELECT DISTINCT queue_name FROM {source} ORDER BY queue_name"
+    return _query_variable("queue", "Queue", sql)
+
+
+def agent_variable(source: str = "pbx.agent_stats_15m") -> dict[str, Any]:
+    sql = f"SELECT DISTINCT agent FROM {source} WHERE agent != '' ORDER BY agent"
+    return _query_variable("agent", "Agent", sql)
+
+
+def _query_variable(name: str, label: str, sql: str) -> dict[str, Any]:
+    return {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": DATASOURCE,
+        "definition": sql,
+        "query": sql,
+        # 2 = refresh on time-range change: queues and agents of the period shown.
+        "refresh": 2,
+        "multi": True,
+        "includeAll": True,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "options": [],
+        "sort": 1,
+        "hide": 0,
+        "skipUrlSync": False,
+    }
+
+
+class Layout:
+    """Places panels left to right in rows of 24 grid columns."""
+
+    def __init__(self) -> None:
+        self.x = self.y = self.row_h = 0
+        self.next_id = 1
+
+    def place(self, w: int, h: int) -> dict[str, int]:
+        if self.x + w > 24:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+        pos = {"h": h, "w": w, "x": self.x, "y": self.y}
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        return pos
+
+    def newline(self) -> None:
+        if self.x:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+
+
+def panel(
+    layout: Layout,
+    kind: str,
+    title: str,
+    sql: str,
+    *,
+    w: int,
+    h: int,
+    description: str = "",
+    unit: str | None = None,
+    decimals: int | None = None,
+    interval: str | None = None,
+    options: dict[str, Any] | None = None,
+    custom: dict[str, Any] | None = None,
+    thresholds: list[tuple[str, float | None]] | None = None,
+    min_max: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """One panel with one SQL target; its format follows from the visualization."""
+    fmt = TIMESERIES if kind == "timeseries" else TABLE
+    defaults: dict[str, Any] = {}
+    if unit:
+        defaults["unit"] = unit
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if thresholds:
+        defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [{"color": color, "value": value} for color, value in thresholds],
+        }
+    if min_max:
+        defaults["min"], defaults["max"] = min_max
+    if custom:
+        defaults["custom"] = custom
+    p: dict[str, Any] = {
+        "id": layout.next_id,
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": layout.place(w, h),
+        "pluginVersion": GRAFANA_VERSION,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": options or {},
+        "targets": [
+            {
+                "refId": "A",
+                "datasource": DATASOURCE,
+                "editorType": "sql",
+                "format": fmt,
+                "pluginVersion": PLUGIN_VERSION,
+                "rawSql": _tidy(sql),
+            }
+        ],
+    }
+    if interval:
+        p["interval"] = interval
+    layout.next_id += 1
+    return p
+
+
+def _tidy(sql: str) -> str:
+    lines = [line.rstrip() for line in sql.strip("\n").splitlines()]
+    indent = min((len(line) - len(line.lstrip()) for line in lines if line.strip()), default=0)
+    return "\n".join(line[indent:] for line in lines)
+
+
+def stat_options(text_mode: str = "value_and_name") -> dict[str, Any]:
+    return {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "value",
+        "graphMode": "none",
+        "textMode": text_mode,
+        "justifyMode": "auto",
+        "orientation": "auto",
+    }
+
+
+def table_options() -> dict[str, Any]:
+    return {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
+
+
+def series_options() -> dict[str, Any]:
+    return {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}, "tooltip": {"mode": "multi"}}
+
+
+def dashboard(
+    uid: str,
+    title: str,
+    description: str,
+    panels: list[dict[str, Any]],
+    variables: list[dict[str, Any]],
+    *,
+    time_from: str,
+    time_to: str = "now",
+    refresh: str = "",
+) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["pbx-analytics"],
+        "timezone": "utc",
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "time": {"from": time_from, "to": time_to},
+        "refresh": refresh,
+        "timepicker": {},
+        "templating": {"list": variables},
+        "annotations": {"list": []},
+        "links": [
+            {"type": "dashboards", "tags": ["pbx-analytics"], "asDropdown": True, "title": "PBX dashboards"}
+        ],
+        "panels": panels,
+    }
+
+
+# -- 1. Queue service level -------------------------------------------------------------------------
+
+SLA_THRESHOLDS = [("red", None), ("orange", 70), ("green", 80)]
+
+
+def queue_service_level() -> dict[str, Any]:
+    L = Layout()
+    where = f"$__timeFilter(interval_start) AND {QUEUE}"
+    panels = [
+        panel(L, "stat", "Service level", f"""
+            SELECT
+                100 * sum(answered_in_sla) / nullIf(sum(answered + abandoned), 0) AS `Answered in threshold / (answered + abandoned)`,
+                100 * sum(answered_in_sla) / nullIf(sum(answered), 0) AS `Answered in threshold / answered`,
+                sum(sla_inclusive_pct * (offered - overflowed)) / nullIf(sum(offered - overflowed), 0) AS `Inclusive (abandons within threshold count as met)`
+            FROM pbx.queue_stats_15m
+            WHERE {where}
+            """, w=12, h=5, unit="percent", decimals=1, thresholds=SLA_THRESHOLDS,
+            description="The three service-level formulas over the selected period and queues "
+            "(docs/metrics.md). Each queue's own threshold comes from pbx.queue_settings (default 20 s).",
+            options=stat_options()),
+        panel(L, "stat", "Calls", f"""
+            SELECT sum(offered) AS Offered, sum(answered) AS Answered, sum(abandoned) AS Abandoned,
+                   sum(short_abandoned) AS `Short abandons`, sum(overflowed) AS Overflowed
+            FROM pbx.queue_stats_15m
+            WHERE {where}
+            """, w=12, h=5, unit="short", options=stat_options()),
+        panel(L, "stat", "Average speed of answer", f"""
+            SELECT sum(asa_s * answered) / nullIf(sum(answered), 0) AS ASA
+            FROM pbx.queue_stats_15m
+            WHERE {where}
+            """, w=6, h=4, unit="s", decimals=1, options=stat_options("value")),
+        panel(L, "stat", "Longest wait", f"""
+            SELECT max(max_wait_s) AS `Max wait`
+            FROM pbx.queue_stats_15m
+            WHERE {where}
+            """, w=6, h=4, unit="s", options=stat_options("value")),
+        panel(L, "table", "SLA thresholds in force", f"""
+            SELECT q.queue_name AS Queue,
+                   coalesce(s.sla_threshold_s, 20) AS `SLA threshold (s)`,
+                   coalesce(s.short_abandon_s, 5) AS `Short abandon below (s)`,
+                   s.queue_name IS NULL AS `Default`
+            FROM (SELECT DISTINCT queue_name FROM pbx.queue_stats_15m WHERE {where}) AS q
+            LEFT JOIN pbx.queue_settings AS s ON s.queue_name = q.queue_name
+            ORDER BY Queue
+            SETTINGS join_use_nulls = 1
+            """, w=12, h=4, options=table_options(),
+            description="Per-queue thresholds from pbx.queue_settings; queues without a row use 20 s and 5 s."),
+        panel(L, "timeseries", "Service level per queue (answered in threshold / answered + abandoned)", f"""
+            SELECT $__timeInterval(interval_start) AS time, queue_name,
+                   100 * sum(answered_in_sla) / nullIf(sum(answered + abandoned), 0) AS sla_pct
+            FROM pbx.queue_stats_15m
+            WHERE {where}
+            GROUP BY time, queue_name
+            ORDER BY time, queue_name
+            """, w=12, h=9, unit="percent", interval="15m", min_max=(0, 100), options=series_options(),
+            custom={"drawStyle": "line", "lineWidth": 2, "spanNulls": False}),
+        panel(L, "timeseries", "Service level, three formulas (selected queues)", f"""
+            SELECT $__timeInterval(interval_start) AS time,
+                   100 * sum(answered_in_sla) / nullIf(sum(answered + abandoned), 0) AS `Abandons against`,
+                   100 * sum(answered_in_sla) / nullIf(sum(answered), 0) AS `Answered only`,
+                   sum(sla_inclusive_pct * (offered - overflowed)) / nullIf(sum(offered - overflowed), 0) AS `Inclusive`
+            FROM pbx.queue_stats_15m
+            WHERE {where}
+            GROUP BY time
+            ORDER BY time
+            """, w=12, h=9, unit="percent", interval="15m", min_max=(0, 100), options=series_options(),
+            custom={"drawStyle": "line", "lineWidth": 2, "spanNulls": False}),
+        panel(L, "timeseries", "Offered, answered, abandoned", f"""
+            SELECT $__timeInterval(interval_start) AS time,
+                   sum(answered) AS Answered, sum(abandoned) AS Abandoned,
+                   sum(short_abandoned) AS `Short abandons`, sum(overflowed) AS Overflowed
+            FROM pbx.queue_stats_15m
+            WHERE {where}
+            GROUP BY time
+            ORDER BY time
+            """, w=12, h=8, unit="short", interval="15m", options=series_options(),
+            custom={"drawStyle": "bars", "stacking": {"mode": "normal", "group": "A"}, "fillOpacity": 80}),
+        panel(L, "timeseries", "Speed of answer and longest wait", f"""
+            SELECT $__timeInterval(interval_start) AS time,
+                   sum(asa_s * answered) / nullIf(sum(answered), 0) AS ASA,
+                   max(max_wait_s) AS `Max wait`
+            FROM pbx.queue_stats_15m
+            WHERE {where}
+            GROUP BY time
+            ORDER BY time
+            """, w=12, h=8, unit="s", interval="15m", options=series_options(),
+            custom={"drawStyle": "line", "lineWidth": 2, "spanNulls": False}),
+        panel(L, "table", "Per interval", f"""
+            SELECT interval_start AS Interval, queue_name AS Queue, offered AS Offered, answered AS Answered,
+                   abandoned AS Abandoned, short_abandoned AS `Short abandons`, overflowed AS Overflowed,
+                   round(sla_pct, 1) AS `SLA %`, round(sla_answered_pct, 1) AS `SLA answered-only %`,
+                   round(sla_inclusive_pct, 1) AS `SLA inclusive %`, round(asa_s, 1) AS `ASA (s)`,
+                   max_wait_s AS `Max wait (s)`
+            FROM pbx.queue_stats_15m
+            WHERE {where}
+            ORDER BY Interval DESC, Queue
+            LIMIT 2000
+            """, w=24, h=10, options=table_options()),
+    ]
+    return dashboard(
+        "pbx-queue-sla", "Queue service level",
+        "Are callers answered fast enough? Service level per queue with the three industry formulas, "
+        "volumes, speed of answer and waits, per 15-minute interval.",
+        panels, [queue_variable()], time_from="now-24h",
+    )
+
+
+# -- 2. Abandonment ---------------------------------------------------------------------------------
+
+
+def abandonment() -> dict[str, Any]:
+    L = Layout()
+    calls = f"$__timeFilter(entered_at) AND {QUEUE}"
+    stats = f"$__timeFilter(interval_start) AND {QUEUE}"
+    panels = [
+        panel(L, "stat", "Abandon rate", f"""
+            SELECT 100 * sum(abandoned) / nullIf(sum(answered + abandoned), 0) AS `Abandoned / (answered + abandoned)`
+            FROM pbx.queue_stats_15m
+            WHERE {stats}
+            """, w=6, h=5, unit="percent", decimals=1, options=stat_options("value"),
+            thresholds=[("green", None), ("orange", 5), ("red", 10)],
+            description="Short abandons (callers who hung up before the queue's short-abandon limit) "
+            "and overflows are not counted as abandons."),
+        panel(L, "stat", "Abandons", f"""
+            SELECT sum(abandoned) AS Abandoned, sum(short_abandoned) AS `Short abandons`, sum(overflowed) AS Overflowed
+            FROM pbx.queue_stats_15m
+            WHERE {stats}
+            """, w=10, h=5, unit="short", options=stat_options()),
+        panel(L, "stat", "Average time to abandon", f"""
+            SELECT sum(avg_abandon_s * abandoned) / nullIf(sum(abandoned), 0) AS `Time to abandon`
+            FROM pbx.queue_stats_15m
+            WHERE {stats}
+            """, w=8, h=5, unit="s", decimals=1, options=stat_options("value")),
+        panel(L, "timeseries", "Abandon rate per queue", f"""
+            SELECT $__timeInterval(interval_start) AS time, queue_name,
+                   100 * sum(abandoned) / nullIf(sum(answered + abandoned), 0) AS abandon_rate_pct
+            FROM pbx.queue_stats_15m
+            WHERE {stats}
+            GROUP BY time, queue_name
+            ORDER BY time, queue_name
+            """, w=12, h=8, unit="percent", interval="15m", options=series_options(),
+            custom={"drawStyle": "line", "lineWidth": 2, "spanNulls": False}),
+        panel(L, "barchart", "How long callers waited before hanging up", f"""
+            SELECT bucket AS `Waited`, count() AS Abandoned
+            FROM
+            (
+                SELECT multiIf(wait_s < 5, 0, wait_s < 10, 1, wait_s < 20, 2, wait_s < 30, 3, wait_s < 60, 4,
+                               wait_s < 120, 5, wait_s < 300, 6, 7) AS ord,
+                       ['0-5 s', '5-10 s', '10-20 s', '20-30 s', '30-60 s', '1-2 min', '2-5 min', '5 min +'][ord + 1] AS bucket
+                FROM pbx.queue_calls
+                WHERE {calls} AND outcome IN ('abandoned', 'short_abandon')
+            )
+            GROUP BY bucket
+            ORDER BY min(ord)
+            """, w=12, h=8, unit="short",
+            options={"xField": "Waited", "orientation": "vertical", "showValue": "auto",
+                     "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False}},
+            description="Abandoned and short-abandoned visits by time waited."),
+        panel(L, "piechart", "Outcome of queue visits", f"""
+            SELECT outcome AS Outcome, count() AS Visits
+            FROM pbx.queue_calls
+            WHERE {calls} AND outcome != 'waiting'
+            GROUP BY outcome
+            ORDER BY Visits DESC
+            """, w=8, h=8, unit="short",
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
+                     "pieType": "donut", "displayLabels": ["name", "percent"],
+                     "legend": {"displayMode": "table", "placement": "right", "values": ["value", "percent"]}}),
+        panel(L, "table", "Overflow flows", f"""
+            SELECT from_queue AS `From queue`, to_queue AS `To queue`, count() AS Calls,
+                   round(avg(wait_s), 1) AS `Avg wait before overflow (s)`
+            FROM
+            (
+                SELECT queue_name AS from_queue, outcome, wait_s,
+                       leadInFrame(queue_name) OVER (PARTITION BY call_id ORDER BY entered_at
+                                                     ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS to_queue
+                FROM pbx.queue_calls
+                WHERE $__timeFilter(entered_at)
+            )
+            WHERE outcome = 'overflow' AND $__conditionalAll(from_queue IN (${{queue:singlequote}}), $queue)
+            GROUP BY from_queue, to_queue
+            ORDER BY Calls DESC
+            """, w=16, h=8, options=table_options(),
+            description="Calls that left a queue unanswered for another queue, by pair of queues."),
+        panel(L, "table", "Abandoned calls", f"""
+            SELECT q.entered_at AS `Entered queue`, q.queue_name AS Queue, e.caller_num AS Caller,
+                   round(q.wait_s, 1) AS `Waited (s)`, q.outcome AS Outcome, q.call_id AS `Call id`
+            FROM pbx.queue_calls AS q
+            LEFT JOIN
+            (
+                -- The caller's number is only in the raw queue_in event.
+                SELECT call_id, any(caller_num) AS caller_num
+                FROM pbx.events
+                WHERE event = 'queue_in' AND $__timeFilter(received_at)
+                GROUP BY call_id
+            ) AS e ON e.call_id = q.call_id
+            WHERE $__timeFilter(q.entered_at) AND q.outcome IN ('abandoned', 'short_abandon')
+              AND $__conditionalAll(q.queue_name IN (${{queue:singlequote}}), $queue)
+            ORDER BY q.entered_at DESC
+            LIMIT 1000
+            """, w=24, h=10, options=table_options(),
+            description="Who hung up waiting: call back these numbers."),
+    ]
+    return dashboard(
+        "pbx-abandonment", "Abandonment",
+        "Who hangs up before being answered, after how long, and where overflowing calls go.",
+        panels, [queue_variable()], time_from="now-24h",
+    )
+
+
+# -- 3. Agents --------------------------------------------------------------------------------------
+
+
+def agents() -> dict[str, Any]:
+    L = Layout()
+    where = f"$__timeFilter(interval_start) AND {AGENT}"
+    panels = [
+        panel(L, "stat", "Occupancy", f"""
+            SELECT 100 * sum(talk_s) / nullIf(sum(talk_s + idle_s), 0) AS `Talk / (talk + idle)`
+            FROM pbx.agent_stats_15m
+            WHERE {where}
+            """, w=6, h=5, unit="percent", decimals=1, options=stat_options("value"),
+            thresholds=[("blue", None), ("green", 60), ("orange", 90)],
+            description="Share of available (not paused) logged-in time spent talking."),
+        panel(L, "stat", "Calls", f"""
+            SELECT sum(calls_answered) AS Answered, sum(ring_no_answer) AS `Ring, no answer`
+            FROM pbx.agent_stats_15m
+            WHERE {where}
+            """, w=8, h=5, unit="short", options=stat_options()),
+        panel(L, "stat", "Logged-in time", f"""
+            SELECT sum(talk_s) / 3600 AS Talk, sum(idle_s) / 3600 AS Idle, sum(paused_s) / 3600 AS Paused
+            FROM pbx.agent_stats_15m
+            WHERE {where}
+            """, w=10, h=5, unit="h", decimals=1, options=stat_options()),
+        panel(L, "timeseries", "Occupancy per agent", f"""
+            SELECT $__timeInterval(interval_start) AS time, agent,
+                   100 * sum(talk_s) / nullIf(sum(talk_s + idle_s), 0) AS occupancy_pct
+            FROM pbx.agent_stats_15m
+            WHERE {where}
+            GROUP BY time, agent
+            ORDER BY time, agent
+            """, w=12, h=9, unit="percent", interval="15m", min_max=(0, 100), options=series_options(),
+            custom={"drawStyle": "line", "lineWidth": 1, "spanNulls": False}),
+        panel(L, "barchart", "Talk, idle and paused per agent", f"""
+            SELECT agent AS Agent, sum(talk_s) / 3600 AS Talk, sum(idle_s) / 3600 AS Idle, sum(paused_s) / 3600 AS Paused
+            FROM pbx.agent_stats_15m
+            WHERE {where}
+            GROUP BY agent
+            ORDER BY agent
+            """, w=12, h=9, unit="h", decimals=1,
+            options={"xField": "Agent", "orientation": "horizontal", "stacking": "normal", "showValue": "never",
+                     "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}}),
+        panel(L, "table", "Per agent", f"""
+            SELECT agent AS Agent,
+                   round(sum(logged_in_s) / 3600, 2) AS `Logged in (h)`,
+                   round(sum(talk_s) / 3600, 2) AS `Talk (h)`,
+                   round(sum(idle_s) / 3600, 2) AS `Idle (h)`,
+                   round(sum(paused_s) / 3600, 2) AS `Paused (h)`,
+                   round(100 * sum(talk_s) / nullIf(sum(talk_s + idle_s), 0), 1) AS `Occupancy %`,
+                   sum(calls_answered) AS `Calls answered`,
+                   sum(ring_no_answer) AS `Ring, no answer`,
+                   round(sum(talk_s) / nullIf(sum(calls_answered), 0), 0) AS `Talk per call (s)`
+            FROM pbx.agent_stats_15m
+            WHERE {where}
+            GROUP BY agent
+            ORDER BY agent
+            """, w=24, h=10, options=table_options()),
+        panel(L, "table", "Per team (queue)", f"""
+            SELECT queue_name AS Team, uniqExact(agent) AS Agents, count() AS `Calls answered`,
+                   round(avg(wait_s), 1) AS `ASA (s)`, round(100 * countIf(in_sla) / count(), 1) AS `In SLA %`
+            FROM pbx.queue_calls
+            WHERE $__timeFilter(entered_at) AND outcome = 'answered' AND {QUEUE} AND {AGENT}
+            GROUP BY queue_name
+            ORDER BY queue_name
+            """, w=12, h=8, options=table_options(),
+            description="A team is the agents answering a queue's calls."),
+        panel(L, "timeseries", "Calls answered and rung unanswered", f"""
+            SELECT $__timeInterval(interval_start) AS time,
+                   sum(calls_answered) AS Answered, sum(ring_no_answer) AS `Ring, no answer`
+            FROM pbx.agent_stats_15m
+            WHERE {where}
+            GROUP BY time
+            ORDER BY time
+            """, w=12, h=8, unit="short", interval="15m", options=series_options(),
+            custom={"drawStyle": "bars", "fillOpacity": 80}),
+    ]
+    return dashboard(
+        "pbx-agents", "Agents",
+        "How busy is each agent and team: occupancy, talk / idle / paused time, answered and missed calls.",
+        panels, [agent_variable(), queue_variable()], time_from="now-24h",
+    )
+
+
+# -- 4. Audit ---------------------------------------------------------------------------------------
+
+
+def audit() -> dict[str, Any]:
+    L = Layout()
+    spy = (
+        "$__timeFilter(started_at) AND $__conditionalAll((spying_userid IN (${agent:singlequote}) "
+        "OR spying_target_userid IN (${agent:singlequote})), $agent)"
+    )
+    rec = (
+        "$__timeFilter(coalesce(answered_at, ended_at)) AND $__conditionalAll(call_id IN "
+        "(SELECT call_id FROM pbx.queue_calls WHERE queue_name IN (${queue:singlequote})), $queue)"
+    )
+    panels = [
+        panel(L, "stat", "Listen-in sessions", f"""
+            SELECT count() AS Sessions, countIf(ended_at IS NULL) AS Unfinished,
+                   sum(duration_s) / 60 AS `Minutes listened`
+            FROM pbx.spy_sessions
+            WHERE {spy}
+            """, w=12, h=5, unit="short", decimals=0, options=stat_options()),
+        panel(L, "piechart", "Sessions by type", f"""
+            SELECT spy_type AS Type, count() AS Sessions
+            FROM pbx.spy_sessions
+            WHERE {spy}
+            GROUP BY spy_type
+            ORDER BY Sessions DESC
+            """, w=12, h=5, unit="short",
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
+                     "pieType": "pie", "displayLabels": ["name", "value"],
+                     "legend": {"displayMode": "list", "placement": "right"}}),
+        panel(L, "table", "Spy, barge-in and whisper sessions", f"""
+            SELECT started_at AS Started, spying_userid AS Who, spying_exten AS `From extension`,
+                   spying_target_userid AS Whom, spying_target_exten AS `Target extension`, spy_type AS Type,
+                   duration_s AS `Duration (s)`, if(ended_at IS NULL, 'unfinished', 'ended') AS Status, call_id AS `Call id`
+            FROM pbx.spy_sessions
+            WHERE {spy}
+            ORDER BY started_at DESC
+            LIMIT 1000
+            """, w=24, h=9, options=table_options(),
+            description="Who listened to whom, how, and how long. Unfinished: no matching end event."),
+        panel(L, "stat", "Recording", f"""
+            SELECT 100 * sum(recording_s) / nullIf(sum(talk_s), 0) AS `Coverage %`,
+                   countIf(answered_at IS NOT NULL AND recorded = 0) AS `Answered, not recorded`,
+                   sum(unstopped) AS `Never stopped`
+            FROM pbx.recording_audit
+            WHERE {rec}
+            """, w=12, h=5, decimals=0, options=stat_options(),
+            description="Coverage: recorded talk time / talk time of answered calls."),
+        panel(L, "timeseries", "Recording coverage", f"""
+            SELECT $__timeInterval(answered_at) AS time,
+                   100 * sum(recording_s) / nullIf(sum(talk_s), 0) AS `Coverage %`
+            FROM pbx.recording_audit
+            WHERE answered_at IS NOT NULL AND {rec}
+            GROUP BY time
+            ORDER BY time
+            """, w=12, h=5, unit="percent", interval="1h", min_max=(0, 100), options=series_options(),
+            custom={"drawStyle": "line", "lineWidth": 2, "spanNulls": False}),
+        panel(L, "table", "Answered calls without recording", f"""
+            SELECT answered_at AS Answered, ended_at AS Ended, talk_s AS `Talk (s)`, call_id AS `Call id`
+            FROM pbx.recording_audit
+            WHERE answered_at IS NOT NULL AND recorded = 0 AND {rec}
+            ORDER BY answered_at DESC
+            LIMIT 1000
+            """, w=12, h=9, options=table_options()),
+        panel(L, "table", "Recordings never stopped or partial", f"""
+            SELECT answered_at AS Answered, call_id AS `Call id`, segments AS Segments,
+                   recording_s AS `Recorded (s)`, talk_s AS `Talk (s)`, round(coverage_pct, 1) AS `Coverage %`,
+                   if(unstopped = 1, 'yes', 'no') AS `Never stopped`
+            FROM pbx.recording_audit
+            WHERE recorded = 1 AND (unstopped = 1 OR coverage_pct < 100) AND {rec}
+            ORDER BY answered_at DESC
+            LIMIT 1000
+            """, w=12, h=9, options=table_options()),
+    ]
+    return dashboard(
+        "pbx-audit", "Audit",
+        "Supervisor listen-ins (spy, barge-in, whisper) and call recording compliance.",
+        panels, [agent_variable(), queue_variable()], time_from="now-7d",
+    )
+
+
+# -- 5. Wallboard -----------------------------------------------------------------------------------
+
+
+def wallboard() -> dict[str, Any]:
+    L = Layout()
+    today = f"$__timeFilter(interval_start) AND {QUEUE}"
+    panels = [
+        panel(L, "stat", "Calls waiting", f"""
+            SELECT sum(waiting) AS `Waiting now`
+            FROM pbx.queue_now
+            WHERE {QUEUE}
+            """, w=6, h=6, unit="short", options=stat_options("value"),
+            thresholds=[("green", None), ("orange", 3), ("red", 8)]),
+        panel(L, "stat", "Longest wait", f"""
+            SELECT max(longest_wait_s) AS `Longest wait now`
+            FROM pbx.queue_now
+            WHERE {QUEUE}
+            """, w=6, h=6, unit="s", options=stat_options("value"),
+            thresholds=[("green", None), ("orange", 20), ("red", 60)]),
+        panel(L, "gauge", "Service level today", f"""
+            SELECT 100 * sum(answered_in_sla) / nullIf(sum(answered + abandoned), 0) AS `SLA today`
+            FROM pbx.queue_stats_15m
+            WHERE {today}
+            """, w=6, h=6, unit="percent", decimals=1, min_max=(0, 100), thresholds=SLA_THRESHOLDS,
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                     "showThresholdMarkers": True}),
+        panel(L, "stat", "Today", f"""
+            SELECT sum(offered) AS Offered, sum(answered) AS Answered, sum(abandoned) AS Abandoned
+            FROM pbx.queue_stats_15m
+            WHERE {today}
+            """, w=6, h=6, unit="short", options=stat_options()),
+        panel(L, "bargauge", "Waiting per queue", f"""
+            SELECT queue_name AS Queue, waiting AS Waiting
+            FROM pbx.queue_now
+            WHERE {QUEUE}
+            ORDER BY queue_name
+            """, w=8, h=8, unit="short",
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
+                     "orientation": "horizontal", "displayMode": "lcd", "showUnfilled": True}),
+        panel(L, "piechart", "Agents by state", """
+            SELECT if(on_call, 'on a call', state) AS State, count() AS Agents
+            FROM pbx.agents_now
+            GROUP BY State
+            ORDER BY Agents DESC
+            """, w=8, h=8, unit="short",
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
+                     "pieType": "donut", "displayLabels": ["name", "value"],
+                     "legend": {"displayMode": "table", "placement": "right", "values": ["value"]}}),
+        panel(L, "table", "Agents now", """
+            SELECT agent AS Agent, if(on_call, 'on a call', state) AS State, since AS Since
+            FROM pbx.agents_now
+            ORDER BY on_call DESC, state, agent
+            """, w=8, h=8, options=table_options()),
+    ]
+    return dashboard(
+        "pbx-wallboard", "Wallboard",
+        "For the big screen: calls waiting now, longest wait, agents by state, today's service level.",
+        panels, [queue_variable()], time_from="now/d", time_to="now/d", refresh="5s",
+    )
+
+
+DASHBOARDS = {
+    "queue-service-level": queue_service_level,
+    "abandonment": abandonment,
+    "agents": agents,
+    "audit": audit,
+    "wallboard": wallboard,
+}
+
+
+def render() -> dict[str, str]:
+    """File name → JSON text of every dashboard."""
+    return {f"{name}.json": json.dumps(build(), indent=2, ensure_ascii=False) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    for name, text in render().items():
+        (OUT / name).write_text(text)
+        print(f"wrote {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,498 @@
+"""What Grafana and the ClickHouse data source plugin do to a panel's SQL, without Grafana.
+
+A panel query goes through three steps before ClickHouse sees it, and this
+module reproduces each one's behaviour (re-implemented from the public
+sources, not copied):
+
+1. the plugin's front end (``CHDatasource.applyConditionalAll``) replaces
+   ``$__conditionalAll(condition, $var)`` by ``1=1`` when ``$var`` is All or
+   empty, else by ``condition`` — before any variable is interpolated;
+2. Grafana's ``templateSrv.replace`` interpolates template variables
+   (``$var``, ``${var}``, ``${var:format}``, ``[[var]]``), with the plugin's
+   own formatter as default: a list becomes ``'a','b'``, a single value is
+   inserted raw; an explicit ``:format`` wins over the plugin's formatter;
+3. the plugin's back end (``pkg/macros`` on the SDK's ``sqlutil`` macro
+   engine) expands ``$__name`` / ``$__name(args)`` macros: arguments only
+   when ``(`` follows the name directly, split at top-level commas.
+
+The panel interval (``$__interval_s``, ``$__timeInterval``) is Grafana's
+``calculateInterval``: range / max data points rounded by ``roundInterval``,
+raised to the panel's minimum interval.
+
+Also: loading the provisioned dashboards and walking their panels, so tests
+and benchmarks share one definition of "every panel's SQL".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ALL",
+    "DASHBOARD_DIR",
+    "MacroError",
+    "PanelQuery",
+    "TimeRange",
+    "Variable",
+    "apply_conditional_all",
+    "calculate_interval_ms",
+    "expand",
+    "interpolate_macros",
+    "interval_to_ms",
+    "load_dashboards",
+    "panel_queries",
+    "replace_variables",
+    "round_interval_ms",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+DASHBOARD_DIR = REPO / "dashboards" / "json"
+
+#: Grafana's value of a variable whose "All" option is selected.
+ALL = "$__all"
+
+
+class MacroError(ValueError):
+    """A macro the plugin would reject (wrong argument count, missing bracket)."""
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """The dashboard's time picker, in epoch milliseconds (UTC)."""
+
+    from_ms: int
+    to_ms: int
+
+    @classmethod
+    def of(cls, start: datetime, end: datetime) -> TimeRange:
+        return cls(int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self.from_ms / 1000, UTC)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.fromtimestamp(self.to_ms / 1000, UTC)
+
+
+@dataclass
+class Variable:
+    """A dashboard template variable as Grafana holds it at query time.
+
+    ``current`` is a list for multi-value variables (Grafana stores even one
+    selected value as a list there) and a string otherwise; ``[ALL]`` / ``ALL``
+    means the All option. ``options`` are the values the variable's query
+    returned (without the All option).
+    """
+
+    name: str
+    current: str | list[str]
+    options: list[str] = field(default_factory=list)
+    multi: bool = False
+    include_all: bool = False
+    all_value: str | None = None
+    type: str = "query"
+
+    @property
+    def is_all(self) -> bool:
+        value = self.current
+        return value == ALL or (isinstance(value, list) and bool(value) and value[0] == ALL)
+
+    @property
+    def text(self) -> str:
+        if self.is_all:
+            return "All"
+        return " + ".join(self.current) if isinstance(self.current, list) else self.current
+
+
+# -- 1. $__conditionalAll (plugin front end) -------------------------------------------------------
+
+_CONDITIONAL_ALL = "$__conditionalAll("
+_VAR_IN_ARG = re.compile(r"(?<=\$\{)\w+(?=\})|(?<=\$)\w+")
+
+
+def _macro_args_frontend(sql: str, open_index: int) -> list[str]:
+    """The front end's argument scan: brackets counted, commas split at depth 1, no trimming."""
+    args: list[str] = []
+    depth = 0
+    last = 1
+    text = sql[open_index:]
+    for match in re.finditer(r"[(),]", text):
+        char = match.group()
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 1:
+            args.append(text[last : match.start()])
+            last = match.end()
+        if depth == 0:
+            args.append(text[last : match.start()])
+            return args
+    return []
+
+
+def apply_conditional_all(sql: str, variables: Sequence[Variable]) -> str:
+    """Replace each ``$__conditionalAll(cond, $var)``, last one first, as the plugin does."""
+    by_name = {v.name: v for v in variables}
+    index = sql.rfind(_CONDITIONAL_ALL)
+    while index != -1:
+        args = _macro_args_frontend(sql, index + len(_CONDITIONAL_ALL) - 1)
+        if len(args) != 2:
+            return sql  # the plugin gives up and leaves the query as it is
+        phrase = args[0]
+        name = _VAR_IN_ARG.search(args[1].strip())
+        if name:
+            variable = by_name.get(name.group())
+            if variable is not None:
+                value = variable.current
+                joined = ",".join(value) if isinstance(value, list) else value
+                if joined in ("", ALL):
+                    phrase = "1=1"
+        sql = sql.replace(f"{_CONDITIONAL_ALL}{args[0]},{args[1]})", phrase, 1)
+        index = sql.rfind(_CONDITIONAL_ALL)
+    return sql
+
+
+# -- 2. template variables (Grafana templateSrv) ---------------------------------------------------
+
+# Grafana's variableRegex: $var | [[var:fmt]] | ${var.fieldPath:fmt}
+_VARIABLE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?:\.([^:^\}]+))?(?::([^\}]+))?\}")
+
+
+def _plugin_format(value: Any) -> str:
+    """The ClickHouse plugin's default formatter: lists quoted and comma-joined, scalars raw."""
+    if isinstance(value, list):
+        return "'" + "','".join(value) + "'"
+    return str(value)
+
+
+def _quote_each(value: str | list[str], quote: str) -> str:
+    escape = lambda v: f"{quote}{v.replace(quote, chr(92) + quote)}{quote}"  # noqa: E731
+    return escape(value) if isinstance(value, str) else ",".join(escape(v) for v in value)
+
+
+def _js_string(value: Any) -> str:
+    """How JavaScript turns the value into text when splicing it into the query."""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _format(value: str | list[str], fmt: str, variable: Variable | None, text: str) -> str:
+    name, _, _args = fmt.partition(":")
+    if name == "singlequote":
+        return _quote_each(value, "'")
+    if name == "doublequote":
+        return _quote_each(value, '"')
+    if name == "sqlstring":
+        items = [value] if isinstance(value, str) else value
+        return ",".join("'" + v.replace("'", "''") + "'" for v in items)
+    if name == "csv":
+        return _js_string(value)
+    if name == "pipe":
+        return "|".join(value) if isinstance(value, list) else value
+    if name == "raw":
+        return _js_string(value)
+    if name == "text":
+        return text
+    if name == "json":
+        return json.dumps(value, separators=(",", ":"))
+    # "glob" is Grafana's default and its fallback for an unknown format name.
+    if isinstance(value, list) and len(value) > 1:
+        return "{" + ",".join(value) + "}"
+    return _js_string(value)
+
+
+def replace_variables(
+    sql: str,
+    variables: Sequence[Variable],
+    scoped: Mapping[str, str] | None = None,
+    time_range: TimeRange | None = None,
+) -> str:
+    """Interpolate template variables as ``templateSrv.replace(sql, scopedVars, pluginFormat)``.
+
+    ``scoped`` holds request-scoped values (``__interval``, ``__interval_ms``);
+    ``time_range`` provides ``$__from`` / ``$__to`` (epoch ms). A name that is
+    neither stays as written: ``$__timeFilter`` and friends reach the back end.
+    """
+    by_name = {v.name: v for v in variables}
+    builtins: dict[str, str] = dict(scoped or {})
+    if time_range is not None:
+        builtins.setdefault("__from", str(time_range.from_ms))
+        builtins.setdefault("__to", str(time_range.to_ms))
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2) or match.group(4)
+        fmt = match.group(3) or match.group(6)
+        if name in builtins:
+            value = builtins[name]
+            return value if fmt is None else _format(value, fmt, None, value)
+        variable = by_name.get(name)
+        if variable is None:
+            return match.group(0)
+        value: str | list[str] = variable.current
+        text = variable.text
+        if variable.is_all:
+            if variable.all_value:
+                # A custom all value is inserted unformatted (except :text / :percentencode).
+                if fmt not in ("text", "percentencode"):
+                    return replace_variables(variable.all_value, variables, scoped, time_range)
+                value = variable.all_value
+            else:
+                value = list(variable.options)
+        if fmt is None:
+            return _plugin_format(value)
+        return _format(value, fmt, variable, text)
+
+    return _VARIABLE.sub(one, sql)
+
+
+# -- 3. macros (plugin back end) --------------------------------------------------------------------
+
+
+def _to_datetime(ms: int) -> str:
+    return f"toDateTime({ms // 1000})"
+
+
+def _to_datetime64(ms: int) -> str:
+    return f"fromUnixTimestamp64Milli({ms})"
+
+
+def _to_date(ms: int) -> str:
+    return "toDate('" + datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d") + "')"
+
+
+def _need(name: str, args: list[str] | None, count: int) -> list[str]:
+    got = len(args) if args is not None else 0
+    if got != count:
+        raise MacroError(f"$__{name}: unexpected number of arguments: expected {count}, received {got}")
+    assert args is not None
+    return args
+
+
+def _seconds(interval_ms: int) -> int:
+    return int(max(interval_ms / 1000, 1))
+
+
+def _macro(name: str, args: list[str] | None, rng: TimeRange, interval_ms: int) -> str:
+    f, t = rng.from_ms, rng.to_ms
+    if name == "fromTime":
+        return _to_datetime(f)
+    if name == "toTime":
+        return _to_datetime(t)
+    if name == "fromTime_ms":
+        return _to_datetime64(f)
+    if name == "toTime_ms":
+        return _to_datetime64(t)
+    if name == "timeFilter":
+        (col,) = _need(name, args, 1)
+        return f"{col} >= {_to_datetime(f)} AND {col} <= {_to_datetime(t)}"
+    if name == "timeFilter_ms":
+        (col,) = _need(name, args, 1)
+        return f"{col} >= {_to_datetime64(f)} AND {col} <= {_to_datetime64(t)}"
+    if name == "dateFilter":
+        (col,) = _need(name, args, 1)
+        return f"{col} >= {_to_date(f)} AND {col} <= {_to_date(t)}"
+    if name in ("dateTimeFilter", "dt"):
+        date_col, time_col = _need(name, args, 2)
+        return (
+            f"({date_col} >= {_to_date(f)} AND {date_col} <= {_to_date(t)}) AND "
+            f"({time_col} >= {_to_datetime(f)} AND {time_col} <= {_to_datetime(t)})"
+        )
+    if name == "timeInterval":
+        (col,) = _need(name, args, 1)
+        return f"toStartOfInterval(toDateTime({col}), INTERVAL {_seconds(interval_ms)} second)"
+    if name == "timeInterval_ms":
+        (col,) = _need(name, args, 1)
+        return f"toStartOfInterval(toDateTime64({col}, 3), INTERVAL {max(interval_ms, 1)} millisecond)"
+    if name == "interval_s":
+        return str(_seconds(interval_ms))
+    # The SDK's defaults the plugin does not override.
+    if name == "timeFrom":
+        (col,) = _need(name, args, 1)
+        return f"{col} >= '{rng.start.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+    if name == "timeTo":
+        (col,) = _need(name, args, 1)
+        return f"{col} <= '{rng.end.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+    raise KeyError(name)
+
+
+#: Every macro name the back end knows (plugin + SDK defaults used here).
+MACROS = (
+    "fromTime", "toTime", "fromTime_ms", "toTime_ms", "timeFilter", "timeFilter_ms", "dateFilter",
+    "dateTimeFilter", "dt", "timeInterval", "timeInterval_ms", "interval_s", "timeFrom", "timeTo",
+)  # fmt: skip
+
+
+def _parse_args(text: str) -> tuple[list[str] | None, int]:
+    """A bracketed argument list at the very start of ``text``: (args, length), (None, 0), or length -1."""
+    if not text.startswith("("):
+        return None, 0
+    args: list[str] = []
+    depth = 0
+    current: list[str] = []
+    for i, char in enumerate(text):
+        if char == "(":
+            depth += 1
+            if depth == 1:
+                continue
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                args.append("".join(current).strip())
+                return args, i + 1
+        elif char == "," and depth == 1:
+            args.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    return None, -1
+
+
+def interpolate_macros(sql: str, time_range: TimeRange, interval_ms: int) -> str:
+    """Expand the back end's ``$__macros``, as the plugin does after the front end's work."""
+    for name in MACROS:
+        pattern = re.compile(r"\$__" + re.escape(name) + r"\b")
+        matches = []
+        for m in pattern.finditer(sql):
+            args, length = _parse_args(sql[m.end() :])
+            if length < 0:
+                raise MacroError(f"$__{name}: failed to parse macro arguments (missing close bracket?)")
+            matches.append((sql[m.start() : m.end() + length], args))
+        for full, args in matches:
+            sql = sql.replace(full, _macro(name, args, time_range, interval_ms))
+    return sql
+
+
+# -- the panel interval ----------------------------------------------------------------------------
+
+_ROUNDING = (
+    (15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500), (1500, 1000), (3500, 2000),
+    (7500, 5000), (12500, 10000), (17500, 15000), (25000, 20000), (45000, 30000), (90000, 60000),
+    (210000, 120000), (450000, 300000), (750000, 600000), (1050000, 900000), (1500000, 1200000),
+    (2700000, 1800000), (5400000, 3600000), (9000000, 7200000), (16200000, 10800000),
+    (32400000, 21600000), (86400000, 43200000), (604800000, 86400000), (1814400000, 604800000),
+    (3628800000, 2592000000),
+)  # fmt: skip
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, "y": 31_536_000_000}
+
+
+def round_interval_ms(interval_ms: float) -> int:
+    """Grafana's ``roundInterval``: the nice interval a raw interval snaps to."""
+    for limit, rounded in _ROUNDING:
+        if interval_ms < limit:
+            return rounded
+    return 31_536_000_000
+
+
+def interval_to_ms(text: str) -> int:
+    """``'15m'`` → 900000 (Grafana interval strings; a leading ``>`` is allowed)."""
+    m = re.fullmatch(r">?(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", text.strip())
+    if not m:
+        raise ValueError(f"not a Grafana interval: {text!r}")
+    return int(float(m[1]) * _UNIT_MS[m[2]])
+
+
+def calculate_interval_ms(time_range: TimeRange, max_data_points: int = 1000, min_interval: str | None = None) -> int:
+    """Grafana's ``calculateInterval``: the interval a panel's query gets."""
+    interval = round_interval_ms((time_range.to_ms - time_range.from_ms) / max_data_points)
+    if min_interval:
+        interval = max(interval, interval_to_ms(min_interval))
+    return interval
+
+
+def expand(
+    sql: str,
+    time_range: TimeRange,
+    variables: Sequence[Variable] = (),
+    interval_ms: int = 60_000,
+) -> str:
+    """The SQL ClickHouse receives for a panel query: all three steps in Grafana's order."""
+    sql = apply_conditional_all(sql, variables)
+    scoped = {"__interval": _hms(interval_ms), "__interval_ms": str(interval_ms)}
+    sql = replace_variables(sql, variables, scoped, time_range)
+    return interpolate_macros(sql, time_range, interval_ms)
+
+
+def _hms(ms: int) -> str:
+    for unit, size in (("y", 31_536_000_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+# -- dashboards ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    """One target of one panel, with what a test needs to run and judge it."""
+
+    dashboard: dict[str, Any]
+    panel: dict[str, Any]
+    target: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.dashboard['uid']}/{self.panel['id']}{self.target.get('refId', 'A')}"
+
+    @property
+    def sql(self) -> str:
+        return self.target["rawSql"]
+
+    def interval_ms(self, time_range: TimeRange) -> int:
+        """The interval Grafana computes for this panel (maxDataPoints default: 1000 px-ish)."""
+        return calculate_interval_ms(
+            time_range, self.panel.get("maxDataPoints") or 1000, self.panel.get("interval") or None
+        )
+
+
+def load_dashboards(directory: Path = DASHBOARD_DIR) -> list[dict[str, Any]]:
+    """Every provisioned dashboard JSON, sorted by file name."""
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+
+
+def iter_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Panels, including those nested in collapsed rows."""
+    for panel in panels:
+        yield panel
+        yield from iter_panels(panel.get("panels", []))
+
+
+def panel_queries(dashboards: list[dict[str, Any]] | None = None) -> list[PanelQuery]:
+    """Every SQL target of every panel of every dashboard."""
+    out = []
+    for dash in load_dashboards() if dashboards is None else dashboards:
+        for panel in iter_panels(dash.get("panels", [])):
+            for target in panel.get("targets", []):
+                if target.get("rawSql"):
+                    out.append(PanelQuery(dash, panel, target))
+    return out
+
+
+def default_time_range(dashboard: Mapping[str, Any], now: datetime) -> TimeRange:
+    """The dashboard's default ``time`` (``now-24h`` .. ``now``, ``now/d`` ..) resolved at ``now``."""
+    return TimeRange.of(_resolve(dashboard["time"]["from"], now), _resolve(dashboard["time"]["to"], now, end=True))
+
+
+def _resolve(expr: str, now: datetime, end: bool = False) -> datetime:
+    m = re.fullmatch(r"now(?:-(\d+)([smhdw]))?(?:/([dhw]))?", expr)
+    if not m:
+        return datetime.fromisoformat(expr)
+    t = now
+    if m[1]:
+        t = datetime.fromtimestamp(now.timestamp() - interval_to_ms(m[1] + m[2]) / 1000, UTC)
+    if m[3]:
+        size = interval_to_ms("1" + m[3]) / 1000
+        start = math.floor(t.timestamp() / size) * size
+        t = datetime.fromtimestamp(start + (size - 0.001 if end else 0), UTC)
+    return t
