@@ -91,7 +91,7 @@ class Service:
     def _connect(self) -> Any:
         client = db.connect(self.settings.clickhouse_url)
         if self.migrations_pending:
-            db.apply_migrations(client)
+            db.apply_migrations(client, cluster=self.settings.clickhouse_cluster or None)
             self.migrations_pending = False
         return client
 
@@ -244,7 +244,7 @@ def create_app(settings: Settings) -> Litestar:
                 try:
                     client = holder or db.connect(settings.clickhouse_url)
                     try:
-                        db.apply_migrations(client)
+                        db.apply_migrations(client, cluster=settings.clickhouse_cluster or None)
                     finally:
                         if client is not holder:
                             client.close()

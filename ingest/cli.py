@@ -29,6 +29,17 @@ def _add_engine_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cluster_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster",
+        metavar="NAME",
+        dest="clickhouse_cluster",
+        help="apply migrations ON CLUSTER NAME (a remote_servers cluster of ClickHouse servers): "
+        "replicated tables behind Distributed tables, see docs/scaling.md. "
+        f"Env: {ENV_NAMES['clickhouse_cluster']}. Default: one server",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pbx-analytics",
@@ -44,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "Every option can also be set with the PBX_* environment variable named in the README.",
     )
     _add_engine_flag(serve)
+    _add_cluster_flag(serve)
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--batch-size", dest="batch_size", type=int, help="rows per insert (default 5000)")
@@ -78,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         "migrate", help="apply the sql/ migrations", description="Apply pending sql/ migrations, each once."
     )
     _add_engine_flag(migrate)
+    _add_cluster_flag(migrate)
 
     sql = commands.add_parser(
         "sql",
@@ -170,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = db.connect(settings.clickhouse_url)
         try:
             if command == "migrate":
-                applied = db.apply_migrations(client)
+                applied = db.apply_migrations(client, cluster=settings.clickhouse_cluster or None)
                 print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
             elif command == "sql":
                 sys.stdout.buffer.write(client.raw_query(query, fmt=fmt))

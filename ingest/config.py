@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ class Settings:
     #: Where events go: ``chdb:///abs/path`` (embedded engine) or
     #: ``http(s)://user:pass@host:port/db`` (a ClickHouse server).
     clickhouse_url: str = dataclasses.field(default_factory=default_dsn)
+    #: A ClickHouse cluster (its ``remote_servers`` name): migrations then run ON CLUSTER
+    #: with replicated tables behind Distributed ones (docs/scaling.md). Empty: one server.
+    clickhouse_cluster: str = ""
     #: Interface and port ``serve`` listens on.
     host: str = "127.0.0.1"
     port: int = 8080
@@ -75,6 +79,10 @@ class Settings:
             raise ConfigError(
                 f"clickhouse url {self.clickhouse_url!r}: expected chdb:///path or http(s)://user:pass@host:port/db"
             )
+        if self.clickhouse_cluster and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.clickhouse_cluster):
+            raise ConfigError(f"clickhouse cluster {self.clickhouse_cluster!r}: letters, digits, '_', '-', '.' only")
+        if self.clickhouse_cluster and self.clickhouse_url.startswith("chdb:"):
+            raise ConfigError("a cluster needs ClickHouse servers: set an http(s):// clickhouse url")
         for name in ("batch_size", "spool_max_bytes", "max_body_bytes", "max_url_bytes", "max_params", "port"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

@@ -115,3 +115,22 @@ def test_a_sharded_table_altered_later_changes_local_and_distributed_tables():
 def test_a_cluster_name_that_would_need_quoting_is_refused():
     with pytest.raises(ValueError, match="cluster name"):
         db.cluster_plan(db.load_migrations(), "pbx'; DROP")
+
+
+def test_the_cluster_setting_comes_from_the_environment_and_needs_a_server():
+    from ingest.config import ConfigError, Settings
+
+    env = {"PBX_CLICKHOUSE_URL": "http://writer:pw@ch1:8123/pbx", "PBX_CLICKHOUSE_CLUSTER": "pbx"}
+    assert Settings.from_env(env).clickhouse_cluster == "pbx"
+    assert Settings.from_env({**env, "PBX_CLICKHOUSE_CLUSTER": ""}).clickhouse_cluster == ""
+    with pytest.raises(ConfigError, match="needs ClickHouse servers"):
+        Settings(clickhouse_cluster="pbx")
+    with pytest.raises(ConfigError, match="clickhouse cluster"):
+        Settings(clickhouse_url="http://ch:8123", clickhouse_cluster="a b")
+
+
+def test_migrate_with_cluster_on_the_embedded_engine_is_refused_clearly(tmp_path, capsys):
+    from ingest.cli import main
+
+    assert main(["migrate", "--clickhouse", f"chdb://{tmp_path / 'd'}", "--cluster", "pbx"]) == 2
+    assert "cluster needs ClickHouse servers" in capsys.readouterr().err
