@@ -243,13 +243,19 @@ def queue_service_level() -> dict[str, Any]:
             """, w=6, h=4, unit="s", options=stat_options("value")),
         panel(L, "table", "SLA thresholds in force", f"""
             SELECT q.queue_name AS Queue,
-                   coalesce(s.sla_threshold_s, 20) AS `SLA threshold (s)`,
-                   coalesce(s.short_abandon_s, 5) AS `Short abandon below (s)`,
-                   s.queue_name IS NULL AS `Default`
+                   if(s.configured, s.sla_threshold_s, 20) AS `SLA threshold (s)`,
+                   if(s.configured, s.short_abandon_s, 5) AS `Short abandon below (s)`,
+                   if(s.configured, 'queue_settings', 'default') AS `From`
             FROM (SELECT DISTINCT queue_name FROM pbx.queue_stats_15m WHERE {where}) AS q
-            LEFT JOIN pbx.queue_settings AS s ON s.queue_name = q.queue_name
+            LEFT JOIN
+            (
+                -- The newest row of a queue wins (pbx.queue_settings is append-only).
+                SELECT queue_name, argMax(sla_threshold_s, updated_at) AS sla_threshold_s,
+                       argMax(short_abandon_s, updated_at) AS short_abandon_s, 1 AS configured
+                FROM pbx.queue_settings
+                GROUP BY queue_name
+            ) AS s ON s.queue_name = q.queue_name
             ORDER BY Queue
-            SETTINGS join_use_nulls = 1
             """, w=12, h=4, options=table_options(),
             description="Per-queue thresholds from pbx.queue_settings; queues without a row use 20 s and 5 s."),
         panel(L, "timeseries", "Service level per queue (answered in threshold / answered + abandoned)", f"""
