@@ -15,16 +15,20 @@ Quirks of real PBXs handled here (see ``docs/webhooks.md``):
 from __future__ import annotations
 
 import datetime as dt
+import os
+import random
+import time
 import uuid
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 import msgspec
 
 from ingest.spec import EVENTS, PARAMS, Event, required_params
 
-__all__ = ["COLUMNS", "COLUMN_TYPES", "DecodeError", "decode", "parse_query", "to_row"]
+__all__ = ["COLUMNS", "COLUMN_TYPES", "DecodeError", "decode", "new_event_id", "parse_query", "to_row", "utc_now_ms"]
 
 #: The ``pbx.events`` insert columns, in order (``sql/0001_create_events.sql``).
 COLUMNS: tuple[str, ...] = ("event_id", "received_at", "event", "source", *PARAMS, "extra")
@@ -72,11 +76,34 @@ def parse_query(raw: str, max_params: int = 200) -> list[tuple[str, str]]:
 
     Blank values are kept (``reason=`` is a value); undecodable percent-escapes
     become U+FFFD rather than failing the whole request.
+
+    The same pairs as ``urllib.parse.parse_qsl(raw, keep_blank_values=True,
+    errors="replace", max_num_fields=max_params)`` (a property test pins that),
+    about three times faster: this runs once per webhook, and most webhooks
+    have no escape to decode at all.
     """
-    try:
-        return parse_qsl(raw, keep_blank_values=True, errors="replace", max_num_fields=max_params)
-    except ValueError as exc:  # parse_qsl raises on too many fields
-        raise DecodeError("too_many_params", f"more than {max_params} parameters") from exc
+    if not raw:
+        return []
+    if raw.count("&") >= max_params:  # parse_qsl's count: empty fields included
+        raise DecodeError("too_many_params", f"more than {max_params} parameters")
+    fields = raw.split("&")
+    if "%" not in raw and "+" not in raw:
+        return [(name, value) for name, _, value in (f.partition("=") for f in fields if f)]
+    pairs = []
+    for field in fields:
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = unquote(name, errors="replace")
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = unquote(value, errors="replace")
+        pairs.append((name, value))
+    return pairs
 
 
 def json_pairs(body: bytes) -> list[tuple[str, str]]:
@@ -131,9 +158,29 @@ def decode(event: str, pairs: Iterable[tuple[str, str]]) -> Event:
     return msgspec.convert(known, shape.cls)
 
 
-_ROW_GETTERS: dict[type[Event], tuple[str | None, ...]] = {
-    cls: tuple(p if p in _SHAPES[name].fields else None for p in PARAMS) for name, cls in EVENTS.items()
-}
+def _row_getter(cls: type[Event]) -> itemgetter[tuple[Any, ...]]:
+    """Picks the :data:`PARAMS` values out of ``(*astuple(ev), "")``: a field's value, or the
+    trailing ``""`` for a parameter this event does not have."""
+    names = [f.name for f in msgspec.structs.fields(cls)]
+    return itemgetter(*(names.index(p) if p in names else len(names) for p in PARAMS))
+
+
+_ROW_GETTERS: dict[type[Event], itemgetter[tuple[Any, ...]]] = {cls: _row_getter(cls) for cls in EVENTS.values()}
+_astuple = msgspec.structs.astuple
+
+# Event ids: random version-4 UUIDs from a private generator seeded from the OS, reseeded in
+# every forked child. uuid.uuid4() reads os.urandom each call (a syscall, three times slower);
+# these ids only need to be unique, not unpredictable. Private: seeding the global ``random``
+# (a simulator's seed, a test's) must not repeat ids.
+_rng = random.Random()
+os.register_at_fork(after_in_child=_rng.seed)
+_getrandbits = _rng.getrandbits
+_UUID = uuid.UUID
+
+
+def new_event_id() -> uuid.UUID:
+    """A fresh random (version 4) event id."""
+    return _UUID(int=_getrandbits(128), version=4)
 
 
 def to_row(
@@ -145,16 +192,18 @@ def to_row(
 ) -> tuple[Any, ...]:
     """The ``pbx.events`` row (in :data:`COLUMNS` order) of a decoded event."""
     return (
-        event_id or uuid.uuid4(),
+        event_id or new_event_id(),
         received_at,
         event,
         source,
-        *[getattr(ev, p) if p else "" for p in _ROW_GETTERS[type(ev)]],
+        *_ROW_GETTERS[type(ev)]((*_astuple(ev), "")),
         ev.extra,
     )
 
 
 def utc_now_ms() -> dt.datetime:
     """Arrival time: UTC, truncated to the millisecond (the column's precision)."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return _EPOCH + dt.timedelta(milliseconds=time.time_ns() // 1_000_000)  # exact: integer math
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
