@@ -12,6 +12,7 @@ holding the GIL: what serializes the one worker.
 from __future__ import annotations
 
 import collections
+import re
 import shutil
 import subprocess
 import threading
@@ -24,6 +25,8 @@ from bench._wrk import run_wrk
 
 __all__ = ["run", "top_frames"]
 
+_LINE = re.compile(r":\d+\)$")
+
 
 def top_frames(collapsed: str, n: int = 20) -> dict[str, list[tuple[str, float]]]:
     """Self and total shares (%) per frame from py-spy's ``raw`` (collapsed stacks) output."""
@@ -35,7 +38,8 @@ def top_frames(collapsed: str, n: int = 20) -> dict[str, list[tuple[str, float]]
         if not stack or not count.isdigit():
             continue
         k = int(count)
-        frames = stack.split(";")
+        # "func (path/file.py:123)" -> "func (path/file.py)": one row per function, not per line.
+        frames = [_LINE.sub(")", f) for f in stack.split(";")]
         if frames and frames[0].startswith(("process ", "thread ")):
             frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames:
