@@ -87,6 +87,7 @@ class Service:
         self._allowed: dict[str, bool] = {}  # client address -> allowed (bounded cache)
         #: The server was down at start: migrate on the writer's first connection.
         self.migrations_pending = False
+        self.start_error: str | None = None
 
     def _connect(self) -> Any:
         client = db.connect(self.settings.clickhouse_url)
@@ -114,6 +115,9 @@ class Service:
             metrics=self.metrics,
             rows_quarantined=self.rows_quarantined,
         )
+        if self.start_error is not None:
+            self.writer.last_error = self.start_error
+            self.metrics.engine_up.set(0)
         spool.start(loop)
         self.spool = spool
         self.writer.start()
@@ -256,6 +260,7 @@ def create_app(settings: Settings) -> Litestar:
                     log.error("ClickHouse unreachable at start; accepting into the spool",
                               extra={"error": str(exc)})
                     service.migrations_pending = True
+                    service.start_error = str(exc)
             service.open(asyncio.get_running_loop())
             try:
                 yield
