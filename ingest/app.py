@@ -221,9 +221,10 @@ def _webhook_route(service: Service, event: str) -> Any:
 
 
 def _token_route(service: Service) -> Any:
-    async def webhook_with_token(request: Request[Any, Any, Any], token: str, event: str) -> Response[Any]:
+    async def webhook_with_token(request: Request[Any, Any, Any]) -> Response[Any]:
         """Any webhook, with the shared secret as the first path segment: ``/<token>/<event>``."""
-        return await service.accept(request, event, path_token=token)
+        params = request.path_params
+        return await service.accept(request, params["event"], path_token=params["token"])
 
     return route("/{token:str}/{event:str}", http_method=[HttpMethod.GET, HttpMethod.POST],
                  name="webhook_with_token")(webhook_with_token)
