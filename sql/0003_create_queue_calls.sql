@@ -30,12 +30,15 @@ SELECT
     v.wait_s AS wait_s,
     CAST(multiIf(
         v.answered_at IS NOT NULL, 'answered',
-        v.left_at IS NULL, 'waiting',
         v.later_visit, 'overflow',
+        v.left_at IS NULL, 'waiting',
         v.wait_s < coalesce(s.short_abandon_s, 5), 'short_abandon',
         'abandoned'
     ), 'LowCardinality(String)') AS outcome,
-    toUInt8(v.answered_at IS NOT NULL AND v.wait_s <= coalesce(s.sla_threshold_s, 20)) AS in_sla
+    toUInt8(v.answered_at IS NOT NULL AND v.wait_s <= coalesce(s.sla_threshold_s, 20)) AS in_sla,
+    -- The queue's settings applied to this visit (not in pbx.queue_calls).
+    coalesce(s.sla_threshold_s, 20) AS sla_threshold_s,
+    coalesce(s.short_abandon_s, 5) AS short_abandon_s
 FROM
 (
     SELECT
@@ -89,4 +92,5 @@ LEFT JOIN settings AS s ON s.queue_name = v.queue_name;
 
 -- The contract view: every visit.
 CREATE VIEW IF NOT EXISTS pbx.queue_calls ${ON_CLUSTER} AS
-SELECT * FROM pbx.queue_calls_since(since = toDateTime64(0, 3, 'UTC'));
+SELECT call_id, queue_name, entered_at, left_at, answered_at, agent, wait_s, outcome, in_sla
+FROM pbx.queue_calls_since(since = toDateTime64(0, 3, 'UTC'));

@@ -9,15 +9,15 @@
 -- state after a change holds until the agent's next change, and the last one
 -- until the newest event stored (the data's "now", so results are reproducible).
 --
--- `since` bounds the work: segments ending after `since` are returned. Agent
--- events (login/logout/set_state) are read in full, they are few; talk events
--- from one day before `since`, so a single talk longer than a day that began
--- before that is missed by a windowed read (pbx.agent_stats_15m's full
--- recompute reads everything).
+-- `since` bounds the work: segments ending at or after `since` are returned.
+-- Agent events (login/logout/set_state) are read from 7 days before `since`,
+-- talk events from 1 day before: an agent is taken as logged out before the
+-- first agent event read, and a talk that began more than a day before `since`
+-- is not seen. (since = 1970 reads everything.)
 
 CREATE VIEW IF NOT EXISTS pbx.agent_segments_since ${ON_CLUSTER} AS
 WITH
-    (SELECT max(received_at) FROM pbx.events) AS data_end,
+    assumeNotNull((SELECT max(received_at) FROM pbx.events)) AS data_end,
     talk AS
     (
         -- One talk per answer: until the agent's next hangup_internal of that
@@ -61,6 +61,7 @@ WITH
             0 AS talk_delta
         FROM pbx.events
         WHERE event IN ('pbx_agent_login', 'pbx_agent_logout', 'pbx_agent_set_state') AND userid != ''
+          AND received_at >= {since:DateTime64(3, 'UTC')} - INTERVAL 7 DAY
         UNION ALL
         SELECT agent, started_at, 3, NULL, NULL, 1 FROM talk
         UNION ALL

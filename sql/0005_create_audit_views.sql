@@ -54,7 +54,7 @@ SELECT
                 least(e, coalesce(ended_at, e)))), 0),
         arrayDistinct(seg_ends)) / 1000) AS recording_s,
     toUInt8(arrayExists(s -> NOT arrayExists(x -> x >= s, stops), starts)) AS unstopped,
-    if(talk_s > 0, round(100 * recording_s / talk_s, 2), NULL) AS coverage_pct
+    if(talk_s > 0, 100 * recording_s / talk_s, NULL) AS coverage_pct
 FROM
 (
     SELECT
