@@ -27,7 +27,7 @@ OUT = HERE / "json"
 #: Must match ``uid`` in provisioning/datasources/clickhouse.yaml.
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "pbx-clickhouse"}
 PLUGIN_VERSION = "4.11.0"
-GRAFANA_VERSION = "11.6.0"
+GRAFANA_VERSION = "12.4.0"
 SCHEMA_VERSION = 40
 
 # Filters: "All" (or nothing selected) removes the condition entirely.

@@ -277,6 +277,8 @@ def test_targets_carry_editor_type_format_plugin_version_and_the_provisioned_dat
         assert "$__timeInterval(" in query.sql and panel.get("interval")
     if not query.sql.lstrip().upper().startswith(("SELECT", "WITH")):
         pytest.fail("panel SQL must be one SELECT")
+    # The Grafana user is readonly=1: a query may not change settings.
+    assert not re.search(r"\bSETTINGS\b", query.sql, re.IGNORECASE), "no SETTINGS clause in panel SQL"
 
 
 @pytest.mark.parametrize("query", ALL_QUERIES, ids=lambda q: q.id)
