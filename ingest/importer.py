@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import gc
 import gzip
 import hashlib
 import io
@@ -25,7 +26,9 @@ import sys
 import time
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -54,6 +57,9 @@ DEFAULT_BATCH_SIZE = 50_000
 #: Bad lines reported per file before the rest are only counted.
 MAX_REPORTED_PER_FILE = 50
 
+#: Tries of one insert (server hiccups); retries reuse the dedup token.
+INSERT_ATTEMPTS = 3
+
 # The common prefix of the nginx/Apache "common" and "combined" formats:
 #   host ident user [time] "METHOD target PROTOCOL" status ...
 # Only the time and the request target matter; the status is ignored on
@@ -63,6 +69,7 @@ _LINE = re.compile(r'\S+ \S+ \S+ \[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_blake2b = hashlib.blake2b
 
 # Inserts declare the LowCardinality columns as plain String: clickhouse-connect
 # builds LowCardinality dictionaries in Python, which measured at half the insert
@@ -87,15 +94,18 @@ def parse_log_time(text: str) -> int:
     return local - offset if text[21] == "+" else local + offset
 
 
-def line_event_id(epoch_s: int, target: str, occurrence: int) -> uuid.UUID:
+def line_event_id(epoch_s: int, target: str, occurrence: int) -> int:
     """The event_id of an imported line: a 128-bit hash of (UTC time in ms, target, occurrence).
 
     ``occurrence`` is how many times the same (time, target) pair was seen
     earlier in the same file, so two genuinely identical requests within one
     second stay two events while a line repeated across files is one.
+
+    Returned as the UUID's 128-bit integer (``uuid.UUID(int=...)``): the
+    driver writes UUID columns from ints, and building UUID objects measured
+    at ~5% of the import time.
     """
-    key = f"{epoch_s * 1000}|{target}|{occurrence}".encode()
-    return uuid.UUID(bytes=hashlib.blake2b(key, digest_size=16).digest())
+    return int.from_bytes(_blake2b(f"{epoch_s * 1000}|{target}|{occurrence}".encode(), digest_size=16).digest())
 
 
 @dataclass
@@ -250,65 +260,115 @@ def read_rows(
 
 
 class _Sink:
-    """Inserts rows in batches, dropping rows whose event_id is already stored."""
+    """Inserts rows in batches, dropping rows whose event_id is already stored.
+
+    One batch is inserted on a background thread while the next is decoded
+    (the engine's share of the work runs without the GIL). At most one batch is
+    in flight, so each batch's "already stored?" query sees every earlier batch.
+    """
 
     def __init__(self, client: Client, stats: ImportStats, batch_size: int) -> None:
         self._client = client
         self._stats = stats
         self._batch_size = batch_size
         self._rows: list[tuple[Any, ...]] = []
-        # Reused for retries of one batch within this run only, so a retried insert that
-        # did land is dropped; never derived from the content alone, or a re-import
-        # after deleting rows would be silently dropped by the dedup window.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pbx-import")
+        self._inflight: Future[None] | None = None
+        self._batches = 0
+        self._ms_of: dict[dt.datetime, int] = {}
+        # The dedup token is reused for retries of one batch within this run only, so a
+        # retried insert that did land is dropped. Not derived from the content: a
+        # re-import after deleting rows would then be dropped by the dedup window.
         self._run_id = uuid.uuid4().hex
 
     def add(self, row: tuple[Any, ...]) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= self._batch_size:
-            self.flush()
+        rows = self._rows
+        rows.append(row)
+        if len(rows) >= self._batch_size:
+            self.flush(wait=False)
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
         rows, self._rows = self._rows, []
-        if not rows:
-            return
-        unique = {row[0]: row for row in rows}  # the same line twice within the batch
-        lo = min(row[1] for row in rows)
-        hi = max(row[1] for row in rows)
-        # Imported ids are deterministic; only source='import' rows can collide. The range
-        # prunes partitions and granules. (Measured: fetching the range's ids and diffing
-        # here is ~10x cheaper than an IN list of 50k ids.)
+        self._wait()
+        if rows:
+            self._batches += 1
+            self._inflight = self._pool.submit(self._write, rows, f"import:{self._run_id}:{self._batches}")
+        if wait:
+            self._wait()
+
+    def close(self) -> None:
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown()
+
+    def _wait(self) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.result()  # re-raises an insert error here, in the importing thread
+
+    def _write(self, rows: list[tuple[Any, ...]], token: str) -> None:
+        columns: list[Sequence[Any]] = list(zip(*rows))
+        ids = columns[0]
+        # received_at as milliseconds: the driver writes DateTime64 from ints as is, while
+        # converting each datetime measured at ~1 us a row. Lines share few distinct times.
+        ms_of, ticks = self._ms_of, []
+        for when in columns[1]:
+            ms = ms_of.get(when)
+            if ms is None:
+                if len(ms_of) > 100_000:
+                    ms_of.clear()
+                ms = ms_of[when] = round(when.timestamp() * 1000)
+            ticks.append(ms)
+        columns[1] = ticks
+        lo, hi = _EPOCH + dt.timedelta(milliseconds=min(ticks)), _EPOCH + dt.timedelta(milliseconds=max(ticks))
+        # Imported ids are deterministic; only source='import' rows can collide. The time
+        # range prunes partitions and granules. Measured: fetching the range's ids and
+        # diffing here is ~10x cheaper than sending an IN list of 50k ids.
         stored = self._client.query(
-            f"SELECT event_id FROM {db.DATABASE}.events WHERE source = 'import' "
+            # as UInt128: the same int as uuid.UUID.int, and ~10x cheaper to read than UUID objects
+            f"SELECT toUInt128(event_id) FROM {db.DATABASE}.events WHERE source = 'import' "
             "AND received_at BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')}",
             parameters={"lo": lo, "hi": hi},
         ).result_columns
-        for event_id in stored[0] if stored else ():
-            unique.pop(event_id, None)
-        fresh = list(unique.values())
-        self._stats.duplicates += len(rows) - len(fresh)
-        if not fresh:
+        drop = set(stored[0]) if stored else set()
+        keep: list[int] = []
+        for i, event_id in enumerate(ids):
+            if event_id not in drop:
+                drop.add(event_id)  # the same line twice within the batch
+                keep.append(i)
+        self._stats.duplicates += len(rows) - len(keep)
+        if not keep:
             return
-        digest = hashlib.blake2b(b"".join(sorted(r[0].bytes for r in fresh)), digest_size=16).hexdigest()
-        self._client.insert(
-            f"{db.DATABASE}.events",
-            list(zip(*fresh)),
-            column_names=list(COLUMNS),
-            column_type_names=_INSERT_TYPES,
-            column_oriented=True,
-            settings={
-                **_INSERT_SETTINGS,
-                "insert_deduplication_token": f"import:{self._run_id}:{digest}",
-                "deduplicate_blocks_in_dependent_materialized_views": 1,
-            },
-        )
-        self._stats.imported += len(fresh)
-        for row in fresh:
-            self._stats.per_event[row[2]] = self._stats.per_event.get(row[2], 0) + 1
-            when = row[1]
-            if self._stats.first_time is None or when < self._stats.first_time:
-                self._stats.first_time = when
-            if self._stats.last_time is None or when > self._stats.last_time:
-                self._stats.last_time = when
+        if len(keep) < len(rows):
+            columns = [[col[i] for i in keep] for col in columns]
+        for attempt in range(INSERT_ATTEMPTS):
+            try:
+                self._client.insert(
+                    f"{db.DATABASE}.events",
+                    columns,
+                    column_names=list(COLUMNS),
+                    column_type_names=_INSERT_TYPES,
+                    column_oriented=True,
+                    settings={
+                        **_INSERT_SETTINGS,
+                        "insert_deduplication_token": token,
+                        "deduplicate_blocks_in_dependent_materialized_views": 1,
+                    },
+                )
+                break
+            except Exception:
+                if attempt + 1 == INSERT_ATTEMPTS:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+        stats = self._stats
+        stats.imported += len(keep)
+        for event, n in Counter(columns[2]).items():
+            stats.per_event[event] = stats.per_event.get(event, 0) + n
+        first = _EPOCH + dt.timedelta(milliseconds=min(columns[1]))
+        last = _EPOCH + dt.timedelta(milliseconds=max(columns[1]))
+        stats.first_time = first if stats.first_time is None else min(stats.first_time, first)
+        stats.last_time = last if stats.last_time is None else max(stats.last_time, last)
 
 
 def import_files(
@@ -336,12 +396,21 @@ def import_files(
     started = time.perf_counter()
     bar = _Progress(progress)
     sink = _Sink(client, stats, batch_size)
+    # Batches hold ~50k rows of tuples and dicts: the cyclic garbage collector kept
+    # rescanning them (measured: 7x slower column building, 16% slower decoding).
+    # Rows have no reference cycles, so it is paused for the import.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         for path in files:
+            add = sink.add
             for row in read_rows(path, stats, errors, bar):
-                sink.add(row)
+                add(row)
         sink.flush()
     finally:
+        sink.close()
+        if gc_was_enabled:
+            gc.enable()
         bar.close()
         stats.seconds = time.perf_counter() - started
     return stats

@@ -1,0 +1,119 @@
+"""Access-log import speed: ``python bench/bench_import.py [--days N] [--repeat N]``.
+
+Generates simulated access logs (gzip, as rotated logs are), then measures in
+the same run:
+
+* **baseline** -- the floor of any importer: read + gunzip + the line regex;
+* **decode** -- ``read_rows``: every line through the service's decoding path
+  into ``pbx.events`` rows, no database;
+* **import** -- ``pbx-analytics import`` into a fresh embedded engine;
+* **re-import** -- the same files again (every line already stored).
+
+Prints lines/s and each figure's ratio to the baseline, as a Markdown table
+for ``docs/benchmarks.md`` (section "Import").
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ingest import db, importer
+from ingest.simulate import SimConfig, simulate, write_access_log
+
+
+def make_logs(directory: Path, days: int) -> tuple[list[Path], int]:
+    """One gzip log per simulated day of a 60-agent, 6-queue centre."""
+    paths, lines = [], 0
+    for day in range(days):
+        config = SimConfig(seed=day, hours=24, queues=6, agents=60, calls_per_hour=120,
+                           start=SimConfig().start.replace(hour=0) + dt.timedelta(days=day))
+        path = directory / f"access-{day}.log.gz"
+        lines += write_access_log(path, simulate(config).events, tz="Europe/Prague")
+        paths.append(path)
+    return paths, lines
+
+
+def baseline(paths: list[Path]) -> int:
+    n = 0
+    match = importer._LINE.match
+    for path in paths:
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = match(line)
+                if m is not None:
+                    m.groups()
+                    n += 1
+    return n
+
+
+def decode_only(paths: list[Path]) -> int:
+    stats = importer.ImportStats()
+    n = 0
+    for path in paths:
+        for _ in importer.read_rows(path, stats):
+            n += 1
+    return n
+
+
+def timed(fn, *args) -> tuple[tuple[float, float], object]:
+    """((wall seconds, CPU seconds of this process), result). CPU time is the steadier
+    figure on a shared machine; the engine's own threads count in it too."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn(*args)
+    return (time.perf_counter() - wall, time.process_time() - cpu), result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=3, help="simulated days of logs (~80k lines each)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the median is shown")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
+        tmpdir = Path(tmp)
+        t_gen, (paths, lines) = timed(make_logs, tmpdir, args.days)
+        size = sum(p.stat().st_size for p in paths)
+        print(f"{lines:,} lines in {len(paths)} gzip files ({size / 1e6:.1f} MB), generated in {t_gen[0]:.1f}s",
+              file=sys.stderr)
+
+        results: dict[str, list[tuple[float, float]]] = {"baseline": [], "decode": [], "import": [],
+                                                         "re-import": []}
+        for run in range(args.repeat):
+            results["baseline"].append(timed(baseline, paths)[0])
+            results["decode"].append(timed(decode_only, paths)[0])
+            client = db.connect(f"chdb://{tmpdir / f'engine-{run}'}")
+            try:
+                db.apply_migrations(client)
+                t, stats = timed(importer.import_files, client, paths)
+                assert stats.imported == lines, stats  # type: ignore[attr-defined]
+                results["import"].append(t)
+                t, stats = timed(importer.import_files, client, paths)
+                assert stats.duplicates == lines, stats  # type: ignore[attr-defined]
+                results["re-import"].append(t)
+            finally:
+                client.close()
+
+    base_wall = statistics.median(w for w, _ in results["baseline"])
+    base_cpu = statistics.median(c for _, c in results["baseline"])
+    print(f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}, median of {args.repeat} runs, {lines:,} lines\n")
+    print("| stage | lines/s (wall) | lines per CPU-second | ratio to baseline (wall) | ratio to baseline (CPU) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, times in results.items():
+        wall = statistics.median(w for w, _ in times)
+        cpu = statistics.median(c for _, c in times)
+        print(f"| {name} | {lines / wall:,.0f} | {lines / cpu:,.0f} | {base_wall / wall:.3f} | {base_cpu / cpu:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
