@@ -8,8 +8,11 @@ where Docker is available.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -19,10 +22,10 @@ from ingest import db
 CLUSTER = "pbx"
 
 
-@pytest.fixture(scope="module")
-def parser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+@pytest.fixture
+def parser(tmp_path: Path) -> Iterator[Client]:
     """An embedded engine used only to parse SQL."""
-    client = db.connect(f"chdb://{tmp_path_factory.mktemp('parse') / 'chdata'}")
+    client = db.connect(f"chdb://{tmp_path / 'chdata'}")
     yield client
     client.close()
 
@@ -134,3 +137,93 @@ def test_migrate_with_cluster_on_the_embedded_engine_is_refused_clearly(tmp_path
 
     assert main(["migrate", "--clickhouse", f"chdb://{tmp_path / 'd'}", "--cluster", "pbx"]) == 2
     assert "cluster needs ClickHouse servers" in capsys.readouterr().err
+
+
+# -- the cluster layout computes what one server computes ---------------------------------------------
+
+#: Views whose rows depend only on the data (the live views also depend on the wall clock).
+COMPARED_VIEWS = ("queue_calls", "queue_stats_15m", "agent_stats_15m", "spy_sessions", "recording_audit")
+
+
+def _one_node_of_the_cluster(client: Client, statements: list[str]) -> None:
+    """Run the cluster DDL on one embedded engine: a 1-shard, 1-replica cluster.
+
+    ON CLUSTER is dropped, Replicated*MergeTree becomes *MergeTree (no Keeper
+    here), and each Distributed table over ``T_local`` becomes a view selecting
+    every column of ``T_local`` (what a 1-shard Distributed table reads).
+    Everything else runs exactly as rendered for the cluster.
+    """
+    client.command("CREATE DATABASE IF NOT EXISTS pbx ENGINE = Atomic")
+    distributed: dict[str, str] = {}
+
+    def view_over_local(table: str) -> None:
+        columns = [r[0] for r in client.query(
+            "SELECT name FROM system.columns WHERE database = 'pbx' AND table = {t:String} ORDER BY position",
+            parameters={"t": f"{table}_local"}).result_rows]  # fmt: skip
+        client.command(f"CREATE OR REPLACE VIEW pbx.{table} AS SELECT {', '.join(columns)} FROM pbx.{table}_local")
+
+    for sql in statements:
+        sql = sql.replace(f" ON CLUSTER '{CLUSTER}'", "")
+        sql = re.sub(r"ENGINE = Replicated(\w*MergeTree)", r"ENGINE = \1", sql)
+        dist = re.match(r"CREATE TABLE IF NOT EXISTS pbx\.(\w+) AS pbx\.(\w+)\nENGINE = Distributed\(", sql)
+        if dist:
+            distributed[dist[1]] = dist[2]
+            view_over_local(dist[1])
+            continue
+        altered = re.match(r"\s*ALTER TABLE pbx\.(\w+) ", sql)
+        if altered and altered[1] in distributed:
+            view_over_local(altered[1])  # the Distributed table follows its local table's columns
+            continue
+        client.command(sql)
+
+
+def _load_events(client: Client, table: str, log: Path) -> int:
+    """The access log's rows, inserted hour by hour (several blocks, as the service writes them)."""
+    from ingest import importer
+    from ingest.decode import COLUMN_TYPES, COLUMNS
+
+    rows = list(importer.read_rows(log, importer.ImportStats()))
+    hours: dict[Any, list[tuple[Any, ...]]] = {}
+    received = COLUMNS.index("received_at")
+    for row in rows:
+        hours.setdefault(row[received].replace(minute=0, second=0, microsecond=0), []).append(row)
+    for batch in hours.values():
+        client.insert(table, batch, column_names=list(COLUMNS), column_type_names=list(COLUMN_TYPES))
+    return len(rows)
+
+
+def _view_rows(client: Client) -> dict[str, list[tuple[Any, ...]]]:
+    for view in [r[0] for r in client.query(
+            "SELECT name FROM system.tables WHERE database = 'pbx' AND engine = 'MaterializedView' "
+            "AND create_table_query ILIKE '%REFRESH%'").result_rows]:  # fmt: skip
+        client.command(f"SYSTEM REFRESH VIEW pbx.{view}")
+        client.command(f"SYSTEM WAIT VIEW pbx.{view}")
+    return {v: client.query(f"SELECT * FROM pbx.{v} ORDER BY ALL").result_rows for v in COMPARED_VIEWS}
+
+
+def test_the_views_give_the_same_rows_on_the_cluster_layout_as_on_one_server(tmp_path: Path):
+    from ingest.simulate import SimConfig, simulate, write_access_log
+
+    log = tmp_path / "access.log"
+    config = SimConfig(seed=9, start=dt.datetime(2026, 11, 2, 7, tzinfo=dt.UTC), hours=4, queues=3, agents=8)
+    write_access_log(log, simulate(config).events)
+
+    single = db.connect(f"chdb://{tmp_path / 'single'}")
+    try:
+        db.apply_migrations(single)
+        stored = _load_events(single, "pbx.events", log)
+        expected = _view_rows(single)
+    finally:
+        single.close()
+
+    _, statements = _plan()
+    node = db.connect(f"chdb://{tmp_path / 'node'}")
+    try:
+        _one_node_of_the_cluster(node, [s for _, s in statements])
+        assert _load_events(node, "pbx.events_local", log) == stored
+        got = _view_rows(node)
+    finally:
+        node.close()
+    for view in COMPARED_VIEWS:
+        assert expected[view], f"{view} is empty: the comparison would prove nothing"
+        assert got[view] == expected[view], f"pbx.{view} differs on the cluster layout"
