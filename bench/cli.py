@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=float, default=None,
                      help="requests/s of the freshness background load and of the soak (default: half "
                      "the bare app's rate when throughput ran, else 2000)")
+    run.add_argument("--connections", type=int, default=64,
+                     help="closed-loop connections of the throughput runs (default 64)")
+    run.add_argument("--paced-connections", dest="paced_connections", type=int, default=64,
+                     help="connections of the paced (half the bare rate) runs (default 64)")
+    run.add_argument("--serve-env", dest="serve_env", action="append", default=[], metavar="PBX_NAME=VALUE",
+                     help="a setting of serve for this run (repeatable), e.g. PBX_SPOOL_COMMIT_WINDOW=0")
     run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
 
     prof = commands.add_parser("profile", help="profile serve under load with py-spy",
@@ -65,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
                                "top frames and keep the collapsed stacks under bench/results/.")
     prof.add_argument("--duration", type=float, default=20, help="seconds sampled (default 20)")
     prof.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian"])
+    prof.add_argument("--app", default="serve", choices=["serve", "bare", "naive"],
+                      help="what to profile (default serve; bare shows the framework's own share)")
     prof.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     prof.add_argument("--native", action="store_true", help="include native (C/C++/Rust) frames")
     return parser
@@ -72,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     chosen = args.parts or ["all"]
+    serve_env = {}
+    for item in args.serve_env:
+        name, eq, value = item.partition("=")
+        if not eq or not name.startswith("PBX_"):
+            print(f"python -m bench run: --serve-env {item!r}: expected PBX_NAME=VALUE", file=sys.stderr)
+            return 2
+        serve_env[name] = value
     unknown = [p for p in chosen if p not in (*PARTS, "all")]
     if unknown:
         print(f"python -m bench run: unknown part {unknown[0]!r}: choose from {', '.join(PARTS)}, all",
@@ -90,7 +105,9 @@ def _run(args: argparse.Namespace) -> int:
         rate = args.rate
         if "throughput" in parts:
             opts = throughput.Options(seconds=seconds, warmup=1.0 if args.smoke else 3.0, servers=servers,
-                                      apps=["bare", "serve"] if args.smoke else ["bare", "serve", "naive"])
+                                      apps=["bare", "serve"] if args.smoke else ["bare", "serve", "naive"],
+                                      connections=args.connections, paced_connections=args.paced_connections,
+                                      serve_env=serve_env)
             res = throughput.run(opts, workdir / "throughput")
             report["results"]["throughput"] = res
             print_table("Webhook throughput", throughput.table(res))
@@ -122,8 +139,8 @@ def _run(args: argparse.Namespace) -> int:
 def _profile(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pbx-profile-") as tmp:
         res = profile.run(Path(tmp), args.duration, server=args.server, gil=args.gil, native=args.native,
-                          out_dir=RESULTS)
-    print(f"serve/{args.server} at {res['rps']} req/s, {res['samples']} samples "
+                          out_dir=RESULTS, app=args.app)
+    print(f"{args.app}/{args.server} at {res['rps']} req/s, {res['samples']} samples "
           f"({'GIL holder only' if args.gil else 'all threads'}); collapsed stacks: {res['collapsed']}")
     for kind in ("self", "total"):
         print_table(f"top frames by {kind} share", [["%", "frame"]] + [[f"{p:.1f}", f] for f, p in res[kind]])

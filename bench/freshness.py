@@ -94,7 +94,7 @@ def run(workdir: Path, seconds: float, *, background_rate: float, probe_interval
             client.close()
 
     background = threading.Thread(
-        target=lambda: run_wrk(f"http://127.0.0.1:{port}", seconds, connections=4, rate=background_rate),
+        target=lambda: run_wrk(f"http://127.0.0.1:{port}", seconds, connections=32, rate=background_rate),
         name="bench-wrk", daemon=True,
     )
     poller = threading.Thread(target=poll, name="bench-poll", daemon=True)

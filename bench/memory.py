@@ -36,7 +36,7 @@ def run(workdir: Path, seconds: float, *, rate: float, sample_every: float, serv
     with srv:
         result_box: dict[str, Any] = {}
         load = threading.Thread(
-            target=lambda: result_box.setdefault("wrk", run_wrk(srv.url, seconds, connections=8, rate=rate)),
+            target=lambda: result_box.setdefault("wrk", run_wrk(srv.url, seconds, connections=64, rate=rate)),
             name="bench-soak-wrk", daemon=True,
         )
         started = time.monotonic()

@@ -53,14 +53,14 @@ def top_frames(collapsed: str, n: int = 20) -> dict[str, list[tuple[str, float]]
 
 
 def run(workdir: Path, seconds: float, *, server: str = "uvicorn", gil: bool = False, native: bool = False,
-        out_dir: Path) -> dict[str, Any]:
+        out_dir: Path, app: str = "serve") -> dict[str, Any]:
     pyspy = shutil.which("py-spy")
     if pyspy is None:
         raise RuntimeError("py-spy not found: pip install -e '.[bench]'")
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    raw = out_dir / f"profile-{server}-{stamp}.txt"
-    srv = Server("serve", server, workdir / f"profile-{server}")
+    raw = out_dir / f"profile-{app}-{server}{'-gil' if gil else ''}-{stamp}.txt"
+    srv = Server(app, server, workdir / f"profile-{app}-{server}")
     with srv:
         run_wrk(srv.url, 2)  # warm-up
         box: dict[str, Any] = {}
@@ -74,6 +74,6 @@ def run(workdir: Path, seconds: float, *, server: str = "uvicorn", gil: bool = F
                        capture_output=True, timeout=seconds + 60)
         load.join(seconds + 60)
     result = top_frames(raw.read_text())
-    result.update({"collapsed": str(raw), "server": server, "gil": gil,
+    result.update({"collapsed": str(raw), "server": server, "app": app, "gil": gil,
                    "rps": round(box["wrk"].rps, 1) if "wrk" in box else None})
     return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,13 @@ class Options:
     warmup: float
     servers: list[str]
     apps: list[str]
-    connections: int = 32
+    #: Closed-loop connections (bare, serve and naive alike).
+    connections: int = 64
+    #: Paced runs: one connection per wrk thread. A connection carries at most 1/latency
+    #: requests/s, so a service that acknowledges after an fsync needs enough of them.
+    paced_connections: int = 64
+    #: Extra environment of serve (PBX_* settings), e.g. {"PBX_SPOOL_COMMIT_WINDOW": "0"}.
+    serve_env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def stored_rows(dsn: str) -> int:
@@ -64,16 +71,18 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
             base, _ = _measure(bare, opts)
             res["bare"] = {"max": base.as_dict(), "peak_rss_mib": round(bare.peak_rss_kib() / 1024, 1)}
             half = base.rps / 2
-            res["bare"]["paced"] = run_wrk(bare.url, opts.seconds, connections=8, rate=half).as_dict()
+            res["bare"]["paced"] = run_wrk(bare.url, opts.seconds, connections=opts.paced_connections,
+                                           rate=half).as_dict()
         for app in opts.apps:
             if app == "bare":
                 continue
-            srv = Server(app, server_name, workdir / f"{app}-{server_name}")
+            srv = Server(app, server_name, workdir / f"{app}-{server_name}",
+                         env=opts.serve_env if app == "serve" else None)
             with srv:
                 measured, acked = _measure(srv, opts)
                 entry: dict[str, Any] = {"max": measured.as_dict()}
                 if app == "serve":
-                    paced = run_wrk(srv.url, opts.seconds, connections=8, rate=half)
+                    paced = run_wrk(srv.url, opts.seconds, connections=opts.paced_connections, rate=half)
                     entry["paced"] = paced.as_dict()
                     acked += _ok(paced)
                 entry["acknowledged"] = acked
@@ -83,6 +92,9 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
             res[app] = entry
             res[app]["ratio_to_bare"] = round(measured.rps / base.rps, 3) if base.rps else None
         res["half_bare_rps"] = round(half, 1)
+        res["connections"] = opts.connections
+        res["paced_connections"] = opts.paced_connections
+        res["serve_env"] = opts.serve_env
         results[server_name] = res
     return results
 
@@ -92,7 +104,7 @@ def table(results: dict[str, Any]) -> list[list[str]]:
              "peak RSS MiB", "stored/2xx"]]
     for server_name, res in results.items():
         for app in ("bare", "serve", "naive"):
-            if app not in res:
+            if not isinstance(res.get(app), dict):
                 continue
             e = res[app]
             m = e["max"]
