@@ -330,7 +330,8 @@ def sim_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clien
     start = now.replace(minute=0, second=0) - dt.timedelta(hours=23)
     config = SimConfig(
         seed=5, start=start, hours=(now - start).total_seconds() / 3600, queues=SIM_QUEUES, agents=SIM_AGENTS,
-        end_mode="cut", calls_per_hour=60,
+        # A flat day: every hour (the test's wall-clock hour included) has traffic.
+        end_mode="cut", calls_per_hour=40, hourly_profile=(1.0,) * 24,
     )
     log = tmp / "access.log"
     write_access_log(log, simulate(config).events)
@@ -399,6 +400,8 @@ def check_shape(panel: dict[str, Any], columns: list[str], rows: list[tuple[Any,
 
 # A panel whose result can legitimately be empty on a busy simulated day (rare events).
 MAY_BE_EMPTY = {"Recordings never stopped or partial", "Overflow flows"}
+# Live figures: nobody may be waiting at the very moment the test runs.
+MAY_BE_ZERO = {"Calls waiting", "Longest wait"}
 
 
 @pytest.mark.parametrize("pick", ["all", "one", "two"])
@@ -419,9 +422,11 @@ def test_panel_sql_runs_on_a_simulated_day_with_the_shape_its_panel_needs(
     # Column names from the query's own description: an empty result still has columns.
     columns = [r[0] for r in client.query(f"DESCRIBE TABLE ({sql})").result_rows]
     check_shape(query.panel, columns, rows)
-    if pick == "all" and query.panel["title"] not in MAY_BE_EMPTY:
+    # "Today" just after midnight UTC holds minutes of data: judge only the shape then.
+    young_day = query.dashboard["time"]["from"] == "now/d" and now.hour == 0
+    if pick == "all" and query.panel["title"] not in MAY_BE_EMPTY and not young_day:
         assert rows, f"{query.panel['title']!r} is empty on a simulated day"
-        if query.panel["type"] in ("stat", "gauge"):
+        if query.panel["type"] in ("stat", "gauge") and query.panel["title"] not in MAY_BE_ZERO:
             assert any(v not in (None, 0) for v in rows[0]), f"{query.panel['title']!r}: all zero"
 
 
