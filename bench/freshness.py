@@ -7,7 +7,7 @@ benchmark process, and queries through a second client of the same engine.
 Meanwhile ``wrk`` sends background traffic at a fixed rate, so batches form
 as they would under load.
 
-A probe is a ``call_end`` with a call_id of its own, sent every
+A probe is a ``pbx_agent_login`` of an agent id of its own, sent every
 ``probe_interval``; a poller queries every ``poll_interval`` for the probes
 not yet seen. A probe's freshness is the time from its 2xx to the end of the
 first query that returned it: an upper bound, too high by at most one poll.
@@ -28,10 +28,11 @@ from bench._wrk import run_wrk
 
 __all__ = ["VISIBILITY_QUERIES", "run"]
 
-#: Where a probe must become visible: name -> SQL returning the call_ids seen among ``{ids}``.
-#: Live views (sql/0002+) are added here as they land, each with the query a dashboard would run.
+#: Where a probe must become visible: name -> SQL returning the probe ids seen among ``{ids}``.
+#: A probe is an agent logging in as a new agent, so it shows in the wallboard's live view too.
 VISIBILITY_QUERIES: dict[str, str] = {
-    "pbx.events": "SELECT call_id FROM pbx.events WHERE event = 'call_end' AND call_id IN {ids:Array(String)}",
+    "pbx.events": "SELECT userid FROM pbx.events WHERE event = 'pbx_agent_login' AND userid IN {ids:Array(String)}",
+    "pbx.agents_now (live view)": "SELECT agent FROM pbx.agents_now WHERE agent IN {ids:Array(String)}",
 }
 
 
@@ -65,7 +66,7 @@ def run(workdir: Path, seconds: float, *, background_rate: float, probe_interval
             raise RuntimeError("in-process serve did not start")
         time.sleep(0.05)
 
-    acked: dict[str, float] = {}  # call_id -> monotonic time of its 2xx
+    acked: dict[str, float] = {}  # probe id -> monotonic time of its 2xx
     seen: dict[str, dict[str, float]] = {name: {} for name in VISIBILITY_QUERIES}
     lock = threading.Lock()
     stop = threading.Event()
@@ -85,8 +86,8 @@ def run(workdir: Path, seconds: float, *, background_rate: float, probe_interval
                     found = client.query(sql, parameters={"ids": waiting}).result_rows
                     now = time.monotonic()
                     query_ms.append((now - started) * 1000)
-                    for (call_id,) in found:
-                        seen[name].setdefault(call_id, now)
+                    for (probe,) in found:
+                        seen[name].setdefault(probe, now)
                 if stop.is_set() and time.monotonic() > stop_at + 30:
                     return  # never seen: reported as missing
                 time.sleep(poll_interval)
@@ -108,13 +109,13 @@ def run(workdir: Path, seconds: float, *, background_rate: float, probe_interval
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             n += 1
-            call_id = f"fresh.{run_id}.{n}"
-            conn.request("GET", f"/call_end?call_id={call_id}")
+            probe = f"fresh.{run_id}.{n}"
+            conn.request("GET", f"/pbx_agent_login?userid={probe}&exten=9{n}")
             response = conn.getresponse()
             response.read()
             if response.status == 200:
                 with lock:
-                    acked[call_id] = time.monotonic()
+                    acked[probe] = time.monotonic()
             time.sleep(probe_interval)
         conn.close()
         stop_at = time.monotonic()
