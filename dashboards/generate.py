@@ -553,7 +553,7 @@ def audit() -> dict[str, Any]:
             """, w=12, h=5, decimals=0, options=stat_options(),
             description="Coverage: recorded talk time / talk time of answered calls."),
         panel(L, "timeseries", "Recording coverage", f"""
-            SELECT $__timeInterval(answered_at) AS time,
+            SELECT $__timeInterval(assumeNotNull(answered_at)) AS time,
                    100 * sum(recording_s) / nullIf(sum(talk_s), 0) AS `Coverage %`
             FROM pbx.recording_audit
             WHERE answered_at IS NOT NULL AND {rec}

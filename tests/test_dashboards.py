@@ -420,8 +420,11 @@ def test_panel_sql_runs_on_a_simulated_day_with_the_shape_its_panel_needs(
         pytest.fail(f"{query.id} {query.panel['title']!r} fails on ClickHouse: {exc}\n--- SQL sent ---\n{sql}")
     rows = result.result_rows
     # Column names from the query's own description: an empty result still has columns.
-    columns = [r[0] for r in client.query(f"DESCRIBE TABLE ({sql})").result_rows]
+    described = client.query(f"DESCRIBE TABLE ({sql})").result_rows
+    columns = [r[0] for r in described]
     check_shape(query.panel, columns, rows)
+    if query.panel["type"] == "timeseries":
+        assert re.match(r"DateTime(64)?\b", described[0][1]), f"time column is {described[0][1]}, not a DateTime"
     # "Today" just after midnight UTC holds minutes of data: judge only the shape then.
     young_day = query.dashboard["time"]["from"] == "now/d" and now.hour == 0
     if pick == "all" and query.panel["title"] not in MAY_BE_EMPTY and not young_day:
