@@ -37,17 +37,20 @@ AGENT = "$__conditionalAll(agent IN (${agent:singlequote}), $agent)"
 TIMESERIES, TABLE = 0, 1  # the plugin's target formats
 
 
-def queue_variable(source: str = "pbx.queue_stats_15m") -> dict[str, Any]:
-    sql = f"SELECT DISTINCT queue_name FROM {source} ORDER BY queue_name"
-    return _query_variable("queue", "Queue", sql)
+def queue_variable(of_period: bool = True) -> dict[str, Any]:
+    """Queues with calls in the period shown (or ever, for the wallboard's short "today")."""
+    where = "WHERE $__timeFilter(interval_start) " if of_period else ""
+    sql = f"SELECT DISTINCT queue_name FROM pbx.queue_stats_15m {where}ORDER BY queue_name"
+    return _query_variable("queue", "Queue", sql, 2 if of_period else 1)
 
 
-def agent_variable(source: str = "pbx.agent_stats_15m") -> dict[str, Any]:
-    sql = f"SELECT DISTINCT agent FROM {source} WHERE agent != '' ORDER BY agent"
-    return _query_variable("agent", "Agent", sql)
+def agent_variable() -> dict[str, Any]:
+    """Agents logged in during the period shown."""
+    sql = "SELECT DISTINCT agent FROM pbx.agent_stats_15m WHERE $__timeFilter(interval_start) AND agent != '' ORDER BY agent"
+    return _query_variable("agent", "Agent", sql, 2)
 
 
-def _query_variable(name: str, label: str, sql: str) -> dict[str, Any]:
+def _query_variable(name: str, label: str, sql: str, refresh: int) -> dict[str, Any]:
     return {
         "type": "query",
         "name": name,
@@ -55,8 +58,8 @@ def _query_variable(name: str, label: str, sql: str) -> dict[str, Any]:
         "datasource": DATASOURCE,
         "definition": sql,
         "query": sql,
-        # 2 = refresh on time-range change: queues and agents of the period shown.
-        "refresh": 2,
+        # 1 = on dashboard load, 2 = also on time-range change (the query filters by period).
+        "refresh": refresh,
         "multi": True,
         "includeAll": True,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
@@ -642,7 +645,7 @@ def wallboard() -> dict[str, Any]:
     return dashboard(
         "pbx-wallboard", "Wallboard",
         "For the big screen: calls waiting now, longest wait, agents by state, today's service level.",
-        panels, [queue_variable()], time_from="now/d", time_to="now/d", refresh="5s",
+        panels, [queue_variable(of_period=False)], time_from="now/d", time_to="now/d", refresh="5s",
     )
 
 

@@ -93,6 +93,9 @@ ALL_QUERIES = gs.panel_queries(ALL_DASHBOARDS)
         pytest.param("$__fromTime AND f(x) > 1", "toDateTime(1793577600) AND f(x) > 1",
                      id="no-arguments-unless-bracket-follows-directly"),
         pytest.param("$__fromTime_msX", "$__fromTime_msX", id="longer-names-are-not-macros"),
+        # The SDK's defaults the plugin does not override.
+        pytest.param("$__timeFrom(t)", "t >= '2026-11-02T00:00:00Z'", id="sdk-timeFrom"),
+        pytest.param("$__timeTo(t)", "t <= '2026-11-03T00:00:00Z'", id="sdk-timeTo"),
         # Empty brackets are one empty argument to the plugin, not an error: the SQL is broken.
         pytest.param("$__timeFilter()", " >= toDateTime(1793577600) AND  <= toDateTime(1793664000)", id="empty-brackets"),
         pytest.param("$__timeFilter(t) OR $__timeFilter(t)",
@@ -249,6 +252,8 @@ def test_variables_are_sql_queries_and_every_referenced_variable_exists(dash: di
     for v in variables.values():
         assert v["type"] == "query" and v["datasource"]["uid"] == uid
         assert v["query"].lstrip().upper().startswith("SELECT") and v["definition"] == v["query"]
+        # Refreshed on time-range change exactly when the query depends on the period.
+        assert v["refresh"] == (2 if "$__timeFilter" in v["query"] else 1)
         assert v["multi"] and v["includeAll"], f"{v['name']}: multi-select with All"
         assert v["current"]["value"] == [gs.ALL]
         assert _views_read(v["query"]) <= CONTRACT_VIEWS
