@@ -21,13 +21,9 @@ WITH
     talk AS
     (
         -- One talk per answer: until the agent's next hangup_internal of that
-        -- call, else the call's first call_end at or after, else still talking (NULL).
-        SELECT
-            answer.2 AS agent,
-            answer.1 AS started_at,
-            coalesce(
-                arrayMap(h -> toNullable(h.1), arrayFilter(h -> h.2 = answer.2 AND h.1 >= answer.1, hangups))[1],
-                arrayMap(e -> toNullable(e), arrayFilter(e -> e >= answer.1, ends))[1]) AS ended_at
+        -- call, else the call's first call_end at or after, else still going.
+        -- Each talk is two changes: +1 at its start and -1 at its end (if any).
+        SELECT answer.2 AS agent, change.1 AS t, change.2 AS talk_delta
         FROM
         (
             SELECT
@@ -43,6 +39,11 @@ WITH
             HAVING notEmpty(answers)
         )
         ARRAY JOIN answers AS answer
+        ARRAY JOIN arrayFilter(c -> c.1 IS NOT NULL, [
+            (toNullable(answer.1), 1),
+            (coalesce(
+                arrayMap(h -> toNullable(h.1), arrayFilter(h -> h.2 = answer.2 AND h.1 >= answer.1, hangups))[1],
+                arrayMap(e -> toNullable(e), arrayFilter(e -> e >= answer.1, ends))[1]), -1)]) AS change
     ),
     changes AS
     (
@@ -63,9 +64,7 @@ WITH
         WHERE event IN ('pbx_agent_login', 'pbx_agent_logout', 'pbx_agent_set_state') AND userid != ''
           AND received_at >= {since:DateTime64(3, 'UTC')} - INTERVAL 7 DAY
         UNION ALL
-        SELECT agent, started_at, 3, NULL, NULL, 1 FROM talk
-        UNION ALL
-        SELECT agent, assumeNotNull(ended_at), 3, NULL, NULL, -1 FROM talk WHERE ended_at IS NOT NULL
+        SELECT agent, assumeNotNull(t), 3, NULL, NULL, talk_delta FROM talk
     ),
     timeline AS
     (

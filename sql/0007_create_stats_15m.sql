@@ -14,7 +14,8 @@
 -- Which intervals: pbx.event_arrivals records, per hour of event time, when
 -- events of that hour last arrived (an incremental materialized view on
 -- pbx.events). A refresh recomputes from the earliest hour that received
--- events since the previous refresh (1 minute of overlap), moved back to the
+-- events since the previous refresh (15 s of overlap, for inserts still
+-- committing when it started), moved back to the
 -- first visit / ring of any call with new events, and (agents) to the data end
 -- of the previous refresh. Nothing new arrived: nothing is recomputed.
 -- A queue_settings change recomputes every queue interval. A full recompute
@@ -60,8 +61,8 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.queue_stats_15m_refresh ${ON_CLUSTER}
 REFRESH EVERY 5 SECOND APPEND TO pbx.queue_stats_15m_data AS
 WITH
     (SELECT max(computed_at) FROM pbx.queue_stats_15m_data) AS watermark,
-    (SELECT minOrNull(hour) FROM pbx.event_arrivals WHERE arrived_at > watermark - INTERVAL 1 MINUTE) AS dirty_from,
-    (SELECT max(updated_at) FROM pbx.queue_settings) > watermark - INTERVAL 1 MINUTE AS settings_changed,
+    (SELECT minOrNull(hour) FROM pbx.event_arrivals WHERE arrived_at > watermark - INTERVAL 15 SECOND) AS dirty_from,
+    (SELECT max(updated_at) FROM pbx.queue_settings) > watermark - INTERVAL 15 SECOND AS settings_changed,
     (
         SELECT minOrNull(received_at) FROM pbx.events
         WHERE event = 'queue_in' AND call_id IN
@@ -150,7 +151,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.agent_stats_15m_refresh ${ON_CLUSTER}
 REFRESH EVERY 5 SECOND APPEND TO pbx.agent_stats_15m_data AS
 WITH
     (SELECT max(computed_at) FROM pbx.agent_stats_15m_data) AS watermark,
-    (SELECT minOrNull(hour) FROM pbx.event_arrivals WHERE arrived_at > watermark - INTERVAL 1 MINUTE) AS dirty_from,
+    (SELECT minOrNull(hour) FROM pbx.event_arrivals WHERE arrived_at > watermark - INTERVAL 15 SECOND) AS dirty_from,
     (SELECT maxOrNull(data_end) FROM pbx.agent_stats_15m_data) AS last_data_end,
     -- A new answer turns an earlier ring of that call into an answered one.
     (
