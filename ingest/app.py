@@ -122,11 +122,12 @@ class Service:
         self.spool = spool
         self.writer.start()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Stop accepting, write the spool to ClickHouse for at most ``drain_timeout`` s."""
         if self.spool is None or self.writer is None:
             return
-        self.spool.stop_accepting()
+        await self.spool.stop_accepting()
+        # Blocking the loop is fine now: no request is left to serve.
         self.writer.close(self.settings.drain_timeout)
         self.spool.close()
 
@@ -266,7 +267,7 @@ def create_app(settings: Settings) -> Litestar:
             try:
                 yield
             finally:
-                service.close()
+                await service.close()
         finally:
             if holder is not None:
                 holder.close()

@@ -51,8 +51,9 @@ class Settings:
     #: fsync each group commit before acknowledging. Off: survives a process crash,
     #: not a power loss.
     spool_fsync: bool = True
-    #: Seconds a group commit waits to collect more webhooks before one fsync.
-    spool_commit_window: float = 0.002
+    #: Seconds a group commit waits to collect more webhooks before its fsync. 0: the
+    #: group is what arrived during one event-loop iteration plus the previous fsync.
+    spool_commit_window: float = 0.0
     #: On SIGTERM, seconds to keep writing the spool to ClickHouse before exiting
     #: (the rest stays in the spool and is written at the next start).
     drain_timeout: float = 10.0

@@ -17,8 +17,9 @@ was never acknowledged (its fsync had not returned), so recovery cuts the
 segment at the first record whose length or CRC does not check out.
 
 Group commit: :meth:`Spool.append` queues a payload and returns an asyncio
-future; one committer thread writes everything queued, fsyncs once, and
-resolves all of that group's futures with one ``call_soon_threadsafe``.
+future; everything queued in one event-loop iteration is written with one
+``write`` and made durable with one ``fdatasync`` (in a helper thread, so the
+loop keeps serving), and all of that group's futures complete together.
 
 Exactly-once hand-off: :meth:`Spool.next_batch` persists the batch's bounds
 (the *intent*) in the checkpoint before returning it; after a crash the same
@@ -34,6 +35,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import queue
 import struct
 import threading
 import time
@@ -41,7 +43,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -101,15 +103,18 @@ class Batch(NamedTuple):
 
 
 class _Segment:
-    __slots__ = ("number", "path", "data_start", "end", "meta", "records")
+    __slots__ = ("number", "path", "data_start", "end", "written", "meta", "records", "fd")
 
-    def __init__(self, number: int, path: Path, data_start: int, end: int, meta: bytes, records: int) -> None:
+    def __init__(self, number: int, path: Path, data_start: int, end: int, meta: bytes, records: int,
+                 fd: int = -1) -> None:
         self.number = number
         self.path = path
         self.data_start = data_start  # offset of the first data record
-        self.end = end  # bytes that are durable (fsynced) and valid
+        self.end = end  # bytes that are durable (fsynced) and valid: what the consumer may read
+        self.written = end  # bytes written to the file (the active segment runs ahead of `end`)
         self.meta = meta
         self.records = records  # data records in the segment (valid ones)
+        self.fd = fd  # write descriptor of the active segment, -1 once sealed
 
 
 def encode_record(payload: bytes) -> bytes:
@@ -154,7 +159,7 @@ class Spool:
         meta: bytes = b"",
         segment_bytes: int | None = None,
         fsync: bool = True,
-        commit_window: float = 0.002,
+        commit_window: float = 0.0,
     ) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
@@ -162,11 +167,13 @@ class Spool:
         self._meta = meta
         self._fsync = fsync
         self._window = commit_window
-        self._cond = threading.Condition()
-        self._write_lock = threading.Lock()
+        self._cond = threading.Condition()  # guards what the consumer reads
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._pending_bytes = 0
+        self._flush_scheduled = False
+        self._syncing = False
+        self._sync_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -232,7 +239,7 @@ class Spool:
         self._bytes = sum(s.end for s in self._segments.values())
         # Always write into a fresh segment after a start: older ones are sealed,
         # and a number is never reused (tokens name segments).
-        active, self._active_fd = self._create_segment(max([cp.segment, *self._segments]) + 1)
+        active = self._create_segment(max([cp.segment, *self._segments]) + 1)
         self._segments[active.number] = active
         self._active = active
         self._bytes += active.end
@@ -291,7 +298,7 @@ class Spool:
     def _path(self, number: int) -> Path:
         return self.directory / f"{number:020d}{_SUFFIX}"
 
-    def _create_segment(self, number: int) -> tuple[_Segment, int]:
+    def _create_segment(self, number: int) -> _Segment:
         path = self._path(number)
         head = MAGIC + encode_record(self._meta)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
@@ -299,7 +306,7 @@ class Spool:
         if self._fsync:
             os.fdatasync(fd)
             _fsync_dir(self.directory)
-        return _Segment(number, path, len(head), len(head), self._meta, 0), fd
+        return _Segment(number, path, len(head), len(head), self._meta, 0, fd)
 
     def _write_checkpoint(self, cp: _Checkpoint) -> None:
         path = self.directory / "checkpoint"
@@ -314,102 +321,141 @@ class Spool:
             _fsync_dir(self.directory)
 
     # ---- producers ------------------------------------------------------
+    #
+    # Group commit, driven by the event loop: the first append of a group
+    # schedules a flush at the end of the current loop iteration, so every
+    # request handled in that iteration joins the group. The flush write()s the
+    # group in the loop (page cache, microseconds) and hands the fdatasync to
+    # the sync thread; requests arriving meanwhile form the next group, flushed
+    # as soon as that sync returns. One thread hop per group, none per request,
+    # and none at all with fsync off.
 
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Start the committer thread; :meth:`append` futures belong to ``loop``."""
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Accept :meth:`append` calls on ``loop``; start the sync thread."""
         self._loop = loop
-        self._thread = threading.Thread(target=self._commit_loop, name="pbx-spool-commit", daemon=True)
-        self._thread.start()
+        if self._fsync:
+            self._thread = threading.Thread(target=self._sync_loop, name="pbx-spool-sync", daemon=True)
+            self._thread.start()
 
     def append(self, payload: bytes) -> asyncio.Future[None]:
         """Queue one record; the future completes once it is durable.
 
         Raises :class:`SpoolFull` (answer 503) or :class:`SpoolClosed`.
-        Must be called on the loop given to :meth:`start`.
+        Call on the loop given to :meth:`start`.
         """
-        fut = self._loop.create_future()  # type: ignore[union-attr]
+        if self._closing:
+            raise SpoolClosed("spool is shutting down")
         size = len(payload) + HEADER_SIZE
-        with self._cond:
-            if self._closing:
-                raise SpoolClosed("spool is shutting down")
-            if self._bytes + self._pending_bytes + size > self.max_bytes:
-                raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
-            self._pending.append(payload)
-            self._waiters.append(fut)
-            self._pending_bytes += size
-            if len(self._pending) == 1:
-                self._cond.notify_all()
+        if self._bytes + self._pending_bytes + size > self.max_bytes:
+            raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
+        fut = self._loop.create_future()  # type: ignore[union-attr]
+        self._pending.append(payload)
+        self._waiters.append(fut)
+        self._pending_bytes += size
+        if not self._flush_scheduled and not self._syncing:
+            self._flush_scheduled = True
+            if self._window > 0:
+                self._loop.call_later(self._window, self._flush)  # type: ignore[union-attr]
+            else:
+                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
         return fut
 
+    def _flush(self) -> None:
+        """Write the pending group (in the loop); fsync it in the sync thread."""
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        payloads, waiters = self._pending, self._waiters
+        self._pending, self._waiters, self._pending_bytes = [], [], 0
+        started = time.perf_counter()
+        try:
+            seg, written = self._write_group(payloads)
+        except OSError as exc:
+            self._fail(waiters, exc)
+            return
+        if not self._fsync:
+            self._durable(seg, written, len(payloads))
+            _resolve(waiters, None)
+            return
+        self._syncing = True
+        self._sync_queue.put((seg, written, payloads, waiters, started))
+
+    def _sync_loop(self) -> None:
+        while (item := self._sync_queue.get()) is not None:
+            seg, written, payloads, waiters, started = item
+            error: OSError | None = None
+            try:
+                os.fdatasync(seg.fd)
+            except OSError as exc:
+                error = exc
+            self._loop.call_soon_threadsafe(self._synced, seg, written, payloads, waiters, started, error)  # type: ignore[union-attr]
+
+    def _synced(self, seg: _Segment, written: int, payloads: list[bytes], waiters: list[asyncio.Future[None]],
+                started: float, error: OSError | None) -> None:
+        self._syncing = False
+        # The bytes are in the file either way: later records start after them.
+        self._durable(seg, written, len(payloads))
+        if error is not None:
+            self._fail(waiters, error)
+        else:
+            self.last_write_error = None
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started, len(payloads))
+            _resolve(waiters, None)
+        if self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
+    def _fail(self, waiters: list[asyncio.Future[None]], exc: OSError) -> None:
+        self.last_write_error = str(exc)
+        log.error("spool write failed; answering 503", extra={"error": str(exc), "records": len(waiters)})
+        _resolve(waiters, exc)
+
     def append_sync(self, payloads: list[bytes]) -> None:
-        """Write and fsync ``payloads`` from the calling thread; durable on return."""
+        """Write and fsync ``payloads`` from the calling thread; durable on return (no loop needed)."""
         size = sum(len(p) + HEADER_SIZE for p in payloads)
         if self._bytes + size > self.max_bytes:
             raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
-        self._write(payloads)
+        seg, written = self._write_group(payloads)
+        if self._fsync:
+            os.fdatasync(seg.fd)
+        self._durable(seg, written, len(payloads))
 
-    def _commit_loop(self) -> None:
-        cond = self._cond
-        while True:
-            with cond:
-                while not self._pending and not self._closing:
-                    cond.wait()
-                if not self._pending:
-                    return
-            if self._window > 0:
-                time.sleep(self._window)  # let the group grow; its first record waits at most this
-            with cond:
-                payloads, waiters = self._pending, self._waiters
-                self._pending, self._waiters, self._pending_bytes = [], [], 0
-            started = time.perf_counter()
-            error: BaseException | None = None
+    def _write_group(self, payloads: list[bytes]) -> tuple[_Segment, int]:
+        """Append records to the active segment file (not yet durable)."""
+        seg = self._active
+        buf = b"".join([encode_record(p) for p in payloads])
+        try:
+            written = 0
+            view = memoryview(buf)
+            while written < len(buf):
+                written += os.write(seg.fd, view[written:])
+        except OSError:
+            # Cut what may have landed, so the next group starts at a record boundary.
             try:
-                self._write(payloads)
-            except OSError as exc:
-                error = exc
-                self.last_write_error = str(exc)
-                log.error("spool write failed; answering 503", extra={"error": str(exc), "records": len(payloads)})
-            if self.on_commit is not None and error is None:
-                self.on_commit(time.perf_counter() - started, len(payloads))
-            self._loop.call_soon_threadsafe(_resolve, waiters, error)  # type: ignore[union-attr]
-
-    def _write(self, payloads: list[bytes]) -> None:
-        """Append records to the active segment and make them durable.
-
-        IO happens outside ``_cond`` so producers never wait for an fsync.
-        """
-        with self._write_lock:
-            seg = self._active
-            buf = b"".join([encode_record(p) for p in payloads])
-            try:
-                written = 0
-                view = memoryview(buf)
-                while written < len(buf):
-                    written += os.write(self._active_fd, view[written:])
-                if self._fsync:
-                    os.fdatasync(self._active_fd)
+                os.ftruncate(seg.fd, seg.written)
             except OSError:
-                # Cut what may have landed, so the next group starts at a record boundary.
-                try:
-                    os.ftruncate(self._active_fd, seg.end)
-                except OSError:
-                    pass
-                raise
+                pass
+            raise
+        seg.written += len(buf)
+        return seg, len(buf)
+
+    def _durable(self, seg: _Segment, written: int, records: int) -> None:
+        """``written`` more bytes of ``seg`` are on disk: let the consumer see them."""
+        with self._cond:
+            seg.end += written
+            seg.records += records
+            self._bytes += written
+            self._backlog += records
+            self._cond.notify_all()  # wake the consumer
+        if seg.end >= self.segment_bytes and seg is self._active:
+            new = self._create_segment(seg.number + 1)
             with self._cond:
-                seg.end += len(buf)
-                seg.records += len(payloads)
-                self._bytes += len(buf)
-                self._backlog += len(payloads)
-                self.last_write_error = None
-                self._cond.notify_all()  # wake the consumer
-            if seg.end >= self.segment_bytes:
-                new, fd = self._create_segment(seg.number + 1)
-                old_fd = self._active_fd
-                with self._cond:
-                    self._segments[new.number] = new
-                    self._active, self._active_fd = new, fd
-                    self._bytes += new.end
-                os.close(old_fd)
+                self._segments[new.number] = new
+                self._active = new
+                self._bytes += new.end
+            os.close(seg.fd)
+            seg.fd = -1
 
     # ---- consumer -------------------------------------------------------
 
@@ -520,23 +566,27 @@ class Spool:
 
     # ---- shutdown -------------------------------------------------------
 
-    def stop_accepting(self, timeout: float = 5.0) -> None:
-        """Refuse new appends; commit and resolve what is queued."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    async def stop_accepting(self, timeout: float = 5.0) -> None:
+        """Refuse new appends; wait until the queued ones are durable and answered."""
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        while (self._pending or self._flush_scheduled or self._syncing) and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
 
     def close(self) -> None:
-        self.stop_accepting()
+        """Release files and the lock (after :meth:`stop_accepting`, or after a simulated crash)."""
+        self._closing = True
+        if self._thread is not None:
+            self._sync_queue.put(None)
+            self._thread.join(5)
+            self._thread = None
         with self._cond:
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
-            if self._active_fd >= 0:
-                os.close(self._active_fd)
-                self._active_fd = -1
+            if self._active.fd >= 0:
+                os.close(self._active.fd)
+                self._active.fd = -1
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
