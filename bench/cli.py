@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="connections of the paced (half the bare rate) runs (default 64)")
     run.add_argument("--serve-env", dest="serve_env", action="append", default=[], metavar="PBX_NAME=VALUE",
                      help="a setting of serve for this run (repeatable), e.g. PBX_SPOOL_COMMIT_WINDOW=0")
+    run.add_argument("--days", type=int, default=30, help="queries: simulated days (default 30)")
+    run.add_argument("--calls-per-hour", dest="calls_per_hour", type=float, default=120,
+                     help="queries: arrivals per queue per hour at the daily peak (default 120)")
     run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
 
     prof = commands.add_parser("profile", help="profile serve under load with py-spy",
@@ -119,7 +122,10 @@ def _run(args: argparse.Namespace) -> int:
             print_table("Freshness", freshness.table(res))
         if "queries" in parts:
             try:
-                report["results"]["queries"] = queries.run(workdir / "queries")
+                res = queries.run(workdir / "queries", days=args.days, calls_per_hour=args.calls_per_hour)
+                report["results"]["queries"] = res
+                print(f"\ndata: {res['data']}")
+                print_table("Dashboard queries", queries.table(res))
             except queries.NotReady as exc:
                 report["results"]["queries"] = {"not_run": str(exc)}
                 print(f"\n## Queries\nnot run: {exc}")

@@ -1,29 +1,37 @@
-"""Dashboard queries over 30 simulated days (issue 7, benchmark 4). Not built yet.
+"""Dashboard queries over simulated months (issue 7, benchmark 4).
 
-What it will do, once its inputs exist:
+1. Data: ``pbx-analytics simulate`` a 40-agent, 5-queue centre for 30 days
+   (ending now, so the dashboards' ``now-24h`` ranges see it) into an access
+   log, ``pbx-analytics import`` it into an embedded engine, and refresh the
+   materialized 15-minute views. Kept under ``bench/results/queries-data/``,
+   keyed by the scenario and its start date, and reused by later runs.
+2. Every panel's SQL of every ``dashboards/json`` dashboard, expanded as
+   Grafana and the ClickHouse plugin would (``tests/grafana_sim.py``, the same
+   expansion the dashboard tests use) with every variable on All, for a 1-day
+   and a 30-day range ending at the data's end: p50 and max ms over
+   ``repeats`` runs, and the rows returned.
 
-1. data: ``pbx-analytics simulate`` a 40-agent, 5-queue centre for 30 days into
-   an access log, then ``pbx-analytics import`` it into a fresh embedded
-   engine (tens of millions of events; cached under ``bench/results/`` by seed);
-2. for each panel of each ``dashboards/*.json``, render its SQL the way the
-   Grafana ClickHouse plugin would (the dashboards' own macro renderer, used by
-   their tests) for a 1-day and a 30-day range, and run it N times: p50/p99 ms;
-3. baseline in the same run: the same panel computed from raw ``pbx.events``
-   instead of the materialized views, to show the views' gain as a ratio.
-
-Until the simulator, the importer and the dashboards land, ``run()`` raises
-:class:`NotReady` naming what is missing: this benchmark reports no number it
-did not measure.
+Not yet measured: the gain of the materialized views over computing each panel
+from raw events (needs a raw-events form of each panel's SQL); the table
+reports the panels as they are.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from bench._servers import REPO
 
 __all__ = ["NotReady", "missing", "run"]
+
+DATA = Path(__file__).resolve().parent / "results" / "queries-data"
 
 
 class NotReady(RuntimeError):
@@ -34,7 +42,8 @@ class NotReady(RuntimeError):
 NEEDS: dict[str, str] = {
     "ingest/simulate.py": "the simulator (`pbx-analytics simulate`, issue 3)",
     "ingest/importer.py": "the access-log importer (`pbx-analytics import`, issue 3)",
-    "dashboards": "the Grafana dashboards with their panel SQL (issue 5)",
+    "dashboards/json": "the Grafana dashboards with their panel SQL (issue 5)",
+    "tests/grafana_sim.py": "the Grafana/plugin SQL expansion the dashboard tests use (issue 5)",
 }
 
 
@@ -43,16 +52,122 @@ def missing(repo: Path = REPO) -> list[str]:
     absent = []
     for rel, what in NEEDS.items():
         path = repo / rel
-        if not path.exists() or (path.is_dir() and not any(path.glob("**/*.json"))):
+        if not path.exists() or (path.is_dir() and not any(path.glob("*.json"))):
             absent.append(f"{rel}: {what}")
     return absent
 
 
-def run(workdir: Path, *, days: int = 30, agents: int = 40, queues: int = 5) -> dict[str, Any]:
+def _cli(*args: str, timeout: float = 3600) -> str:
+    out = subprocess.run([sys.executable, "-m", "ingest", *args], capture_output=True, text=True, timeout=timeout,
+                         cwd=REPO)
+    if out.returncode != 0:
+        raise RuntimeError(f"pbx-analytics {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def _refreshed_views(client: Any) -> list[str]:
+    return [r[0] for r in client.query(
+        "SELECT name FROM system.tables WHERE database = 'pbx' AND engine = 'MaterializedView' "
+        "AND create_table_query ILIKE '%REFRESH%'").result_rows]
+
+
+def prepare(days: int, agents: int, queues: int, calls_per_hour: float, seed: int = 1,
+            log=print) -> tuple[Path, dict[str, Any]]:
+    """The engine directory holding the scenario (built once), and what it holds."""
+    end = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
+    start = end - dt.timedelta(days=days)
+    key = f"{start:%Y%m%d}-d{days}-a{agents}-q{queues}-c{calls_per_hour:g}-s{seed}"
+    home = DATA / key
+    ready = home / "READY.json"
+    if ready.exists():
+        return home / "chdata", json.loads(ready.read_text())
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "sim.log.gz"
+    started = time.perf_counter()
+    sim_out = _cli("simulate", "--seed", str(seed), "--start", f"{start:%Y-%m-%dT%H:%M}", "--hours", str(days * 24),
+                   "--queues", str(queues), "--agents", str(agents), "--calls-per-hour", f"{calls_per_hour:g}",
+                   "--access-log", str(log_path))
+    simulated = time.perf_counter() - started
+    log(sim_out.strip())
+    dsn = f"chdb://{home / 'chdata'}"
+    started = time.perf_counter()
+    imp_out = _cli("import", "--no-progress", "--clickhouse", dsn, str(log_path))
+    imported = time.perf_counter() - started
+    log(imp_out.strip())
+
+    from ingest import db
+
+    client = db.connect(dsn)
+    try:
+        started = time.perf_counter()
+        for view in _refreshed_views(client):
+            client.command(f"SYSTEM REFRESH VIEW pbx.{view}")
+            client.command(f"SYSTEM WAIT VIEW pbx.{view}")
+        refreshed = time.perf_counter() - started
+        events = client.query("SELECT count(), min(received_at), max(received_at) FROM pbx.events").result_rows[0]
+    finally:
+        client.close()
+    info = {
+        "key": key, "events": events[0], "first": str(events[1]), "last": str(events[2]),
+        "simulate_s": round(simulated, 1), "import_s": round(imported, 1), "refresh_s": round(refreshed, 1),
+        "end": end.isoformat(),
+    }
+    ready.write_text(json.dumps(info, indent=1))
+    return home / "chdata", info
+
+
+def run(workdir: Path, *, days: int = 30, agents: int = 40, queues: int = 5, calls_per_hour: float = 120,
+        repeats: int = 5) -> dict[str, Any]:
     absent = missing()
     if absent:
         raise NotReady("needs simulator, importer and dashboards; missing: " + "; ".join(absent))
-    raise NotReady(
-        "the inputs exist now, but the queries benchmark is not written yet: wire the simulator's "
-        "command line and the dashboards' SQL renderer into bench/queries.py (see its docstring)"
-    )
+    sys.path.insert(0, str(REPO / "tests"))
+    import grafana_sim as gs
+
+    from ingest import db
+
+    chdata, info = prepare(days, agents, queues, calls_per_hour)
+    client = db.connect(f"chdb://{chdata}")
+    results = []
+    try:
+        end = dt.datetime.fromisoformat(info["end"])
+        ranges = {"1d": gs.TimeRange.of(end - dt.timedelta(days=1), end),
+                  f"{days}d": gs.TimeRange.of(end - dt.timedelta(days=days), end)}
+        for query in gs.panel_queries():
+            entry: dict[str, Any] = {"id": query.id, "dashboard": query.dashboard.get("title"),
+                                     "panel": query.panel.get("title")}
+            for label, rng in ranges.items():
+                variables = []
+                for v in query.dashboard.get("templating", {}).get("list", []):
+                    options = [str(r[0]) for r in client.query(gs.expand(v["query"], rng)).result_rows]
+                    variables.append(gs.Variable(v["name"], [gs.ALL], options, multi=v.get("multi", False),
+                                                 include_all=v.get("includeAll", False)))
+                sql = gs.expand(query.sql, rng, variables, query.interval_ms(rng))
+                times, rows = [], 0
+                try:
+                    for _ in range(repeats):
+                        started = time.perf_counter()
+                        rows = len(client.query(sql).result_rows)
+                        times.append((time.perf_counter() - started) * 1000)
+                    entry[label] = {"p50_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1),
+                                    "rows": rows}
+                except Exception as exc:  # a panel that fails is reported, not hidden
+                    entry[label] = {"error": str(exc).splitlines()[0][:200]}
+            results.append(entry)
+    finally:
+        client.close()
+    return {"data": info, "scenario": {"days": days, "agents": agents, "queues": queues,
+                                       "calls_per_hour": calls_per_hour}, "repeats": repeats, "panels": results}
+
+
+def table(result: dict[str, Any]) -> list[list[str]]:
+    labels = [k for k in result["panels"][0] if k not in ("id", "dashboard", "panel")] if result["panels"] else []
+    rows = [["panel", *(f"{label} p50 ms" for label in labels), *(f"{label} rows" for label in labels)]]
+    for p in result["panels"]:
+        cells = [f"{p['dashboard']} / {p['panel']}"]
+        for label in labels:
+            cells.append(str(p[label].get("p50_ms", "error")))
+        for label in labels:
+            cells.append(str(p[label].get("rows", p[label].get("error", ""))))
+        rows.append(cells)
+    return rows
