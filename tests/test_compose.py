@@ -304,3 +304,18 @@ def test_the_stack_stores_webhooks_and_grafana_answers_every_panel(stack: Stack)
             if not frames or not frames[0]["data"]["values"] or not frames[0]["data"]["values"][0]:
                 empty.append(query.panel["title"])
         assert len(empty) < len(gs.panel_queries()) / 3, f"too many empty panels: {empty}"
+
+
+def test_the_first_start_script_creates_the_database_the_ingest_dsn_names(tmp_path: Path):
+    from ingest import db
+
+    (script,) = (COMPOSE / "clickhouse/initdb").glob("*.sql")
+    sql = script.read_text()
+    assert re.search(r"CREATE DATABASE IF NOT EXISTS pbx ENGINE = Atomic", sql)
+    client = db.connect(f"chdb://{tmp_path / 'chdata'}")
+    try:
+        client.command(re.sub(r"--[^\n]*\n", "", sql))
+        db.apply_migrations(client)  # and migrations still apply on top of it
+        assert client.query("SELECT engine FROM system.databases WHERE name = 'pbx'").result_rows == [("Atomic",)]
+    finally:
+        client.close()
