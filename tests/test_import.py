@@ -73,7 +73,7 @@ def test_shuffled_overlapping_files_imported_twice_store_the_same_events_as_one_
     try:
         db.apply_migrations(client)
         order = parts[::-1]  # newest first
-        first = importer.import_files(client, order, batch_size=300)
+        first = importer.import_files(client, order, batch_size=300, jobs=2)  # two decoding processes
         random.Random(3).shuffle(order)
         second = importer.import_files(client, [*order, clean], batch_size=1000)
         got = _snapshot(client)
@@ -164,6 +164,20 @@ def test_bad_webhook_lines_are_reported_with_file_and_line_and_the_rest_is_impor
     finally:
         client.close()
     assert rows == [("1.1", {}), ("2.1", {"x": "1"})]
+
+
+def test_decoding_processes_report_bad_lines_and_counts_like_one_process(tmp_path, ch):
+    bad = '10.0.0.5 - - [02/Nov/2026:09:00:19 +0100] "GET /queue_out?queue_name=sales HTTP/1.1" 200 3\n'
+    good = '10.0.0.5 - - [02/Nov/2026:09:00:{:02d} +0100] "GET /call_end?call_id={} HTTP/1.1" 200 3\n'
+    a = _write(tmp_path / "a.log", [good.format(1, "a.1"), bad, "junk\n"])
+    b = _write(tmp_path / "b.log.gz", [good.format(2, "b.1"), good.format(3, "b.2"), bad])
+    err = io.StringIO()
+    stats = importer.import_files(ch, [a, b], errors=err, jobs=2)
+    assert sorted(err.getvalue().splitlines()) == [
+        f"{a}:2: missing required parameter 'call_id' for queue_out",
+        f"{b}:3: missing required parameter 'call_id' for queue_out",
+    ]
+    assert (stats.files, stats.lines, stats.imported, stats.bad, stats.unparsed) == (2, 6, 3, 2, 1)
 
 
 def test_a_missing_file_is_an_error_naming_it_and_nothing_is_imported(sim, tmp_path, dsn):
