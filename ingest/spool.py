@@ -146,9 +146,10 @@ def _fsync_dir(path: Path) -> None:
 class Spool:
     """Segment files plus checkpoint in one directory, used by one process.
 
-    Thread model: any number of producers call :meth:`append` (asyncio) or
-    :meth:`append_sync`; one committer thread (:meth:`start`) writes; one
-    consumer calls :meth:`next_batch` / :meth:`confirm`.
+    Thread model: producers call :meth:`append` on the event loop given to
+    :meth:`start` (or :meth:`append_sync` from one thread, without a loop); a
+    helper thread only runs ``fdatasync``; one consumer thread calls
+    :meth:`next_batch` / :meth:`confirm`. ``_cond`` guards what they share.
     """
 
     def __init__(
@@ -163,7 +164,8 @@ class Spool:
     ) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes or max(64 << 10, min(64 << 20, max_bytes // 16))
+        # Small enough that written segments are deleted long before the limit; 64 MiB at most.
+        self.segment_bytes = segment_bytes or min(64 << 20, max(256, max_bytes // 16))
         self._meta = meta
         self._fsync = fsync
         self._window = commit_window
@@ -246,7 +248,7 @@ class Spool:
         if cp.segment not in self._segments:
             cp = _Checkpoint(spool_id=cp.spool_id, segment=active.number, offset=active.data_start)
         self._checkpoint = cp
-        self._write_checkpoint(cp)
+        self._set_checkpoint(self._advance(cp))
         if self._backlog:
             log.info("spool has unwritten records from a previous run; replaying them",
                      extra={"records": self._backlog, "segments": len(self._segments) - 1})
@@ -498,21 +500,13 @@ class Spool:
         """
         cp = self._checkpoint
         with self._cond:
+            cp = self._advance(cp)
             seg = self._segments[cp.segment]
-            if cp.intent_end is not None:  # replay exactly what may have been inserted
-                limit = cp.intent_end
-            else:
-                stepped = False
-                while cp.offset >= seg.end and seg is not self._active:
-                    # Step over fully-stored sealed segments.
-                    seg = self._segments[min(n for n in self._segments if n > seg.number)]
-                    cp = _Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.data_start)
-                    stepped = True
-                limit = seg.end
-        if cp.intent_end is not None:
+            limit = seg.end if cp.intent_end is None else cp.intent_end
+        if cp.intent_end is not None:  # replay exactly what may have been inserted
             return self._read(seg, cp.offset, limit, None)
-        if stepped:
-            self._set_checkpoint(cp)
+        if cp is not self._checkpoint:
+            self._set_checkpoint(cp)  # passed whole segments: delete them
         if cp.offset >= limit:
             return None
         batch = self._read(seg, cp.offset, limit, max_records)
@@ -547,9 +541,20 @@ class Spool:
         cp = self._checkpoint
         if (cp.segment, cp.offset, cp.intent_end) != (batch.segment, batch.start, batch.end):
             raise SpoolError(f"confirm of {batch.token} does not match the checkpoint {cp}")
-        self._set_checkpoint(_Checkpoint(spool_id=cp.spool_id, segment=batch.segment, offset=batch.end))
+        done = _Checkpoint(spool_id=cp.spool_id, segment=batch.segment, offset=batch.end)
+        with self._cond:
+            done = self._advance(done)
+        self._set_checkpoint(done)
         with self._cond:
             self._backlog -= len(batch.payloads)
+
+    def _advance(self, cp: _Checkpoint) -> _Checkpoint:
+        """``cp`` moved over sealed segments it has fully passed (so they can be deleted)."""
+        seg = self._segments[cp.segment]
+        while cp.intent_end is None and cp.offset >= seg.end and seg is not self._active:
+            seg = self._segments[min(n for n in self._segments if n > seg.number)]
+            cp = _Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.data_start)
+        return cp
 
     def _set_checkpoint(self, cp: _Checkpoint) -> None:
         """Persist ``cp``, then delete the segments wholly before it."""
