@@ -384,7 +384,7 @@ def abandonment() -> dict[str, Any]:
             options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
                      "pieType": "donut", "displayLabels": ["name", "percent"],
                      "legend": {"displayMode": "table", "placement": "right", "values": ["value", "percent"]}}),
-        panel(L, "table", "Overflow flows", f"""
+        panel(L, "table", "Overflow flows", """
             SELECT from_queue AS `From queue`, to_queue AS `To queue`, count() AS Calls,
                    round(avg(wait_s), 1) AS `Avg wait before overflow (s)`
             FROM
@@ -395,12 +395,12 @@ def abandonment() -> dict[str, Any]:
                 FROM pbx.queue_calls_since(since = $__fromTime_ms)
                 WHERE $__timeFilter(entered_at)
             )
-            WHERE outcome = 'overflow' AND $__conditionalAll(from_queue IN (${{queue:singlequote}}), $queue)
+            WHERE outcome = 'overflow' AND $__conditionalAll(from_queue IN (${queue:singlequote}), $queue)
             GROUP BY from_queue, to_queue
             ORDER BY Calls DESC
             """, w=16, h=8, options=table_options(),
             description="Calls that left a queue unanswered for another queue, by pair of queues."),
-        panel(L, "table", "Abandoned calls", f"""
+        panel(L, "table", "Abandoned calls", """
             SELECT q.entered_at AS `Entered queue`, q.queue_name AS Queue, e.caller_num AS Caller,
                    round(q.wait_s, 1) AS `Waited (s)`, q.outcome AS Outcome, q.call_id AS `Call id`
             FROM pbx.queue_calls_since(since = $__fromTime_ms) AS q
@@ -413,7 +413,7 @@ def abandonment() -> dict[str, Any]:
                 GROUP BY call_id
             ) AS e ON e.call_id = q.call_id
             WHERE $__timeFilter(q.entered_at) AND q.outcome IN ('abandoned', 'short_abandon')
-              AND $__conditionalAll(q.queue_name IN (${{queue:singlequote}}), $queue)
+              AND $__conditionalAll(q.queue_name IN (${queue:singlequote}), $queue)
             ORDER BY q.entered_at DESC
             LIMIT 1000
             """, w=24, h=10, options=table_options(),

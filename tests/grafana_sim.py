@@ -176,8 +176,12 @@ def _plugin_format(value: Any) -> str:
 
 
 def _quote_each(value: str | list[str], quote: str) -> str:
-    escape = lambda v: f"{quote}{v.replace(quote, chr(92) + quote)}{quote}"  # noqa: E731
-    return escape(value) if isinstance(value, str) else ",".join(escape(v) for v in value)
+    """Grafana's singlequote/doublequote: each value quoted, the quote escaped with a backslash."""
+
+    def one(v: str) -> str:
+        return quote + v.replace(quote, "\\" + quote) + quote
+
+    return one(value) if isinstance(value, str) else ",".join(one(v) for v in value)
 
 
 def _js_string(value: Any) -> str:
@@ -187,8 +191,9 @@ def _js_string(value: Any) -> str:
     return str(value)
 
 
-def _format(value: str | list[str], fmt: str, variable: Variable | None, text: str) -> str:
-    name, _, _args = fmt.partition(":")
+def _format(value: str | list[str], fmt: str, text: str) -> str:
+    """One of Grafana's variable formats (``${var:fmt}``); arguments after a second ``:`` are ignored."""
+    name = fmt.partition(":")[0]
     if name == "singlequote":
         return _quote_each(value, "'")
     if name == "doublequote":
@@ -235,7 +240,7 @@ def replace_variables(
         fmt = match.group(3) or match.group(6)
         if name in builtins:
             value = builtins[name]
-            return value if fmt is None else _format(value, fmt, None, value)
+            return value if fmt is None else _format(value, fmt, value)
         variable = by_name.get(name)
         if variable is None:
             return match.group(0)
@@ -251,7 +256,7 @@ def replace_variables(
                 value = list(variable.options)
         if fmt is None:
             return _plugin_format(value)
-        return _format(value, fmt, variable, text)
+        return _format(value, fmt, text)
 
     return _VARIABLE.sub(one, sql)
 

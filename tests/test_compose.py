@@ -24,11 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grafana_sim as gs
 import httpx
 import pytest
 import yaml
-
-import grafana_sim as gs
 from conftest import free_port, spec_example_urls
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grafana_sim as gs
 import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
-import grafana_sim as gs
 from ingest import db
 
 REPO = Path(__file__).resolve().parent.parent
