@@ -8,7 +8,8 @@ the same run:
   into ``pbx.events`` rows, no database;
 * **import** -- ``pbx-analytics import`` into a fresh embedded engine;
 * **re-import** -- the same files again (every line already stored);
-* **import, N decoding processes** -- files decoded in parallel (one per CPU).
+* **import, N decoding processes** -- decoding in N processes (one per CPU but one, at
+  most one per file), inserting in this one: ``auto_jobs``.
 
 CPU seconds are this process's own (the engine's threads included, the
 decoding processes' not), so only wall time compares the parallel import.
@@ -89,34 +90,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{lines:,} lines in {len(paths)} gzip files ({size / 1e6:.1f} MB), generated in {t_gen[0]:.1f}s",
               file=sys.stderr)
 
-        jobs = min(len(paths), os.cpu_count() or 1)
+        jobs = max(1, min(len(paths), (os.cpu_count() or 1) - 1))  # as auto_jobs
         results: dict[str, list[tuple[float, float]]] = {"baseline": [], "decode": [], "import": [],
                                                          "re-import": []}
-        if jobs > 1:
-            results[f"import, {jobs} decoding processes"] = []
+        results[f"import, {jobs} decoding process(es)"] = []
         for run in range(args.repeat):
             results["baseline"].append(timed(baseline, paths)[0])
             results["decode"].append(timed(decode_only, paths)[0])
             client = db.connect(f"chdb://{tmpdir / f'engine-{run}'}")
             try:
                 db.apply_migrations(client)
-                t, stats = timed(lambda: importer.import_files(client, paths, jobs=1))
+                t, stats = timed(lambda: importer.import_files(client, paths, jobs=0))
                 assert stats.imported == lines, stats  # type: ignore[attr-defined]
                 results["import"].append(t)
-                t, stats = timed(lambda: importer.import_files(client, paths, jobs=1))
+                t, stats = timed(lambda: importer.import_files(client, paths, jobs=0))
                 assert stats.duplicates == lines, stats  # type: ignore[attr-defined]
                 results["re-import"].append(t)
             finally:
                 client.close()
-            if jobs > 1:
-                client = db.connect(f"chdb://{tmpdir / f'engine-p{run}'}")
-                try:
-                    db.apply_migrations(client)
-                    t, stats = timed(lambda: importer.import_files(client, paths, jobs=jobs))
-                    assert stats.imported == lines, stats  # type: ignore[attr-defined]
-                    results[f"import, {jobs} decoding processes"].append(t)
-                finally:
-                    client.close()
+            client = db.connect(f"chdb://{tmpdir / f'engine-p{run}'}")
+            try:
+                db.apply_migrations(client)
+                t, stats = timed(lambda: importer.import_files(client, paths, jobs=jobs))
+                assert stats.imported == lines, stats  # type: ignore[attr-defined]
+                results[f"import, {jobs} decoding process(es)"].append(t)
+            finally:
+                client.close()
 
     base_wall = statistics.median(w for w, _ in results["baseline"])
     base_cpu = statistics.median(c for _, c in results["baseline"])

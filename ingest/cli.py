@@ -124,6 +124,9 @@ def _add_backfill_commands(commands: Any) -> None:
     imp.add_argument("import_files", nargs="+", metavar="FILE", help="access-log files (.gz read as gzip)")
     imp.add_argument("--batch-size", dest="import_batch_size", type=int, default=50_000,
                      help="rows per insert (default 50000)")
+    imp.add_argument("--jobs", dest="import_jobs", type=int, metavar="N",
+                     help="decoding processes; 0 = decode in the importing process (default: one per CPU "
+                     "but one, at most one per file, for inputs of 8 MB or more; else 0)")
     imp.add_argument("--no-progress", dest="import_progress", action="store_const", const=False,
                      help="no progress line (shown only when stderr is a terminal anyway)")
     imp.add_argument("--no-migrate", dest="import_migrate", action="store_false",
@@ -207,7 +210,7 @@ def _backfill(command: str, settings: Settings, flags: dict[str, Any]) -> int:
 
         return importer.run(
             settings.clickhouse_url, flags["import_files"], batch_size=flags["import_batch_size"],
-            migrate=flags["import_migrate"], progress=flags["import_progress"],
+            migrate=flags["import_migrate"], progress=flags["import_progress"], jobs=flags["import_jobs"],
         )
     from ingest import simulate
 

@@ -481,12 +481,17 @@ def _parallel_chunks(files: list[Path], jobs: int, stats: ImportStats, errors: I
 
 
 def auto_jobs(files: Sequence[Path]) -> int:
-    """Decoding processes for ``files``: one per CPU, at most one per file; 1 for small
-    inputs, where starting processes (~0.5 s each) costs more than it saves."""
-    size = sum(p.stat().st_size for p in files)
-    if len(files) < 2 or size < PARALLEL_MIN_BYTES:
-        return 1
-    return max(1, min(len(files), os.cpu_count() or 1))
+    """Decoding processes for ``files`` (0 = decode in this process).
+
+    One CPU stays with this process, which inserts; the others decode, at most
+    one process per file. With 2 CPUs that is one decoding process: decoding
+    and inserting then run side by side even for a single file. Small inputs
+    are decoded here: starting a process (~0.5 s) costs more than it saves.
+    """
+    cpus = os.cpu_count() or 1
+    if cpus < 2 or sum(p.stat().st_size for p in files) < PARALLEL_MIN_BYTES:
+        return 0
+    return max(1, min(len(files), cpus - 1))
 
 
 def import_files(
@@ -503,7 +508,8 @@ def import_files(
     Every file is opened before anything is imported, so a mistyped name
     fails fast (:class:`LogFileError`). ``errors`` receives ``FILE:LINE``
     reports; ``progress`` (a terminal) a progress line. ``jobs`` decoding
-    processes work on different files at once (None: :func:`auto_jobs`).
+    processes work on different files at once, 0 = decode in this process
+    (None: :func:`auto_jobs`).
     """
     files = [Path(p) for p in paths]
     for path in files:
@@ -516,14 +522,14 @@ def import_files(
     started = time.perf_counter()
     bar = _Progress(progress)
     sink = _Sink(client, stats, batch_size)
-    jobs = auto_jobs(files) if jobs is None else max(1, min(jobs, len(files)))
+    jobs = auto_jobs(files) if jobs is None else max(0, min(jobs, len(files)))
     # Batches hold ~50k rows of tuples and dicts: the cyclic garbage collector kept
     # rescanning them (measured: 7x slower column building, 16% slower decoding).
     # Rows have no reference cycles, so it is paused for the import.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        if jobs > 1:
+        if jobs > 0:
             for columns in _parallel_chunks(files, jobs, stats, errors, bar):
                 sink.add(columns)
         else:
