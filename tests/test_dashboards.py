@@ -454,3 +454,26 @@ def test_queue_selection_narrows_a_panel_and_all_is_the_union(sim_engine: tuple[
 def test_generated_dashboards_are_valid_json_files():
     for path in gs.DASHBOARD_DIR.glob("*.json"):
         json.loads(path.read_text())
+
+
+def test_service_level_over_many_intervals_equals_the_formulas_over_the_visits(sim_engine: tuple[Client, dt.datetime]):
+    """The stat panel re-aggregates 15-minute rows; it must equal each formula over the raw visits."""
+    client, now = sim_engine
+    query = next(q for q in ALL_QUERIES if q.dashboard["uid"] == "pbx-queue-sla" and q.panel["title"] == "Service level")
+    rng = gs.default_time_range(query.dashboard, now)
+    variables = _variables(client, query.dashboard, "all", rng)
+    (panel,) = client.query(gs.expand(query.sql, rng, variables)).result_rows
+    visits = f"""
+        SELECT
+            100 * countIf(in_sla = 1) / countIf(outcome IN ('answered', 'abandoned')),
+            100 * countIf(in_sla = 1) / countIf(outcome = 'answered'),
+            100 * (countIf(in_sla = 1) + countIf(outcome IN ('abandoned', 'short_abandon') AND wait_s <= 20))
+                / countIf(outcome IN ('answered', 'abandoned', 'short_abandon'))
+        FROM pbx.queue_calls
+        WHERE toStartOfFifteenMinutes(entered_at) >= toDateTime({rng.from_ms // 1000})
+          AND toStartOfFifteenMinutes(entered_at) <= toDateTime({rng.to_ms // 1000})
+    """
+    (direct,) = client.query(visits).result_rows
+    assert client.query("SELECT count() FROM pbx.queue_settings").result_rows == [(0,)], "default thresholds"
+    assert panel == pytest.approx(direct, rel=1e-9)
+    assert 0 < direct[0] < direct[1] <= 100
