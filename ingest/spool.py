@@ -165,7 +165,7 @@ class Spool:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         # Small enough that written segments are deleted long before the limit; 64 MiB at most.
-        self.segment_bytes = segment_bytes or min(64 << 20, max(256, max_bytes // 16))
+        self.segment_bytes = segment_bytes or min(64 << 20, max(4096, max_bytes // 16))
         self._meta = meta
         self._fsync = fsync
         self._window = commit_window
