@@ -451,3 +451,46 @@ def test_live_views_follow_the_latest_events(ch: Client) -> None:
         "a3": dict(agent="a3", state="logged_out", state_name="", since=ago(50), on_call=0),
         "a4": dict(agent="a4", state="idle", state_name="", since=ago(900), on_call=0),
     }
+
+
+# ----------------------------------------------------------------------------- refresh mechanics
+
+
+def _data_rows(ch: Client) -> tuple[int, int]:
+    return (ch.query("SELECT count() FROM pbx.queue_stats_15m_data").result_rows[0][0],
+            ch.query("SELECT count() FROM pbx.agent_stats_15m_data").result_rows[0][0])
+
+
+def test_refresh_with_nothing_new_writes_nothing(ch: Client) -> None:
+    insert(ch, [*_scenario_calls(), *_agent_day()])
+    refresh(ch)
+    written = _data_rows(ch)
+    assert all(written)
+    # A minute passes (as far as the refresh can tell): the events are no longer new.
+    ch.command("TRUNCATE TABLE pbx.event_arrivals")
+    ch.command("INSERT INTO pbx.event_arrivals SELECT toStartOfHour(received_at), now64(3, 'UTC') - INTERVAL 1 MINUTE "
+               "FROM pbx.events GROUP BY 1")
+    refresh(ch)
+    refresh(ch)
+    assert _data_rows(ch) == written
+
+
+def test_full_recompute_command_rewrites_every_interval(ch: Client) -> None:
+    insert(ch, _scenario_calls())
+    refresh(ch)
+    before = rows(ch, "SELECT * FROM pbx.queue_stats_15m ORDER BY queue_name")
+    ch.command("INSERT INTO pbx.event_arrivals SELECT toStartOfHour(received_at), now64(3, 'UTC') FROM pbx.events GROUP BY 1")
+    refresh(ch)
+    assert rows(ch, "SELECT * FROM pbx.queue_stats_15m ORDER BY queue_name") == before
+    computed = ch.query("SELECT uniqExact(computed_at) FROM pbx.queue_stats_15m_data").result_rows[0][0]
+    assert computed >= 2
+
+
+def test_the_schedule_refreshes_by_itself(ch: Client) -> None:
+    views = {r["view"] for r in rows(ch, "SELECT view FROM system.view_refreshes WHERE database = 'pbx'")}
+    assert views == {"queue_stats_15m_refresh", "agent_stats_15m_refresh"}
+    insert(ch, _visit_events("c", "sales", 0, answer=3, out=3, end=30))
+    deadline = time.monotonic() + 30
+    while not rows(ch, "SELECT answered FROM pbx.queue_stats_15m") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert rows(ch, "SELECT answered FROM pbx.queue_stats_15m") == [dict(answered=1)]

@@ -165,3 +165,13 @@ def test_recording_audit_matches_the_truth(imported) -> None:
     assert got.keys() == expected.keys()
     for call_id, g in got.items():
         assert g == expected[call_id], call_id
+
+
+def test_queue_calls_since_is_queue_calls_from_that_time(imported) -> None:
+    client, _ = imported
+    since = client.query("SELECT quantileExact(0.5)(entered_at) FROM pbx.queue_calls").result_rows[0][0]
+    full = rows(client, "SELECT * FROM pbx.queue_calls WHERE entered_at >= {s:DateTime64(3)} ORDER BY ALL",
+                {"s": since})
+    windowed = rows(client, "SELECT * EXCEPT (sla_threshold_s, short_abandon_s) "
+                            "FROM pbx.queue_calls_since(since = {s:DateTime64(3)}) ORDER BY ALL", {"s": since})
+    assert len(full) > 100 and windowed == full
