@@ -501,3 +501,36 @@ def _resolve(expr: str, now: datetime, end: bool = False) -> datetime:
         start = math.floor(t.timestamp() / size) * size
         t = datetime.fromtimestamp(start + (size - 0.001 if end else 0), UTC)
     return t
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print every panel's SQL as ClickHouse would receive it (All selected): for humans and benchmarks."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python tests/grafana_sim.py",
+        description="Expand the dashboards' panel SQL as Grafana and the ClickHouse plugin would, with "
+        "every variable on All, and print it.",
+    )
+    parser.add_argument("--from", dest="start", help="range start, ISO UTC (default: the dashboard's own range)")
+    parser.add_argument("--to", dest="end", help="range end, ISO UTC (default: now)")
+    parser.add_argument("--dashboard", help="only this dashboard uid")
+    args = parser.parse_args(argv)
+    now = datetime.now(UTC)
+    for query in panel_queries():
+        if args.dashboard and query.dashboard["uid"] != args.dashboard:
+            continue
+        if args.start:
+            end = datetime.fromisoformat(args.end).replace(tzinfo=UTC) if args.end else now
+            rng = TimeRange.of(datetime.fromisoformat(args.start).replace(tzinfo=UTC), end)
+        else:
+            rng = default_time_range(query.dashboard, now)
+        variables = [Variable(v["name"], [ALL], [], multi=True, include_all=True)
+                     for v in query.dashboard["templating"]["list"]]  # fmt: skip
+        print(f"-- {query.id} {query.panel['title']} ({query.panel['type']})")
+        print(expand(query.sql, rng, variables, query.interval_ms(rng)) + ";\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

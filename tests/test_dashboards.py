@@ -477,3 +477,10 @@ def test_service_level_over_many_intervals_equals_the_formulas_over_the_visits(s
     assert client.query("SELECT count() FROM pbx.queue_settings").result_rows == [(0,)], "default thresholds"
     assert panel == pytest.approx(direct, rel=1e-9)
     assert 0 < direct[0] < direct[1] <= 100
+
+
+def test_the_expander_prints_every_panel_for_a_given_range(capsys: pytest.CaptureFixture[str]):
+    assert gs.main(["--from", "2026-11-02T00:00", "--to", "2026-11-03T00:00"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("-- pbx-") == len(ALL_QUERIES)
+    assert "$__" not in out and "toDateTime(1793577600)" in out
