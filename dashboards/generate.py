@@ -204,7 +204,9 @@ def dashboard(
         "templating": {"list": variables},
         "annotations": {"list": []},
         "links": [
-            {"type": "dashboards", "tags": ["pbx-analytics"], "asDropdown": True, "title": "PBX dashboards"}
+            # Moving between dashboards keeps the time range and the queue / agent selection.
+            {"type": "dashboards", "tags": ["pbx-analytics"], "asDropdown": True, "title": "PBX dashboards",
+             "keepTime": True, "includeVars": True}
         ],
         "panels": panels,
     }
