@@ -122,7 +122,7 @@ def _add_backfill_commands(commands: Any) -> None:
     )
     _add_engine_flag(imp)
     imp.add_argument("import_files", nargs="+", metavar="FILE", help="access-log files (.gz read as gzip)")
-    imp.add_argument("--batch-size", dest="import_batch_size", type=int, default=50_000,
+    imp.add_argument("--batch-size", dest="import_batch_size", type=int, default=50_000, metavar="N",
                      help="rows per insert (default 50000)")
     imp.add_argument("--jobs", dest="import_jobs", type=int, metavar="N",
                      help="decoding processes; 0 = decode in the importing process (default: one per CPU "

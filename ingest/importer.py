@@ -27,10 +27,9 @@ import sys
 import time
 import uuid
 import zlib
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -137,7 +136,6 @@ class ImportStats:
     seconds: float = 0.0
     first_time: dt.datetime | None = None
     last_time: dt.datetime | None = None
-    per_event: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         rate = self.lines / self.seconds if self.seconds else 0.0
@@ -335,16 +333,19 @@ class _Sink:
             parameters={"lo": lo, "hi": hi},
         ).result_columns
         drop = set(stored[0]) if stored else set()
-        keep: list[int] = []
-        for i, event_id in enumerate(ids):
-            if event_id not in drop:
-                drop.add(event_id)  # the same line twice within the batch
-                keep.append(i)
-        self._stats.duplicates += rows - len(keep)
-        if not keep:
+        kept = rows
+        if drop or len(set(ids)) < rows:
+            keep: list[int] = []
+            for i, event_id in enumerate(ids):
+                if event_id not in drop:
+                    drop.add(event_id)  # the same line twice within the batch
+                    keep.append(i)
+            kept = len(keep)
+            if kept < rows:
+                columns = [[col[i] for i in keep] for col in columns]
+        self._stats.duplicates += rows - kept
+        if not kept:
             return
-        if len(keep) < rows:
-            columns = [[col[i] for i in keep] for col in columns]
         for attempt in range(INSERT_ATTEMPTS):
             try:
                 self._client.insert(
@@ -365,9 +366,7 @@ class _Sink:
                     raise
                 time.sleep(0.5 * 2**attempt)
         stats = self._stats
-        stats.imported += len(keep)
-        for event, n in Counter(columns[2]).items():
-            stats.per_event[event] = stats.per_event.get(event, 0) + n
+        stats.imported += kept
         first = _EPOCH + dt.timedelta(milliseconds=min(columns[1]))
         last = _EPOCH + dt.timedelta(milliseconds=max(columns[1]))
         stats.first_time = first if stats.first_time is None else min(stats.first_time, first)
