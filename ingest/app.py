@@ -129,7 +129,8 @@ class Service:
         await self.spool.stop_accepting()
         # Blocking the loop is fine now: no request is left to serve.
         self.writer.close(self.settings.drain_timeout)
-        self.spool.close()
+        if not self.writer.running:  # else the process exit releases the spool
+            self.spool.close()
 
     def reject(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None,
                **fields: Any) -> Response[dict[str, Any]]:

@@ -157,6 +157,10 @@ class BatchWriter:
         """Acknowledged rows not yet confirmed stored in ClickHouse."""
         return self._spool.backlog
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="pbx-writer", daemon=True)
         self._thread.start()
@@ -173,6 +177,9 @@ class BatchWriter:
         if self._thread is not None:
             # An insert in flight cannot be interrupted: give it a little longer.
             self._thread.join(timeout + 30)
+            if self._thread.is_alive():
+                log.error("insert still running at shutdown; the spool replays its batch at the next start")
+                return False
         drained = self._spool.backlog == 0
         if not drained:
             log.warning("shutdown with rows still in the spool; they are written at the next start",
@@ -216,6 +223,7 @@ class BatchWriter:
         while self._wait_due():
             batch = self._spool.next_batch(self._batch_size)
             if batch is None:
+                self._spool.wait_for_change(self._spool.backlog, 0.05)
                 continue
             try:
                 self._store(batch)
