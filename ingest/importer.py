@@ -93,6 +93,8 @@ def parse_log_time(text: str) -> int:
     """``02/Nov/2026:09:00:17 +0100`` -> seconds since the epoch, UTC (08:00:17 UTC)."""
     try:
         month = _MONTHS[text[3:6]]
+        if not 1 <= int(text[0:2]) <= calendar.monthrange(int(text[7:11]), month)[1]:
+            raise ValueError("day out of range")
         local = calendar.timegm((int(text[7:11]), month, int(text[0:2]), int(text[12:14]), int(text[15:17]),
                                  int(text[18:20])))
         offset = int(text[22:24]) * 3600 + int(text[24:26]) * 60
@@ -236,7 +238,11 @@ def read_rows(
                 continue
             when = times.get(stamp)
             if when is None:
-                epoch = parse_log_time(stamp)
+                try:
+                    epoch = parse_log_time(stamp)
+                except ValueError:  # "32/Foo/2026...": not a time, so not a log line
+                    stats.unparsed += 1
+                    continue
                 when = times[stamp] = (epoch, _EPOCH + dt.timedelta(seconds=epoch))
             try:
                 ev = decode(event, parse_query(query))

@@ -149,6 +149,7 @@ def test_bad_webhook_lines_are_reported_with_file_and_line_and_the_rest_is_impor
         '10.0.0.5 - - [02/Nov/2026:09:00:19 +0100] "GET /queue_in?queue_name=sales HTTP/1.1" 404 0\n',
         '10.0.0.5 - - [02/Nov/2026:09:00:20 +0100] "GET /pbx_agent_login?exten=101 HTTP/1.1" 200 3\n',
         '10.0.0.5 - - [02/Nov/2026:09:00:21 +0100] "GET http://pbx.example/call_end?call_id=2.1&x=1 HTTP/1.1" 200 3\n',
+        '10.0.0.5 - - [31/Feb/2026:09:00:21 +0100] "GET /call_end?call_id=3.1 HTTP/1.1" 200 3\n',
     ])
     out, err = io.StringIO(), io.StringIO()
     assert importer.run(dsn, [str(log)], out=out, err=err, migrate=True) == 0
@@ -157,7 +158,7 @@ def test_bad_webhook_lines_are_reported_with_file_and_line_and_the_rest_is_impor
         f"{log}:5: missing required parameter 'userid' for pbx_agent_login",
     ]
     assert "imported 2," in out.getvalue()
-    assert "skipped 1 (not a webhook) + 1 (not a log line), bad 2" in out.getvalue()
+    assert "skipped 1 (not a webhook) + 2 (not a log line), bad 2" in out.getvalue()
     client = db.connect(dsn)
     try:
         rows = client.query("SELECT call_id, extra FROM pbx.events ORDER BY call_id").result_rows
