@@ -202,7 +202,7 @@ class Service:
         try:
             await self.spool.append(encode_row(to_row(event, ev, received_at)))  # type: ignore[union-attr]
         except SpoolFull:
-            return self.reject(503, "spool_full", "the spool is full: ClickHouse has not been keeping up",
+            return self.reject(503, "buffer_full", "the spool is full: ClickHouse has not been keeping up",
                                headers={"Retry-After": RETRY_AFTER_S})
         except SpoolClosed:
             return self.reject(503, "shutting_down", "the service is stopping",

@@ -245,7 +245,7 @@ def test_full_spool_answers_503_and_a_restart_replays_it(tmp_path: Path) -> None
                 acked.append(f"s{i}")
             else:
                 assert response.headers["retry-after"] == "5"
-                assert response.json()["reason"] == "spool_full"
+                assert response.json()["reason"] == "buffer_full"
                 refused.append(f"s{i}")
         health = http.get("/healthz").json()
     assert 50 < len(acked) < 200 and refused, (len(acked), len(refused))
