@@ -45,8 +45,13 @@ def insert(client: Client, events: Iterable[tuple[Any, ...]]) -> None:
 
 
 def refresh(client: Client) -> None:
-    """Run the 15-minute views' refresh now and wait for it (what the schedule does every few seconds)."""
+    """Run the 15-minute views' refresh now and wait for it (what the schedule does every 5 s).
+
+    A scheduled refresh may be running, started before the caller's last
+    insert: wait for it first, so the one requested here sees everything.
+    """
     for view in REFRESHED_VIEWS:
+        client.command(f"SYSTEM WAIT VIEW {view}")
         client.command(f"SYSTEM REFRESH VIEW {view}")
     for view in REFRESHED_VIEWS:
         client.command(f"SYSTEM WAIT VIEW {view}")
