@@ -13,9 +13,12 @@ import random
 import re
 import time
 
+import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
 from views_helpers import T0, at, columns, ev, insert, refresh, rows
+
+from ingest import db
 
 # ----------------------------------------------------------------------------- schema
 
@@ -495,3 +498,41 @@ def test_the_schedule_refreshes_by_itself(ch: Client) -> None:
     while not rows(ch, "SELECT answered FROM pbx.queue_stats_15m") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert rows(ch, "SELECT answered FROM pbx.queue_stats_15m") == [dict(answered=1)]
+
+
+# ----------------------------------------------------------------------------- through the service
+
+
+def test_webhooks_through_the_service_reach_every_view(serve) -> None:
+    call = "1541078811.98"
+    steps = [
+        "/pbx_agent_login?userid=linuxbox&exten=121",
+        f"/start_call?caller_type=external&caller_num=591166223&dialed_num=591166200&call_id={call}",
+        f"/queue_in?caller_num=591166223&dialed_num=591166200&queue_name=helpdesk&call_id={call}",
+        f"/start_int_dial?line_userid=linuxbox&call_id={call}&queue_name=helpdesk&queue_name=helpdesk",
+        f"/answered_internal?line_userid=linuxbox&call_id={call}",
+        f"/queue_out?queue_name=helpdesk&call_id={call}",
+        f"/call_recording_start?call_id={call}",
+        f"/call_spy_start?call_id={call}&spying_userid=boss&spying_target_userid=linuxbox&spy_type=whisper",
+    ]
+    with httpx.Client(base_url=serve.url) as http:
+        for path in steps:
+            assert http.get(path).status_code == 200, path
+    assert serve.stop() == 0, serve.log()
+
+    client = db.connect(serve.dsn)
+    try:
+        refresh(client)
+        visit = rows(client, "SELECT agent, outcome, in_sla FROM pbx.queue_calls")
+        assert visit == [dict(agent="linuxbox", outcome="answered", in_sla=1)]
+        assert rows(client, "SELECT offered, answered, answered_in_sla FROM pbx.queue_stats_15m") == [
+            dict(offered=1, answered=1, answered_in_sla=1)]
+        assert rows(client, "SELECT sum(calls_answered) AS n FROM pbx.agent_stats_15m") == [dict(n=1)]
+        assert rows(client, "SELECT agent, state, on_call FROM pbx.agents_now") == [
+            dict(agent="linuxbox", state="talk", on_call=1)]
+        assert rows(client, "SELECT queue_name, waiting FROM pbx.queue_now") == [dict(queue_name="helpdesk", waiting=0)]
+        assert rows(client, "SELECT spy_type, ended_at FROM pbx.spy_sessions") == [dict(spy_type="whisper", ended_at=None)]
+        assert rows(client, "SELECT recorded, unstopped, ended_at FROM pbx.recording_audit") == [
+            dict(recorded=1, unstopped=1, ended_at=None)]
+    finally:
+        client.close()
