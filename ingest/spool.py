@@ -378,6 +378,7 @@ class Spool:
         if not self._fsync:
             self._durable(seg, written, len(payloads))
             _resolve(waiters, None)
+            self._maybe_rotate()
             return
         self._syncing = True
         self._sync_queue.put((seg, written, payloads, waiters, started))
@@ -404,6 +405,7 @@ class Spool:
             if self.on_commit is not None:
                 self.on_commit(time.perf_counter() - started, len(payloads))
             _resolve(waiters, None)
+        self._maybe_rotate()
         if self._pending and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]
@@ -422,6 +424,7 @@ class Spool:
         if self._fsync:
             os.fdatasync(seg.fd)
         self._durable(seg, written, len(payloads))
+        self._maybe_rotate()
 
     def _write_group(self, payloads: list[bytes]) -> tuple[_Segment, int]:
         """Append records to the active segment file (not yet durable)."""
@@ -450,14 +453,23 @@ class Spool:
             self._bytes += written
             self._backlog += records
             self._cond.notify_all()  # wake the consumer
-        if seg.end >= self.segment_bytes and seg is self._active:
+
+    def _maybe_rotate(self) -> None:
+        """Seal the active segment once it is big enough; start the next one."""
+        seg = self._active
+        if seg.end < self.segment_bytes or seg.written != seg.end:
+            return
+        try:
             new = self._create_segment(seg.number + 1)
-            with self._cond:
-                self._segments[new.number] = new
-                self._active = new
-                self._bytes += new.end
-            os.close(seg.fd)
-            seg.fd = -1
+        except OSError as exc:  # keep appending to the current one; retried after the next group
+            log.error("could not start a new spool segment", extra={"error": str(exc)})
+            return
+        with self._cond:
+            self._segments[new.number] = new
+            self._active = new
+            self._bytes += new.end
+        os.close(seg.fd)
+        seg.fd = -1
 
     # ---- consumer -------------------------------------------------------
 
