@@ -204,3 +204,15 @@ def test_group_commit_acknowledges_concurrent_appends_after_one_fsync(tmp_path: 
     for i in range(50):  # each client's records in the order it sent them
         mine = [r for r in stored if r.startswith(f"e{i}-".encode())]
         assert mine == [f"e{i}-{j}".encode() for j in range(10)]
+
+
+def test_a_full_spool_accepts_again_once_written(tmp_path: Path) -> None:
+    """Space comes back when the writer catches up, even with no new record to trigger it."""
+    spool = _open(tmp_path, max_bytes=40_000)
+    with pytest.raises(SpoolFull):
+        for _ in range(1000):
+            spool.append_sync([b"x" * 60])
+    _drain(spool, DedupStore())
+    assert spool.size_bytes <= 4096 + 100
+    spool.append_sync([b"y" * 60] * 200)
+    spool.close()
