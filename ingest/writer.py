@@ -314,6 +314,8 @@ class BatchWriter:
             column_type_names=self._types,
             column_oriented=True,
             settings={
+                # Explicit: a server profile with insert_deduplicate = 0 would make replays duplicates.
+                "insert_deduplicate": 1,
                 "insert_deduplication_token": token,
                 "deduplicate_blocks_in_dependent_materialized_views": 1,
             },
@@ -349,7 +351,7 @@ class BatchWriter:
                 [[now, reason, token, row] for row, reason in items],
                 column_names=["quarantined_at", "reason", "batch_token", "row"],
                 column_type_names=["DateTime64(3, 'UTC')", "String", "String", "String"],
-                settings={"insert_deduplication_token": token + ":q"},
+                settings={"insert_deduplicate": 1, "insert_deduplication_token": token + ":q"},
             )
         except Exception as exc:
             if isinstance(exc, DatabaseError) and getattr(exc, "code", None) not in (60, 81):
