@@ -25,6 +25,7 @@ import datetime as dt
 import gzip
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, list[tuple[float, float]]] = {"baseline": [], "decode": [], "import": [],
                                                          "re-import": []}
         results[f"import, {jobs} decoding process(es)"] = []
+        decoders: list[float] = []  # CPU seconds of the decoding processes, per run
         for run in range(args.repeat):
             results["baseline"].append(timed(baseline, paths)[0])
             results["decode"].append(timed(decode_only, paths)[0])
@@ -111,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             client = db.connect(f"chdb://{tmpdir / f'engine-p{run}'}")
             try:
                 db.apply_migrations(client)
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t, stats = timed(lambda: importer.import_files(client, paths, jobs=jobs))
                 assert stats.imported == lines, stats  # type: ignore[attr-defined]
                 results[f"import, {jobs} decoding process(es)"].append(t)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                decoders.append(after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime)
             finally:
                 client.close()
 
@@ -127,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         wall = statistics.median(w for w, _ in times)
         cpu = statistics.median(c for _, c in times)
         print(f"| {name} | {lines / wall:,.0f} | {lines / cpu:,.0f} | {base_wall / wall:.3f} | {base_cpu / cpu:.3f} |")
+    main_cpu = statistics.median(c for _, c in results[f"import, {jobs} decoding process(es)"])
+    decode_cpu = statistics.median(decoders)
+    print(f"\nWith {jobs} decoding process(es): importing process {lines / main_cpu:,.0f} lines per CPU-second, "
+          f"decoding processes {lines / decode_cpu:,.0f} lines per CPU-second (together). On {jobs + 1} idle "
+          f"CPUs the slower side bounds the import at ~{lines / max(main_cpu, decode_cpu / jobs):,.0f} lines/s; "
+          f"in one process it is bounded by the sum: ~{lines / statistics.median(c for _, c in results['import']):,.0f}.")
     return 0
 
 

@@ -125,8 +125,9 @@ def _add_backfill_commands(commands: Any) -> None:
     imp.add_argument("--batch-size", dest="import_batch_size", type=int, default=50_000, metavar="N",
                      help="rows per insert (default 50000)")
     imp.add_argument("--jobs", dest="import_jobs", type=int, metavar="N",
-                     help="decoding processes; 0 = decode in the importing process (default: one per CPU "
-                     "but one, at most one per file, for inputs of 8 MB or more; else 0)")
+                     help="decoding processes working on different files; 0 = decode in the importing "
+                     "process (default: with 3 or more CPUs and 8 MB or more of input, one per CPU but "
+                     "one, at most one per file; else 0)")
     imp.add_argument("--no-progress", dest="import_progress", action="store_const", const=False,
                      help="no progress line (shown only when stderr is a terminal anyway)")
     imp.add_argument("--no-migrate", dest="import_migrate", action="store_false",

@@ -510,12 +510,14 @@ def auto_jobs(files: Sequence[Path]) -> int:
     """Decoding processes for ``files`` (0 = decode in this process).
 
     One CPU stays with this process, which inserts; the others decode, at most
-    one process per file. With 2 CPUs that is one decoding process: decoding
-    and inserting then run side by side even for a single file. Small inputs
-    are decoded here: starting a process (~0.5 s) costs more than it saves.
+    one process per file. Measured (docs/benchmarks.md): the importing process
+    alone handles ~190k lines per CPU-second, a decoding process ~80k (decoding
+    plus shipping rows), one process doing both ~70k. So with 2 CPUs one
+    decoding process gains little, and loses when the machine is busy: 0
+    there. Small inputs are decoded here too: a process costs ~0.3 s to start.
     """
     cpus = os.cpu_count() or 1
-    if cpus < 2 or sum(p.stat().st_size for p in files) < PARALLEL_MIN_BYTES:
+    if cpus < 3 or sum(p.stat().st_size for p in files) < PARALLEL_MIN_BYTES:
         return 0
     return max(1, min(len(files), cpus - 1))
 
