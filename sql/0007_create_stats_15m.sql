@@ -57,6 +57,27 @@ CREATE TABLE IF NOT EXISTS pbx.queue_stats_15m_data ${ON_CLUSTER}
 ENGINE = ${REPLICATED}ReplacingMergeTree(computed_at)
 ORDER BY (interval_start, queue_name);
 
+-- Per (interval, queue) of the visits entered at or after `since` (an
+-- interval boundary): what pbx.queue_stats_15m_data stores.
+CREATE VIEW IF NOT EXISTS pbx.queue_stats_15m_since ${ON_CLUSTER} AS
+SELECT
+    toStartOfInterval(toDateTime(entered_at), INTERVAL 15 MINUTE) AS interval_start,
+    toString(queue_name) AS queue_name,
+    count() AS visits,
+    countIf(outcome IN ('answered', 'abandoned', 'short_abandon', 'overflow')) AS offered,
+    countIf(outcome = 'answered') AS answered,
+    countIf(outcome = 'abandoned') AS abandoned,
+    countIf(outcome = 'short_abandon') AS short_abandoned,
+    countIf(outcome = 'overflow') AS overflowed,
+    countIf(outcome = 'answered' AND in_sla = 1) AS answered_in_sla,
+    countIf(outcome IN ('abandoned', 'short_abandon') AND wait_s <= sla_threshold_s) AS abandoned_in_sla,
+    toInt64(sumIf(round(ifNull(wait_s, 0) * 1000), outcome = 'answered')) AS answered_wait_ms,
+    toInt64(sumIf(round(ifNull(wait_s, 0) * 1000), outcome = 'abandoned')) AS abandoned_wait_ms,
+    -- Over ended visits (an overflow whose end is not known yet has no wait).
+    toInt64(maxIf(toNullable(round(ifNull(wait_s, 0) * 1000)), outcome != 'waiting' AND wait_s IS NOT NULL)) AS max_wait_ms
+FROM pbx.queue_calls_since(since = {since:DateTime64(3, 'UTC')})
+GROUP BY interval_start, queue_name;
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.queue_stats_15m_refresh ${ON_CLUSTER}
 REFRESH EVERY 5 SECOND APPEND TO pbx.queue_stats_15m_data AS
 WITH
@@ -76,33 +97,25 @@ WITH
 SELECT
     interval_start,
     queue_name,
-    countIf(is_visit) AS visits,
-    countIf(outcome IN ('answered', 'abandoned', 'short_abandon', 'overflow')) AS offered,
-    countIf(outcome = 'answered') AS answered,
-    countIf(outcome = 'abandoned') AS abandoned,
-    countIf(outcome = 'short_abandon') AS short_abandoned,
-    countIf(outcome = 'overflow') AS overflowed,
-    countIf(outcome = 'answered' AND in_sla = 1) AS answered_in_sla,
-    countIf(outcome IN ('abandoned', 'short_abandon') AND wait_ms <= sla_threshold_ms) AS abandoned_in_sla,
-    sumIf(wait_ms, outcome = 'answered') AS answered_wait_ms,
-    sumIf(wait_ms, outcome = 'abandoned') AS abandoned_wait_ms,
-    maxIf(toNullable(wait_ms), is_visit AND outcome != 'waiting') AS max_wait_ms,
+    sum(visits) AS visits,
+    sum(offered) AS offered,
+    sum(answered) AS answered,
+    sum(abandoned) AS abandoned,
+    sum(short_abandoned) AS short_abandoned,
+    sum(overflowed) AS overflowed,
+    sum(answered_in_sla) AS answered_in_sla,
+    sum(abandoned_in_sla) AS abandoned_in_sla,
+    sum(answered_wait_ms) AS answered_wait_ms,
+    sum(abandoned_wait_ms) AS abandoned_wait_ms,
+    max(max_wait_ms) AS max_wait_ms,
     now64(3, 'UTC') AS computed_at
 FROM
 (
-    SELECT
-        toStartOfInterval(toDateTime(entered_at), INTERVAL 15 MINUTE) AS interval_start,
-        queue_name,
-        1 AS is_visit,
-        toString(outcome) AS outcome,
-        toInt64(round(coalesce(wait_s, 0) * 1000)) AS wait_ms,
-        in_sla,
-        toInt64(sla_threshold_s) * 1000 AS sla_threshold_ms
-    FROM pbx.queue_calls_since(since = lo)
+    SELECT * FROM pbx.queue_stats_15m_since(since = lo)
     UNION ALL
     -- Intervals computed before get a row again even if no visit is left in
     -- them (a re-delivered queue_in folded into an earlier one).
-    SELECT DISTINCT interval_start, toString(queue_name), 0, '', 0, 0, 0
+    SELECT DISTINCT interval_start, toString(queue_name), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL
     FROM pbx.queue_stats_15m_data
     WHERE interval_start >= lo
 )
@@ -120,7 +133,8 @@ SELECT
     answered_in_sla,
     if(answered + abandoned = 0, NULL, 100 * answered_in_sla / (answered + abandoned)) AS sla_pct,
     if(answered = 0, NULL, 100 * answered_in_sla / answered) AS sla_answered_pct,
-    if(offered - overflowed = 0, NULL, 100 * (answered_in_sla + abandoned_in_sla) / (offered - overflowed)) AS sla_inclusive_pct,
+    if(offered - overflowed = 0, NULL,
+        100 * (answered_in_sla + abandoned_in_sla) / (offered - overflowed)) AS sla_inclusive_pct,
     if(answered + abandoned = 0, NULL, 100 * abandoned / (answered + abandoned)) AS abandon_rate_pct,
     if(answered = 0, NULL, answered_wait_ms / answered / 1000) AS asa_s,
     if(abandoned = 0, NULL, abandoned_wait_ms / abandoned / 1000) AS avg_abandon_s,
@@ -147,6 +161,58 @@ CREATE TABLE IF NOT EXISTS pbx.agent_stats_15m_data ${ON_CLUSTER}
 ENGINE = ${REPLICATED}ReplacingMergeTree(computed_at)
 ORDER BY (interval_start, agent);
 
+-- Per (interval, agent) from `since` (an interval boundary) on: what
+-- pbx.agent_stats_15m_data stores. Answers for ring_no_answer are looked up
+-- from one day before `since`.
+CREATE VIEW IF NOT EXISTS pbx.agent_stats_15m_since ${ON_CLUSTER} AS
+SELECT
+    interval_start,
+    agent,
+    sumIf(ms, state IN ('talk', 'paused', 'idle')) AS logged_in_ms,
+    sumIf(ms, state = 'paused') AS paused_ms,
+    sumIf(ms, state = 'talk') AS talk_ms,
+    sumIf(ms, state = 'idle') AS idle_ms,
+    countIf(state = 'answer') AS calls_answered,
+    countIf(state = 'ring_no_answer') AS ring_no_answer
+FROM
+(
+    -- Segment time, split at interval boundaries to the millisecond.
+    SELECT interval_start, agent, state, ms
+    FROM
+    (
+        SELECT
+            agent,
+            toString(state) AS state,
+            greatest(started_at, {since:DateTime64(3, 'UTC')}) AS seg_start,
+            ended_at AS seg_end,
+            arrayJoin(arrayMap(
+                i -> toStartOfInterval(toDateTime(seg_start), INTERVAL 15 MINUTE) + toIntervalMinute(15 * i),
+                range(toUInt64(intDiv(
+                    toUnixTimestamp(toStartOfInterval(toDateTime(seg_end), INTERVAL 15 MINUTE))
+                    - toUnixTimestamp(toStartOfInterval(toDateTime(seg_start), INTERVAL 15 MINUTE)),
+                    900) + 1)))) AS interval_start,
+            dateDiff('millisecond', greatest(seg_start, toDateTime64(interval_start, 3, 'UTC')),
+                least(seg_end, toDateTime64(interval_start + toIntervalMinute(15), 3, 'UTC'))) AS ms
+        FROM pbx.agent_segments_since(since = {since:DateTime64(3, 'UTC')})
+        WHERE state != 'logged_out' AND ended_at > started_at
+    )
+    WHERE ms > 0
+    UNION ALL
+    SELECT toStartOfInterval(toDateTime(received_at), INTERVAL 15 MINUTE), line_userid, 'answer', 0
+    FROM pbx.events
+    WHERE event = 'answered_internal' AND line_userid != '' AND received_at >= {since:DateTime64(3, 'UTC')}
+    UNION ALL
+    -- A ring of an agent on a call that agent never answered.
+    SELECT toStartOfInterval(toDateTime(received_at), INTERVAL 15 MINUTE), line_userid, 'ring_no_answer', 0
+    FROM pbx.events
+    WHERE event = 'start_int_dial' AND line_userid != '' AND received_at >= {since:DateTime64(3, 'UTC')}
+      AND (call_id, line_userid) NOT IN
+        (SELECT call_id, line_userid FROM pbx.events
+         WHERE event IN ('answered_internal', 'answered_external')
+           AND received_at >= {since:DateTime64(3, 'UTC')} - INTERVAL 1 DAY)
+)
+GROUP BY interval_start, agent;
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.agent_stats_15m_refresh ${ON_CLUSTER}
 REFRESH EVERY 5 SECOND APPEND TO pbx.agent_stats_15m_data AS
 WITH
@@ -167,53 +233,21 @@ WITH
 SELECT
     interval_start,
     agent,
-    sumIf(ms, state IN ('talk', 'paused', 'idle')) AS logged_in_ms,
-    sumIf(ms, state = 'paused') AS paused_ms,
-    sumIf(ms, state = 'talk') AS talk_ms,
-    sumIf(ms, state = 'idle') AS idle_ms,
-    countIf(state = 'answer') AS calls_answered,
-    countIf(state = 'ring_no_answer') AS ring_no_answer,
+    sum(logged_in_ms) AS logged_in_ms,
+    sum(paused_ms) AS paused_ms,
+    sum(talk_ms) AS talk_ms,
+    sum(idle_ms) AS idle_ms,
+    sum(calls_answered) AS calls_answered,
+    sum(ring_no_answer) AS ring_no_answer,
     data_end,
     now64(3, 'UTC') AS computed_at
 FROM
 (
-    -- Segment time, split at interval boundaries to the millisecond.
-    SELECT interval_start, agent, state, ms
-    FROM
-    (
-        SELECT
-            agent,
-            toString(state) AS state,
-            greatest(started_at, lo) AS seg_start,
-            ended_at AS seg_end,
-            arrayJoin(arrayMap(
-                i -> toStartOfInterval(toDateTime(seg_start), INTERVAL 15 MINUTE) + toIntervalMinute(15 * i),
-                range(toUInt64(intDiv(
-                    toUnixTimestamp(toStartOfInterval(toDateTime(seg_end), INTERVAL 15 MINUTE))
-                    - toUnixTimestamp(toStartOfInterval(toDateTime(seg_start), INTERVAL 15 MINUTE)), 900) + 1)))) AS interval_start,
-            dateDiff('millisecond', greatest(seg_start, toDateTime64(interval_start, 3, 'UTC')),
-                least(seg_end, toDateTime64(interval_start + toIntervalMinute(15), 3, 'UTC'))) AS ms
-        FROM pbx.agent_segments_since(since = lo)
-        WHERE state != 'logged_out' AND ended_at > started_at
-    )
-    WHERE ms > 0
-    UNION ALL
-    SELECT toStartOfInterval(toDateTime(received_at), INTERVAL 15 MINUTE), line_userid, 'answer', 0
-    FROM pbx.events
-    WHERE event = 'answered_internal' AND line_userid != '' AND received_at >= lo
-    UNION ALL
-    -- A ring of an agent on a call that agent never answered (answers looked
-    -- up from one day before the window on).
-    SELECT toStartOfInterval(toDateTime(received_at), INTERVAL 15 MINUTE), line_userid, 'ring_no_answer', 0
-    FROM pbx.events
-    WHERE event = 'start_int_dial' AND line_userid != '' AND received_at >= lo
-      AND (call_id, line_userid) NOT IN
-        (SELECT call_id, line_userid FROM pbx.events
-         WHERE event IN ('answered_internal', 'answered_external') AND received_at >= lo - INTERVAL 1 DAY)
+    SELECT * FROM pbx.agent_stats_15m_since(since = lo)
     UNION ALL
     -- Intervals computed before get a row again even if nothing is left in
     -- them (a late logout shortens an agent's time).
-    SELECT DISTINCT interval_start, agent, '', 0
+    SELECT DISTINCT interval_start, agent, 0, 0, 0, 0, 0, 0
     FROM pbx.agent_stats_15m_data
     WHERE interval_start >= lo
 )
@@ -232,3 +266,40 @@ SELECT
     if(talk_ms + idle_ms = 0, NULL, 100 * talk_ms / (talk_ms + idle_ms)) AS occupancy_pct
 FROM pbx.agent_stats_15m_data FINAL
 WHERE logged_in_ms > 0 OR calls_answered > 0 OR ring_no_answer > 0;
+
+-- The same two views computed from raw events on every read, with no
+-- materialization: for checking (tests compare them) and for measuring what
+-- the materialization saves (bench/). Slow on months of data; dashboards read
+-- pbx.queue_stats_15m and pbx.agent_stats_15m.
+CREATE VIEW IF NOT EXISTS pbx.queue_stats_15m_raw ${ON_CLUSTER} AS
+SELECT
+    interval_start,
+    queue_name,
+    offered,
+    answered,
+    abandoned,
+    short_abandoned,
+    overflowed,
+    answered_in_sla,
+    if(answered + abandoned = 0, NULL, 100 * answered_in_sla / (answered + abandoned)) AS sla_pct,
+    if(answered = 0, NULL, 100 * answered_in_sla / answered) AS sla_answered_pct,
+    if(offered - overflowed = 0, NULL,
+        100 * (answered_in_sla + abandoned_in_sla) / (offered - overflowed)) AS sla_inclusive_pct,
+    if(answered + abandoned = 0, NULL, 100 * abandoned / (answered + abandoned)) AS abandon_rate_pct,
+    if(answered = 0, NULL, answered_wait_ms / answered / 1000) AS asa_s,
+    if(abandoned = 0, NULL, abandoned_wait_ms / abandoned / 1000) AS avg_abandon_s,
+    max_wait_ms / 1000 AS max_wait_s
+FROM pbx.queue_stats_15m_since(since = toDateTime64(0, 3, 'UTC'));
+
+CREATE VIEW IF NOT EXISTS pbx.agent_stats_15m_raw ${ON_CLUSTER} AS
+SELECT
+    interval_start,
+    agent,
+    logged_in_ms / 1000 AS logged_in_s,
+    paused_ms / 1000 AS paused_s,
+    talk_ms / 1000 AS talk_s,
+    idle_ms / 1000 AS idle_s,
+    calls_answered,
+    ring_no_answer,
+    if(talk_ms + idle_ms = 0, NULL, 100 * talk_ms / (talk_ms + idle_ms)) AS occupancy_pct
+FROM pbx.agent_stats_15m_since(since = toDateTime64(0, 3, 'UTC'));

@@ -175,3 +175,12 @@ def test_queue_calls_since_is_queue_calls_from_that_time(imported) -> None:
     windowed = rows(client, "SELECT * EXCEPT (sla_threshold_s, short_abandon_s) "
                             "FROM pbx.queue_calls_since(since = {s:DateTime64(3)}) ORDER BY ALL", {"s": since})
     assert len(full) > 100 and windowed == full
+
+
+@pytest.mark.parametrize("view", ["queue_stats_15m", "agent_stats_15m"])
+def test_materialized_equals_computed_from_raw_events(imported, view: str) -> None:
+    client, _ = imported
+    materialized = rows(client, f"SELECT * FROM pbx.{view} ORDER BY interval_start, 2")
+    raw = rows(client, f"SELECT * FROM pbx.{view}_raw ORDER BY interval_start, 2")
+    assert len(raw) > 100
+    assert materialized == [{k: (pytest.approx(v) if isinstance(v, float) else v) for k, v in r.items()} for r in raw]
