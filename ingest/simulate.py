@@ -198,7 +198,7 @@ class _Call:
     caller_num: str
     did: str
     queue: str = ""
-    state: str = "ivr"  # ivr, waiting, ringing, talk, done
+    state: str = "ivr"  # ivr, waiting, ringing, talk, dialing (outbound), done
     visit: _Visit | None = None
     visits: list[_Visit] = dataclasses.field(default_factory=list)
     ringing_agent: _Agent | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
+import json
 import os
 import random
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 from ingest import db, importer
 from ingest.cli import main as cli_main
-from ingest.simulate import SimConfig, SimEvent, access_log_line, offset_function, simulate, write_access_log
+from ingest.simulate import SimConfig, SimEvent, access_log_line, offset_function, simulate
 
 UTC = dt.timezone.utc
 
@@ -215,8 +216,6 @@ def test_imported_simulation_matches_the_truth_event_counts(tmp_path, dsn, capsy
                      "--tz-offset", "Europe/Prague", "--truth", str(truth)]) == 0
     assert cli_main(["import", "--clickhouse", dsn, "--no-progress", str(log)]) == 0
     capsys.readouterr()
-    import json
-
     expected = json.loads(truth.read_text())["event_counts"]
     client = db.connect(dsn)
     try:

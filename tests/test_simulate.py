@@ -94,6 +94,14 @@ def test_scenario_has_the_cases_the_views_must_handle(default_sim, busy_cut_sim)
     assert any(e == "start_call" and p["caller_type"] == "internal" for _, e, p in hooks)
 
 
+def test_drain_mode_ends_everything_it_started(default_sim):
+    counts = default_sim.truth["event_counts"]
+    assert counts["pbx_agent_login"] == counts["pbx_agent_logout"]
+    assert counts["start_call"] == counts["call_end"]
+    assert all(v["outcome"] != "waiting" for v in default_sim.truth["queue_visits"])
+    assert default_sim.truth["period"]["until"] is None
+
+
 def literal_visits(sim, short_abandon_s: int = 5, sla: int = 20) -> list[dict]:
     """Issue 4's queue-visit definitions, read straight off the webhooks."""
     hooks = webhooks(sim)
