@@ -82,7 +82,9 @@ _blake2b = hashlib.blake2b
 # builds LowCardinality dictionaries in Python, which measured at half the insert
 # cost; the engine converts on insert (input_format_native_allow_types_conversion).
 _INSERT_TYPES = [t.replace("LowCardinality(String)", "String") for t in COLUMN_TYPES]
-_INSERT_SETTINGS = {"input_format_native_allow_types_conversion": 1}
+# On a cluster pbx.events is a Distributed table: the insert returns once the rows are on their
+# shard, so the next batch's "already stored?" check sees them.
+_INSERT_SETTINGS = {"input_format_native_allow_types_conversion": 1, "distributed_foreground_insert": 1}
 
 
 class LogFileError(OSError):
