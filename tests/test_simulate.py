@@ -296,7 +296,7 @@ def test_offsets_and_log_lines():
 
 def test_sending_to_a_running_service_stores_every_event(serve):
     sim = simulate(SimConfig(seed=9, hours=0.25))
-    sent, failed = send_to_target(sim.events, serve.url, speed=0, concurrency=4)
+    sent, failed = send_to_target(sim.events, serve.url, speed=9000, concurrency=4)  # 15 min in 0.1 s
     assert (sent, failed) == (len(sim.events), 0)
     assert serve.stop() == 0
     client = db.connect(serve.dsn)
