@@ -487,7 +487,8 @@ def test_full_recompute_command_rewrites_every_interval(ch: Client) -> None:
     insert(ch, _scenario_calls())
     refresh(ch)
     before = rows(ch, "SELECT * FROM pbx.queue_stats_15m ORDER BY queue_name")
-    ch.command("INSERT INTO pbx.event_arrivals SELECT toStartOfHour(received_at), now64(3, 'UTC') FROM pbx.events GROUP BY 1")
+    ch.command("INSERT INTO pbx.event_arrivals "
+               "SELECT toStartOfHour(received_at), now64(3, 'UTC') FROM pbx.events GROUP BY 1")
     refresh(ch)
     assert rows(ch, "SELECT * FROM pbx.queue_stats_15m ORDER BY queue_name") == before
     computed = ch.query("SELECT uniqExact(computed_at) FROM pbx.queue_stats_15m_data").result_rows[0][0]
@@ -535,7 +536,8 @@ def test_webhooks_through_the_service_reach_every_view(serve) -> None:
         assert rows(client, "SELECT agent, state, on_call FROM pbx.agents_now") == [
             dict(agent="linuxbox", state="talk", on_call=1)]
         assert rows(client, "SELECT queue_name, waiting FROM pbx.queue_now") == [dict(queue_name="helpdesk", waiting=0)]
-        assert rows(client, "SELECT spy_type, ended_at FROM pbx.spy_sessions") == [dict(spy_type="whisper", ended_at=None)]
+        assert rows(client, "SELECT spy_type, ended_at FROM pbx.spy_sessions") == [
+            dict(spy_type="whisper", ended_at=None)]
         assert rows(client, "SELECT recorded, unstopped, ended_at FROM pbx.recording_audit") == [
             dict(recorded=1, unstopped=1, ended_at=None)]
     finally:

@@ -2,8 +2,9 @@
 
 A simulated day goes through the real backfill path: written as access logs
 split by hour, imported one file at a time in shuffled order (the 15-minute
-views refreshed after each), then imported again (every line a duplicate). The simulator computes the expected metrics from its own
-state, independently of the SQL; every column of every view must match.
+views refreshed after each), then imported again (every line a duplicate).
+The simulator computes the expected metrics from its own state, independently
+of the SQL; every column of every view must match.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clickhouse_connect.driver.client import Client
 from views_helpers import refresh, rows
 
 from ingest.importer import import_files
