@@ -608,6 +608,10 @@ def run(
     try:
         if migrate:
             db.apply_migrations(client)
+        elif not client.command(f"EXISTS TABLE {db.DATABASE}.events"):
+            err.write(f"pbx-analytics import: {db.DATABASE}.events does not exist at {dsn}: run "
+                      "`pbx-analytics migrate` first, or import without --no-migrate\n")
+            return 1
         stats = import_files(client, paths, batch_size=batch_size, errors=err,
                              progress=err if show_progress else None, jobs=jobs)
     except LogFileError as exc:

@@ -195,6 +195,13 @@ def test_a_missing_file_is_an_error_naming_it_and_nothing_is_imported(sim, tmp_p
         client.close()
 
 
+def test_no_migrate_on_an_empty_engine_says_to_migrate(sim, tmp_path, dsn):
+    log = _write(tmp_path / "a.log", _lines(sim.events[:5]))
+    err = io.StringIO()
+    assert importer.run(dsn, [str(log)], migrate=False, out=io.StringIO(), err=err) == 1
+    assert "pbx.events does not exist" in err.getvalue() and "pbx-analytics migrate" in err.getvalue()
+
+
 def test_a_truncated_gzip_keeps_the_lines_before_the_damage(sim, tmp_path, dsn):
     log = _write(tmp_path / "cut.log.gz", _lines(sim.events))
     data = log.read_bytes()
