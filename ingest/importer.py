@@ -583,6 +583,11 @@ def import_files(
     return stats
 
 
+def _redact(dsn: str) -> str:
+    """The DSN without its password."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", dsn)
+
+
 def run(
     dsn: str,
     paths: Iterable[str],
@@ -604,6 +609,9 @@ def run(
         client = db.connect(dsn)
     except db.EngineBusyError as exc:
         err.write(f"pbx-analytics import: {exc}\n")
+        return 1
+    except Exception as exc:  # unreachable server, bad credentials: say so, no traceback
+        err.write(f"pbx-analytics import: cannot connect to {_redact(dsn)}: {exc}\n")
         return 1
     try:
         if migrate:

@@ -202,6 +202,17 @@ def test_no_migrate_on_an_empty_engine_says_to_migrate(sim, tmp_path, dsn):
     assert "pbx.events does not exist" in err.getvalue() and "pbx-analytics migrate" in err.getvalue()
 
 
+def test_an_unreachable_server_is_a_message_without_the_password(sim, tmp_path):
+    from conftest import free_port
+
+    log = _write(tmp_path / "a.log", _lines(sim.events[:5]))
+    err = io.StringIO()
+    dsn = f"http://importer:s3cret@127.0.0.1:{free_port()}/pbx"
+    assert importer.run(dsn, [str(log)], out=io.StringIO(), err=err) == 1
+    assert "cannot connect to http://importer:***@127.0.0.1" in err.getvalue()
+    assert "s3cret" not in err.getvalue()
+
+
 def test_a_truncated_gzip_keeps_the_lines_before_the_damage(sim, tmp_path, dsn):
     log = _write(tmp_path / "cut.log.gz", _lines(sim.events))
     data = log.read_bytes()
