@@ -184,9 +184,7 @@ class BatchWriter:
         if not drained:
             log.warning("shutdown with rows still in the spool; they are written at the next start",
                         extra={"rows": self._spool.backlog})
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._drop_client()
         return drained
 
     # ---- the loop -----------------------------------------------------------
@@ -219,37 +217,70 @@ class BatchWriter:
             spool.wait_for_change(backlog, self._flush_interval - (now - seen_at))
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # a bug: say so loudly; the spool keeps everything for the next start
+            log.critical("writer stopped; acknowledged webhooks stay in the spool", exc_info=True)
+            self.last_error = "writer stopped (see the log); restart the service"
+            raise
+
+    def _loop(self) -> None:
         backoff = BACKOFF_START_S
         while self._wait_due():
-            batch = self._spool.next_batch(self._batch_size)
+            try:
+                batch = self._spool.next_batch(self._batch_size)
+            except OSError as exc:  # the checkpoint could not be written (disk full?)
+                self._failed(f"spool checkpoint: {exc}", 0)
+                self._pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP_S)
+                continue
             if batch is None:
                 self._spool.wait_for_change(self._spool.backlog, 0.05)
                 continue
             try:
                 self._store(batch)
             except Exception as exc:  # an outage: the batch stays in the spool
-                self._client = None
+                self._drop_client()
                 self._metrics.insert_failures.inc()
                 self._metrics.engine_up.set(0)
-                if self.last_error is None:
-                    log.error("insert failed; events stay in the spool and are retried",
-                              extra={"error": str(exc), "rows": len(batch.payloads)})
-                self.last_error = str(exc)
+                self._failed(str(exc), len(batch.payloads))
                 if self._stop.is_set() and self._out_of_time():
                     return
-                if self._stop.is_set():
-                    time.sleep(min(backoff, 0.5))
-                else:
-                    self._stop.wait(backoff)
+                self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
                 continue
-            self._spool.confirm(batch)
+            self._metrics.engine_up.set(1)
+            try:
+                self._spool.confirm(batch)
+            except OSError as exc:  # stored, but not recorded: the replay is deduplicated
+                self._failed(f"spool checkpoint: {exc}", 0)
+                self._pause(backoff)
+                continue
             if self.last_error is not None:
                 log.warning("inserts recovered", extra={"backlog": self._spool.backlog})
             self.last_error = None
             self.last_success = time.time()
-            self._metrics.engine_up.set(1)
             backoff = BACKOFF_START_S
+
+    def _failed(self, error: str, rows: int) -> None:
+        if self.last_error is None:  # one line per outage, not per retry
+            log.error("insert failed; events stay in the spool and are retried",
+                      extra={"error": error, "rows": rows})
+        self.last_error = error
+
+    def _pause(self, seconds: float) -> None:
+        if self._stop.is_set():
+            time.sleep(min(seconds, 0.5))  # draining: keep trying until the deadline
+        else:
+            self._stop.wait(seconds)
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
 
     # ---- one batch ------------------------------------------------------------
 
