@@ -126,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
                 report["results"]["queries"] = res
                 print(f"\ndata: {res['data']}")
                 print_table("Dashboard queries", queries.table(res))
+                print_table("Materialized view against raw events", queries.gain_table(res))
             except queries.NotReady as exc:
                 report["results"]["queries"] = {"not_run": str(exc)}
                 print(f"\n## Queries\nnot run: {exc}")
