@@ -625,6 +625,10 @@ def run(
     except LogFileError as exc:
         err.write(f"pbx-analytics import: {exc}\n")
         return 1
+    except Exception as exc:  # the engine failed midway: what is stored stays, a rerun resumes
+        err.write(f"pbx-analytics import: stopped: {exc}\nThe batches before this one are stored; run "
+                  "the same import again to finish (lines already stored are skipped).\n")
+        return 1
     finally:
         client.close()
     out.write(stats.summary() + "\n")
