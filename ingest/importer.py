@@ -41,9 +41,9 @@ from ingest.spec import EVENTS
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
-    "auto_jobs",
     "ImportStats",
     "LogFileError",
+    "auto_jobs",
     "import_files",
     "line_event_id",
     "parse_log_time",
@@ -599,7 +599,8 @@ def run(
     out: IO[str] = sys.stdout,
     err: IO[str] = sys.stderr,
 ) -> int:
-    """``pbx-analytics import``: the exit status (0 ok, 1 nothing readable or unreadable files, 2 usage)."""
+    """``pbx-analytics import``: the exit status (0 every file read; 1 a file unreadable, the engine
+    busy, unreachable or failing; 2 bad flags). See docs/import.md."""
     paths = list(paths)
     if batch_size <= 0:
         err.write(f"pbx-analytics import: --batch-size must be positive, got {batch_size}\n")
