@@ -741,6 +741,7 @@ def _truth(sim: _Sim) -> dict[str, Any]:
                    for k, v in dataclasses.asdict(cfg).items()},
         "event_counts": dict(sorted(counts.items())),
         "queue_visits": visits,
+        "queue_stats_15m": _queue_stats(visits, cfg.sla_threshold_s),
         "agent_seconds": _agent_seconds(sim, until),
         "spy_sessions": [{
             "call_id": s["call_id"], "spying_userid": s["spying_userid"],
@@ -751,6 +752,45 @@ def _truth(sim: _Sim) -> dict[str, Any]:
         } for s in sim.spies],
         "recordings": _recordings(sim),
     }
+
+
+def _queue_stats(visits: list[dict[str, Any]], sla: int) -> list[dict[str, Any]]:
+    """pbx.queue_stats_15m by its definitions: a visit counts in the interval of its entered_at."""
+
+    def pct(num: float, den: float) -> float | None:
+        return None if den == 0 else 100.0 * num / den
+
+    def avg(values: list[int]) -> float | None:
+        return None if not values else sum(values) / len(values)
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for v in visits:
+        t = int(dt.datetime.strptime(v["entered_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+                .timestamp())
+        groups.setdefault((_iso(t - t % INTERVAL_S) or "", v["queue_name"]), []).append(v)
+    rows = []
+    for (interval, queue), vs in sorted(groups.items()):
+        by = {o: [v for v in vs if v["outcome"] == o] for o in
+              ("answered", "abandoned", "short_abandon", "overflow", "waiting")}
+        answered, abandoned = len(by["answered"]), len(by["abandoned"])
+        short, overflowed = len(by["short_abandon"]), len(by["overflow"])
+        offered = answered + abandoned + short + overflowed
+        in_sla = sum(1 for v in by["answered"] if v["wait_s"] <= sla)
+        abandoned_in_sla = sum(1 for v in by["abandoned"] + by["short_abandon"] if v["wait_s"] <= sla)
+        ended = [v["wait_s"] for v in vs if v["outcome"] != "waiting"]
+        rows.append({
+            "interval_start": interval, "queue_name": queue, "offered": offered, "answered": answered,
+            "abandoned": abandoned, "short_abandoned": short, "overflowed": overflowed,
+            "answered_in_sla": in_sla,
+            "sla_pct": pct(in_sla, answered + abandoned),
+            "sla_answered_pct": pct(in_sla, answered),
+            "sla_inclusive_pct": pct(in_sla + abandoned_in_sla, offered - overflowed),
+            "abandon_rate_pct": pct(abandoned, answered + abandoned),
+            "asa_s": avg([v["wait_s"] for v in by["answered"]]),
+            "avg_abandon_s": avg([v["wait_s"] for v in by["abandoned"]]),
+            "max_wait_s": max(ended) if ended else None,
+        })
+    return rows
 
 
 def _agent_seconds(sim: _Sim, until: int | None) -> list[dict[str, Any]]:

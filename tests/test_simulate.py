@@ -141,6 +141,11 @@ def test_truth_queue_visits_follow_the_definitions_literally(which, request):
     sim = request.getfixturevalue(which)
     assert sim.truth["queue_visits"] == literal_visits(sim)
     assert sim.truth["thresholds"] == {"sla_threshold_s": 20, "short_abandon_s": 5}
+    stats = sim.truth["queue_stats_15m"]
+    outcomes = Counter(v["outcome"] for v in sim.truth["queue_visits"])
+    assert sum(r["offered"] for r in stats) == len(sim.truth["queue_visits"]) - outcomes["waiting"]
+    assert sum(r["short_abandoned"] for r in stats) == outcomes["short_abandon"]
+    assert sum(r["answered_in_sla"] for r in stats) == sum(v["in_sla"] for v in sim.truth["queue_visits"])
 
 
 def literal_agent_seconds(sim, until: int | None) -> dict[tuple[str, str], dict]:
