@@ -115,13 +115,23 @@ def test_gzip_is_recognised_by_content_whatever_the_name(sim, tmp_path, ch):
     assert importer.import_files(ch, [renamed]).imported == 100
 
 
-def test_offset_change_within_a_file_gives_monotonic_utc_times(tmp_path, ch):
-    # Europe/Prague leaves summer time at 01:00 UTC on 25 Oct 2026: local 02:00-02:59 happens twice.
-    start = int(dt.datetime(2026, 10, 25, 0, 0, tzinfo=UTC).timestamp())
+@pytest.mark.parametrize(
+    ("day", "before", "after"),
+    [
+        # Europe/Prague leaves summer time at 01:00 UTC on 25 Oct 2026: local 02:00-02:59 happens twice.
+        pytest.param(dt.datetime(2026, 10, 25, tzinfo=UTC), "[25/Oct/2026:02:55:00 +0200]",
+                     "[25/Oct/2026:02:00:00 +0100]", id="summer-to-winter"),
+        # ...and enters it at 01:00 UTC on 29 Mar 2026: local 02:00-02:59 never happens.
+        pytest.param(dt.datetime(2026, 3, 29, tzinfo=UTC), "[29/Mar/2026:01:55:00 +0100]",
+                     "[29/Mar/2026:03:00:00 +0200]", id="winter-to-summer"),
+    ],
+)
+def test_offset_change_within_a_file_gives_monotonic_utc_times(day, before, after, tmp_path, ch):
+    start = int(day.timestamp())
     times = [start + 300 * i for i in range(25)]  # 00:00 .. 02:00 UTC
     events = [SimEvent(t, "call_end", f"call_id={t}.1") for t in times]
     lines = _lines(events, tz="Europe/Prague")
-    assert "[25/Oct/2026:02:55:00 +0200]" in lines[11] and "[25/Oct/2026:02:00:00 +0100]" in lines[12]
+    assert before in lines[11] and after in lines[12]
     lines.append('10.0.0.5 - - [02/Nov/2026:09:00:17 +0100] "GET /call_end?call_id=x HTTP/1.1" 200 3\n')
     importer.import_files(ch, [_write(tmp_path / "dst.log", lines)])
     got = [r[0] for r in ch.query("SELECT received_at FROM pbx.events ORDER BY call_id").result_rows]
