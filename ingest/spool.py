@@ -177,6 +177,7 @@ class Spool:
         self._syncing = False
         self._sync_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closing = False
+        self._suspect = False  # the active segment's tail is in doubt (a failed write or fsync)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         #: Called with (seconds, records) after each fsync'd group (metrics).
@@ -399,6 +400,9 @@ class Spool:
         # The bytes are in the file either way: later records start after them.
         self._durable(seg, written, len(payloads))
         if error is not None:
+            # After a failed fsync the kernel may have dropped those pages: never
+            # append acknowledged records behind them.
+            self._suspect = True
             self._fail(waiters, error)
         else:
             self.last_write_error = None
@@ -428,6 +432,12 @@ class Spool:
 
     def _write_group(self, payloads: list[bytes]) -> tuple[_Segment, int]:
         """Append records to the active segment file (not yet durable)."""
+        if self._suspect:
+            # The active segment may hold bytes we could not cut or sync: seal it
+            # (recovery cuts its tail) and put later records in a fresh file.
+            self._maybe_rotate(force=True)
+            if self._suspect:
+                raise OSError("spool segment unusable and no new one could be started")
         seg = self._active
         buf = b"".join([encode_record(p) for p in payloads])
         try:
@@ -440,7 +450,7 @@ class Spool:
             try:
                 os.ftruncate(seg.fd, seg.written)
             except OSError:
-                pass
+                self._suspect = True
             raise
         seg.written += len(buf)
         return seg, len(buf)
@@ -454,10 +464,10 @@ class Spool:
             self._backlog += records
             self._cond.notify_all()  # wake the consumer
 
-    def _maybe_rotate(self) -> None:
+    def _maybe_rotate(self, force: bool = False) -> None:
         """Seal the active segment once it is big enough; start the next one."""
         seg = self._active
-        if seg.end < self.segment_bytes or seg.written != seg.end:
+        if not force and (seg.end < self.segment_bytes or seg.written != seg.end):
             return
         try:
             new = self._create_segment(seg.number + 1)
@@ -470,6 +480,7 @@ class Spool:
             self._bytes += new.end
         os.close(seg.fd)
         seg.fd = -1
+        self._suspect = False
 
     # ---- consumer -------------------------------------------------------
 
@@ -522,13 +533,15 @@ class Spool:
         if cp.offset >= limit:
             return None
         batch = self._read(seg, cp.offset, limit, max_records)
+        if not batch.payloads:  # the record at the checkpoint is damaged
+            return self.next_batch(max_records) if self._skip_damage(seg, cp) else None
         self._set_checkpoint(
             _Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=batch.start, intent_end=batch.end)
         )
         return batch
 
     def _read(self, seg: _Segment, start: int, limit: int, max_records: int | None) -> Batch:
-        """Records in ``[start, limit)`` (durable, immutable), at most ``max_records``."""
+        """Valid records in ``[start, limit)``, at most ``max_records``; stops at damage."""
         fd = self._read_fds.get(seg.number)
         if fd is None:
             fd = self._read_fds[seg.number] = os.open(seg.path, os.O_RDONLY)
@@ -537,16 +550,48 @@ class Spool:
         payloads: list[bytes] = []
         offset = 0
         while offset + HEADER_SIZE <= len(data) and (max_records is None or len(payloads) < max_records):
-            length, _crc = _HEADER.unpack_from(data, offset)
+            length, crc = _HEADER.unpack_from(data, offset)
             end = offset + HEADER_SIZE + length
+            if start + end > limit or length > MAX_RECORD_BYTES:
+                break  # damage: a length running past the durable data
             if end > len(data):
                 if payloads:
                     break
                 data = os.pread(fd, end, start)  # one record larger than the read window
                 continue
-            payloads.append(data[offset + HEADER_SIZE : end])
+            payload = data[offset + HEADER_SIZE : end]
+            if zlib.crc32(payload) != crc:
+                break  # damage (only after an I/O error): the batch ends before it
+            payloads.append(payload)
             offset = end
         return Batch(self._checkpoint.spool_id, seg.number, start, start + offset, seg.meta, payloads)
+
+    def _skip_damage(self, seg: _Segment, cp: _Checkpoint) -> bool:
+        """Damage at the checkpoint (after a failed write or fsync): set the rest of
+        that segment aside in ``damaged/`` and go on with the next segment (True)."""
+        if seg is self._active:
+            self._suspect = True  # the producer seals it at its next group; skipped then
+            return False
+        data = os.pread(self._read_fds[seg.number], seg.end - cp.offset, cp.offset)
+        self._save_damage(seg.number, cp.offset, data)
+        lost = len(_scan(data, 0)[0])
+        log.error("damaged spool records set aside", extra={"segment": seg.number, "offset": cp.offset,
+                                                             "bytes": len(data), "valid_records_after": lost})
+        with self._cond:
+            # Valid records after the damage are in damaged/ too, no longer in the backlog.
+            self._backlog = self._recount_backlog(seg.number)
+            nxt = self._advance(_Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.end))
+        self._set_checkpoint(nxt)
+        return True
+
+    def _recount_backlog(self, after: int) -> int:
+        """Records in the segments after ``after`` (rare: only after damage)."""
+        total = 0
+        for number, seg in self._segments.items():
+            if number > after:
+                with open(seg.path, "rb") as f:
+                    total += len(_scan(f.read(seg.end), seg.data_start)[0])
+        return total
 
     def confirm(self, batch: Batch) -> None:
         """``batch`` is stored: move the checkpoint past it, durably."""

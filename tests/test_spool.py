@@ -216,3 +216,23 @@ def test_a_full_spool_accepts_again_once_written(tmp_path: Path) -> None:
     assert spool.size_bytes <= 4096 + 100
     spool.append_sync([b"y" * 60] * 200)
     spool.close()
+
+
+def test_damage_inside_a_sealed_segment_is_set_aside_and_the_rest_still_flows(tmp_path: Path) -> None:
+    """A record failing its CRC at read time (an I/O error under a written segment) never blocks the spool."""
+    spool = _open(tmp_path, segment_bytes=150)
+    for i in range(6):
+        spool.append_sync([f"rec-{i}".encode() * 5])
+    first = sorted(tmp_path.glob("*.seg"))[0]
+    with open(first, "r+b") as f:  # damage the first segment's last record under the running spool
+        f.seek(-3, os.SEEK_END)
+        f.write(b"\xff\xff\xff")
+    store = DedupStore()
+    _drain(spool, store)
+    assert spool.backlog == 0
+    spool.append_sync([b"after"])
+    _drain(spool, store)
+    spool.close()
+    rows = store.rows()
+    assert len(rows) == 6 and rows[-1] == b"after", rows
+    assert list((tmp_path / "damaged").iterdir())
