@@ -56,6 +56,7 @@ def run(workdir: Path, seconds: float, *, rate: float, sample_every: float, serv
         "achieved_rps": round(load_result.rps, 1) if load_result else None,
         "errors": load_result.error_count if load_result else None,
         "p99_ms": load_result.intended_latency_ms.get("p99") if load_result else None,
+        "latency_ms": load_result.intended_latency_ms if load_result else None,
         "rss_after_warmup_mib": round(warm[0][1], 1),
         "rss_end_mib": round(samples[-1][1], 1),
         "peak_rss_mib": round(peak, 1),
