@@ -102,7 +102,14 @@ def _scenario_calls() -> list[tuple]:
 
 
 def _queue_calls(ch: Client) -> dict[tuple[str, str], dict]:
-    return {(r["call_id"], r["queue_name"]): r for r in rows(ch, "SELECT * FROM pbx.queue_calls")}
+    """pbx.queue_calls by (call, queue). Visits older than 6 hours come from its refreshed copy."""
+    refresh(ch)
+    got = {(r["call_id"], r["queue_name"]): r for r in rows(ch, "SELECT * FROM pbx.queue_calls")}
+    raw = {(r["call_id"], r["queue_name"]): r for r in rows(
+        ch, "SELECT * EXCEPT (sla_threshold_s, short_abandon_s) "
+            "FROM pbx.queue_calls_since(since = '1970-01-01 00:00:00')")}
+    assert got == raw, "the materialized history must equal the visits computed from raw events"
+    return got
 
 
 def test_queue_calls_outcomes_and_sla_edges(ch: Client) -> None:
@@ -208,6 +215,7 @@ def test_queue_settings_per_queue_newest_row_wins_and_stats_follow(ch: Client) -
     ch.command("INSERT INTO pbx.queue_settings VALUES ('sales', 10, 10)")
     time.sleep(0.01)  # rows are versioned by their insert time, to the millisecond
     ch.command("INSERT INTO pbx.queue_settings VALUES ('sales', 30, 8)")
+    refresh(ch)
     assert rows(ch, "SELECT outcome, in_sla FROM pbx.queue_calls ORDER BY call_id") == [
         dict(outcome="answered", in_sla=1), dict(outcome="short_abandon", in_sla=0)]
     refresh(ch)
@@ -234,10 +242,12 @@ def test_late_call_end_updates_the_materialized_interval(ch: Client) -> None:
     insert(ch, [ev("queue_in", 0, call_id="c", queue_name="sales")])
     refresh(ch)
     assert rows(ch, "SELECT offered FROM pbx.queue_stats_15m") == [dict(offered=0)]
+    assert rows(ch, "SELECT outcome FROM pbx.queue_calls") == [dict(outcome="waiting")]
     insert(ch, [ev("call_end", 45, call_id="c")])
     refresh(ch)
     assert rows(ch, "SELECT offered, abandoned, avg_abandon_s FROM pbx.queue_stats_15m") == [
         dict(offered=1, abandoned=1, avg_abandon_s=45.0)]
+    assert rows(ch, "SELECT outcome, wait_s FROM pbx.queue_calls") == [dict(outcome="abandoned", wait_s=45.0)]
 
 
 def test_backfill_of_older_events_is_picked_up(ch: Client) -> None:
@@ -445,6 +455,10 @@ def test_live_views_follow_the_latest_events(ch: Client) -> None:
         ev("pbx_agent_logout", ago(50), userid="a3"),
         ev("pbx_agent_login", ago(900), userid="a4", exten="4"),
     ])
+    # Recent visits are computed from raw events: there before any refresh.
+    recent = rows(ch, "SELECT call_id, outcome FROM pbx.queue_calls WHERE queue_name = 'sales' ORDER BY call_id")
+    assert recent == [dict(call_id="done", outcome="answered"), dict(call_id="w1", outcome="waiting"),
+                      dict(call_id="w2", outcome="waiting")]
     queues = {r["queue_name"]: r for r in rows(ch, "SELECT * FROM pbx.queue_now")}
     assert set(queues) == {"sales", "vip"}
     assert (queues["sales"]["waiting"], queues["sales"]["oldest_entered_at"]) == (2, ago(40))
@@ -497,7 +511,7 @@ def test_full_recompute_command_rewrites_every_interval(ch: Client) -> None:
 
 def test_the_schedule_refreshes_by_itself(ch: Client) -> None:
     views = {r["view"] for r in rows(ch, "SELECT view FROM system.view_refreshes WHERE database = 'pbx'")}
-    assert views == {"queue_stats_15m_refresh", "agent_stats_15m_refresh"}
+    assert views == {"queue_stats_15m_refresh", "agent_stats_15m_refresh", "queue_calls_refresh"}
     insert(ch, _visit_events("c", "sales", 0, answer=3, out=3, end=30))
     deadline = time.monotonic() + 30
     while not rows(ch, "SELECT answered FROM pbx.queue_stats_15m") and time.monotonic() < deadline:
