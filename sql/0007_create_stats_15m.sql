@@ -86,7 +86,8 @@ WITH
     (SELECT max(updated_at) FROM pbx.queue_settings) > watermark - INTERVAL 15 SECOND AS settings_changed,
     (
         SELECT minOrNull(received_at) FROM pbx.events
-        WHERE event = 'queue_in' AND call_id IN
+        -- (a call lasts less than a day: its queue_in is at most a day older)
+        WHERE event = 'queue_in' AND received_at >= dirty_from - INTERVAL 1 DAY AND call_id IN
             (SELECT call_id FROM pbx.events WHERE received_at >= dirty_from AND call_id != '')
     ) AS first_dirty_visit,
     assumeNotNull(multiIf(
@@ -222,7 +223,7 @@ WITH
     -- A new answer turns an earlier ring of that call into an answered one.
     (
         SELECT minOrNull(received_at) FROM pbx.events
-        WHERE event = 'start_int_dial' AND call_id IN
+        WHERE event = 'start_int_dial' AND received_at >= dirty_from - INTERVAL 1 DAY AND call_id IN
             (SELECT call_id FROM pbx.events
              WHERE event IN ('answered_internal', 'answered_external') AND received_at >= dirty_from)
     ) AS first_dirty_ring,
