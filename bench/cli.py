@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                      "the bare app's rate when throughput ran, else 2000)")
     run.add_argument("--connections", type=int, default=64,
                      help="closed-loop connections of the throughput runs (default 64)")
+    run.add_argument("--rounds", type=int, default=None,
+                     help="alternating bare/serve runs per server, medians reported (default 3; --smoke: 1)")
     run.add_argument("--paced-connections", dest="paced_connections", type=int, default=64,
                      help="connections of the paced (half the bare rate) runs (default 64)")
     run.add_argument("--serve-env", dest="serve_env", action="append", default=[], metavar="PBX_NAME=VALUE",
@@ -110,7 +112,7 @@ def _run(args: argparse.Namespace) -> int:
             opts = throughput.Options(seconds=seconds, warmup=1.0 if args.smoke else 3.0, servers=servers,
                                       apps=["bare", "serve"] if args.smoke else ["bare", "serve", "naive"],
                                       connections=args.connections, paced_connections=args.paced_connections,
-                                      serve_env=serve_env)
+                                      serve_env=serve_env, rounds=args.rounds or (1 if args.smoke else 3))
             res = throughput.run(opts, workdir / "throughput")
             report["results"]["throughput"] = res
             print_table("Webhook throughput", throughput.table(res))
