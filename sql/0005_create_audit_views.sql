@@ -35,8 +35,8 @@ ARRAY JOIN starts AS start;
 -- or recorded (has a call_recording_start). A segment runs from a
 -- call_recording_start to the next call_recording_stop at or after it, else to
 -- call_end; recording_s is the time covered by segments (overlaps once) within
--- [first answer, call_end]. Until the call ends, ended_at, talk_s and
--- coverage_pct are NULL and only stopped segments count.
+-- [first answer, call_end]: 0 when not recorded, NULL for a recorded call not
+-- answered or not ended yet (the clip has no bound).
 CREATE VIEW IF NOT EXISTS pbx.recording_audit ${ON_CLUSTER} AS
 SELECT
     call_id,
@@ -48,11 +48,14 @@ SELECT
     -- Segments sharing an end are nested, segments with different ends are
     -- disjoint: the covered time is, per distinct end, end - earliest start,
     -- each clipped to [answered_at, ended_at].
-    if(answered_at IS NULL, 0, arraySum(
-        e -> ifNull(greatest(0, dateDiff('millisecond',
-                greatest(arrayMin(arrayFilter((s, se) -> se = e, starts, seg_ends)), answered_at),
-                least(e, coalesce(ended_at, e)))), 0),
-        arrayDistinct(seg_ends)) / 1000) AS recording_s,
+    multiIf(
+        empty(starts), 0,
+        answered_at IS NULL OR ended_at IS NULL, NULL,
+        arraySum(
+            e -> ifNull(greatest(0, dateDiff('millisecond',
+                    greatest(arrayMin(arrayFilter((s, se) -> se = e, starts, seg_ends)), answered_at),
+                    least(e, ended_at))), 0),
+            arrayDistinct(seg_ends)) / 1000) AS recording_s,
     toUInt8(arrayExists(s -> NOT arrayExists(x -> x >= s, stops), starts)) AS unstopped,
     if(talk_s > 0, 100 * recording_s / talk_s, NULL) AS coverage_pct
 FROM
@@ -63,8 +66,7 @@ FROM
         minIf(toNullable(received_at), event = 'call_end') AS ended_at,
         groupArrayIf(received_at, event = 'call_recording_start') AS starts,
         arraySort(groupArrayIf(received_at, event = 'call_recording_stop')) AS stops,
-        -- Each start's segment end: the first stop at or after it, else call_end
-        -- (NULL while the call goes on: arrayDistinct below drops it).
+        -- Each start's segment end: the first stop at or after it, else call_end.
         arrayMap(s -> coalesce(arrayMap(x -> toNullable(x), arrayFilter(x -> x >= s, stops))[1], ended_at), starts) AS seg_ends
     FROM pbx.events
     WHERE event IN ('answered_internal', 'answered_external', 'call_end', 'call_recording_start', 'call_recording_stop')

@@ -406,12 +406,12 @@ def test_recording_audit_every_case(ch: Client) -> None:
         rec("call_recording_start", 40, "r1"), rec("call_end", 110, "r1"),
         # answered, not recorded
         ev("answered_external", 0, call_id="r2", line_userid="a1"), rec("call_end", 60, "r2"),
-        # recorded, never answered
+        # recorded, never answered: nothing to clip to
         rec("call_recording_start", 0, "r3"), rec("call_recording_stop", 5, "r3"), rec("call_end", 6, "r3"),
         # answered and ended at the same instant: talk_s 0, coverage NULL; stop after call_end clipped
         ev("answered_internal", 50, call_id="r4", line_userid="a1"), rec("call_recording_start", 50, "r4"),
         rec("call_end", 50, "r4"), rec("call_recording_stop", 52, "r4"),
-        # still going: a stopped segment counts, talk and coverage not yet known
+        # still going: recording, talk and coverage not known yet
         ev("answered_internal", 0, call_id="r5", line_userid="a1"), rec("call_recording_start", 1, "r5"),
         rec("call_recording_stop", 4, "r5"), rec("call_recording_start", 6, "r5"),
         # a stop without a start, and a call with neither answer nor recording: no row
@@ -424,11 +424,11 @@ def test_recording_audit_every_case(ch: Client) -> None:
         "r2": dict(call_id="r2", answered_at=at(0), ended_at=at(60), talk_s=60.0, recorded=0, segments=0,
                    recording_s=0.0, unstopped=0, coverage_pct=0.0),
         "r3": dict(call_id="r3", answered_at=None, ended_at=at(6), talk_s=None, recorded=1, segments=1,
-                   recording_s=0.0, unstopped=0, coverage_pct=None),
+                   recording_s=None, unstopped=0, coverage_pct=None),
         "r4": dict(call_id="r4", answered_at=at(50), ended_at=at(50), talk_s=0.0, recorded=1, segments=1,
                    recording_s=0.0, unstopped=0, coverage_pct=None),
         "r5": dict(call_id="r5", answered_at=at(0), ended_at=None, talk_s=None, recorded=1, segments=2,
-                   recording_s=3.0, unstopped=1, coverage_pct=None),
+                   recording_s=None, unstopped=1, coverage_pct=None),
     }
 
 
