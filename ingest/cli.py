@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import sqlparse
+
 from ingest import db, logs
 from ingest.config import ENV_NAMES, ConfigError, Settings
 
@@ -190,8 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 applied = db.apply_migrations(client, cluster=settings.clickhouse_cluster or None)
                 print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
             elif command == "sql":
-                sys.stdout.buffer.write(client.raw_query(query, fmt=fmt))
-                sys.stdout.flush()
+                _run_sql(client, query, fmt)
         finally:
             client.close()
     except db.EngineBusyError as exc:
@@ -203,6 +204,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pbx-analytics: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+#: First keywords of statements that return rows; anything else (INSERT, CREATE,
+#: TRUNCATE, ...) runs as a command, since a FORMAT clause would change its meaning.
+_ROW_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "CHECK"}
+
+
+def _run_sql(client: Any, query: str, fmt: str) -> None:
+    code = sqlparse.format(query, strip_comments=True).lstrip()
+    first = code.split(None, 1)[0].upper() if code else ""
+    if first in _ROW_STATEMENTS or first.startswith("("):
+        sys.stdout.buffer.write(client.raw_query(query, fmt=fmt))
+        sys.stdout.flush()
+    else:
+        client.command(query)
+        print("ok", file=sys.stderr)
 
 
 def _backfill(command: str, settings: Settings, flags: dict[str, Any]) -> int:

@@ -61,3 +61,13 @@ def test_flags_override_environment_and_environment_overrides_defaults(tmp_path)
     assert Settings().clickhouse_url == default_dsn() and default_dsn().startswith("chdb:///")
     with pytest.raises(ConfigError, match="clickhouse url"):
         Settings(clickhouse_url="mysql://x")
+
+
+def test_sql_runs_statements_that_return_no_rows(ch, dsn):
+    ch.close()
+    inserted = run("sql", "-- per-queue targets\nINSERT INTO pbx.queue_settings VALUES ('helpdesk', 30, 8)",
+                   "--clickhouse", dsn)
+    assert inserted.returncode == 0, inserted.stderr
+    out = run("sql", "SELECT queue_name, sla_threshold_s FROM pbx.queue_settings", "--format", "CSV",
+              "--clickhouse", dsn)
+    assert out.stdout == '"helpdesk",30\n'
