@@ -11,9 +11,9 @@ the ClickHouse plugin's macros: ``$__timeFilter(col)`` for the time picker,
 ``$__timeInterval(col)`` for time buckets, and
 ``$__conditionalAll(cond, $var)`` so that "All" adds no filter at all.
 Ratios over several 15-minute rows are recomputed from their numerators and
-denominators, never averaged. Visit lists read ``pbx.queue_calls_since(since =
-$__fromTime_ms)``: ``pbx.queue_calls`` for the visits entered from the range's
-start, reading only the events from there on (docs/metrics.md).
+denominators, never averaged. Visit lists read ``pbx.queue_calls`` filtered on ``entered_at``: its history
+is a refreshed stored copy, so a 30-day range does not re-pair raw events
+(docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -367,7 +367,7 @@ def abandonment() -> dict[str, Any]:
                 SELECT multiIf(wait_s < 5, 0, wait_s < 10, 1, wait_s < 20, 2, wait_s < 30, 3, wait_s < 60, 4,
                                wait_s < 120, 5, wait_s < 300, 6, 7) AS ord,
                        ['0-5 s', '5-10 s', '10-20 s', '20-30 s', '30-60 s', '1-2 min', '2-5 min', '5 min +'][ord + 1] AS bucket
-                FROM pbx.queue_calls_since(since = $__fromTime_ms)
+                FROM pbx.queue_calls
                 WHERE {calls} AND outcome IN ('abandoned', 'short_abandon')
             )
             GROUP BY bucket
@@ -378,7 +378,7 @@ def abandonment() -> dict[str, Any]:
             description="Abandoned and short-abandoned visits by time waited."),
         panel(L, "piechart", "Outcome of queue visits", f"""
             SELECT outcome AS Outcome, count() AS Visits
-            FROM pbx.queue_calls_since(since = $__fromTime_ms)
+            FROM pbx.queue_calls
             WHERE {calls} AND outcome != 'waiting'
             GROUP BY outcome
             ORDER BY Visits DESC
@@ -394,7 +394,7 @@ def abandonment() -> dict[str, Any]:
                 SELECT queue_name AS from_queue, outcome, wait_s,
                        leadInFrame(queue_name) OVER (PARTITION BY call_id ORDER BY entered_at
                                                      ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS to_queue
-                FROM pbx.queue_calls_since(since = $__fromTime_ms)
+                FROM pbx.queue_calls
                 WHERE $__timeFilter(entered_at)
             )
             WHERE outcome = 'overflow' AND $__conditionalAll(from_queue IN (${queue:singlequote}), $queue)
@@ -405,7 +405,7 @@ def abandonment() -> dict[str, Any]:
         panel(L, "table", "Abandoned calls", """
             SELECT q.entered_at AS `Entered queue`, q.queue_name AS Queue, e.caller_num AS Caller,
                    round(q.wait_s, 1) AS `Waited (s)`, q.outcome AS Outcome, q.call_id AS `Call id`
-            FROM pbx.queue_calls_since(since = $__fromTime_ms) AS q
+            FROM pbx.queue_calls AS q
             LEFT JOIN
             (
                 -- The caller's number is only in the raw queue_in event.
@@ -488,7 +488,7 @@ def agents() -> dict[str, Any]:
         panel(L, "table", "Per team (queue)", f"""
             SELECT queue_name AS Team, uniqExact(agent) AS Agents, count() AS `Calls answered`,
                    round(avg(wait_s), 1) AS `ASA (s)`, round(100 * countIf(in_sla) / count(), 1) AS `In SLA %`
-            FROM pbx.queue_calls_since(since = $__fromTime_ms)
+            FROM pbx.queue_calls
             WHERE $__timeFilter(entered_at) AND outcome = 'answered' AND {QUEUE} AND {AGENT}
             GROUP BY queue_name
             ORDER BY queue_name
@@ -522,7 +522,7 @@ def audit() -> dict[str, Any]:
     )
     rec = (
         "$__timeFilter(coalesce(answered_at, ended_at)) AND $__conditionalAll(call_id IN "
-        "(SELECT call_id FROM pbx.queue_calls_since(since = $__fromTime_ms) WHERE queue_name IN (${queue:singlequote})), $queue)"
+        "(SELECT call_id FROM pbx.queue_calls WHERE $__timeFilter(entered_at) AND queue_name IN (${queue:singlequote})), $queue)"
     )
     panels = [
         panel(L, "stat", "Listen-in sessions", f"""
