@@ -114,7 +114,12 @@ _COLUMN_ALTER = re.compile(r"^\s*ALTER\s+TABLE\s+\S+\s+(?:ON\s+CLUSTER\s+\S+\s+)
 #: so a retried batch lands on the same shards (deduplication) and a call's
 #: events sit together. Other sharded tables are only written by their
 #: materialized views on the local table; rand() serves direct inserts.
-SHARDING_KEYS = {"events": "cityHash64(call_id)"}
+SHARDING_KEYS = {
+    "events": "cityHash64(call_id)",
+    # A retried quarantine insert must reach the shard that may already hold it,
+    # or its dedup token cannot drop it.
+    "events_quarantine": "cityHash64(batch_token)",
+}
 
 
 @dataclass(frozen=True)

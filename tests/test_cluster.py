@@ -71,6 +71,8 @@ def test_stored_tables_are_replicated_local_tables_behind_distributed_tables_of_
         assert f"ENGINE = Distributed('{CLUSTER}', 'pbx', '{table}_local'" in dist
     events = next(s for s in texts if "'events_local', " in s)
     assert "cityHash64(call_id)" in events, "events are sharded by call"
+    quarantine = next(s for s in texts if "'events_quarantine_local', " in s)
+    assert "cityHash64(batch_token)" in quarantine, "a retried quarantine insert reaches the same shard"
 
 
 def test_refreshed_tables_are_a_full_copy_on_every_node():
