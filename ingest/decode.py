@@ -15,6 +15,7 @@ Quirks of real PBXs handled here (see ``docs/webhooks.md``):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import random
 import time
@@ -86,24 +87,23 @@ def parse_query(raw: str, max_params: int = 200) -> list[tuple[str, str]]:
         return []
     if raw.count("&") >= max_params:  # parse_qsl's count: empty fields included
         raise DecodeError("too_many_params", f"more than {max_params} parameters")
+    if "+" in raw:  # '+' is a space wherever it is; neither '&' nor '=' is affected
+        raw = raw.replace("+", " ")
     fields = raw.split("&")
-    if "%" not in raw and "+" not in raw:
+    if "%" not in raw:
         return [(name, value) for name, _, value in (f.partition("=") for f in fields if f)]
-    pairs = []
-    for field in fields:
-        if not field:
-            continue
-        name, _, value = field.partition("=")
-        if "+" in name:
-            name = name.replace("+", " ")
-        if "%" in name:
-            name = unquote(name, errors="replace")
-        if "+" in value:
-            value = value.replace("+", " ")
-        if "%" in value:
-            value = unquote(value, errors="replace")
-        pairs.append((name, value))
-    return pairs
+    # Half the real webhooks escape something (caller_num=%2B420...); the same few
+    # values recur through a call's events, hence the cache.
+    return [
+        (_unquote(name) if "%" in name else name, _unquote(value) if "%" in value else value)
+        for name, _, value in (f.partition("=") for f in fields if f)
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _unquote(text: str) -> str:
+    """``unquote(text, errors="replace")``: pure, so its results can be kept."""
+    return unquote(text, errors="replace")
 
 
 def json_pairs(body: bytes) -> list[tuple[str, str]]:
