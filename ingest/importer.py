@@ -230,7 +230,9 @@ def _rows(
     # "02/Nov/2026" + "+0100" -> that local midnight as UTC epoch seconds: a log has
     # one stamp per second, so a cache per stamp would rarely hit; one per day does.
     days: dict[str, int] = {}
-    seen: dict[tuple[int, str], int] = {}
+    clocks: dict[str, int] = {}  # "09:00:17" -> seconds into the day
+    # "<ms>|<target>|" (the id's hash input but the occurrence) -> occurrences so far
+    seen: dict[str, int] = {}
     newest = 0
     reported = 0
     lineno = 0
@@ -242,9 +244,12 @@ def _rows(
                     progress.update(name, stats.lines, raw.tell() / size if size else 1.0)
                 if len(seen) > 200_000:
                     # Only same-second repeats matter; keep the last few minutes.
-                    seen = {k: v for k, v in seen.items() if k[0] > newest - 300}
+                    keep_from = (newest - 300) * 1000
+                    seen = {k: v for k, v in seen.items() if int(k[:k.index("|")]) > keep_from}
                 if len(days) > 10_000:
                     days.clear()
+                if len(clocks) > 100_000:
+                    clocks.clear()
             m = match(line)
             if m is None:
                 stats.unparsed += 1
@@ -269,7 +274,11 @@ def _rows(
                     stats.unparsed += 1
                     continue
             # parse_log_time's arithmetic: the time of day is added as it is (the regex took 2 digits each).
-            epoch = midnight + int(stamp[12:14]) * 3600 + int(stamp[15:17]) * 60 + int(stamp[18:20])
+            clock = stamp[12:20]
+            seconds = clocks.get(clock)
+            if seconds is None:
+                seconds = clocks[clock] = int(clock[0:2]) * 3600 + int(clock[3:5]) * 60 + int(clock[6:8])
+            epoch = midnight + seconds
             try:
                 ev = decode(event, parse_query(query))
             except DecodeError as exc:
@@ -283,12 +292,12 @@ def _rows(
                 continue
             if epoch > newest:
                 newest = epoch
-            key = (epoch, target)
+            ms = epoch * 1000
+            key = f"{ms}|{target}|"
             n = seen.get(key, 0)
             seen[key] = n + 1
-            ms = epoch * 1000
             # line_event_id(epoch, target, n), inlined: this runs once per line.
-            event_id = from_bytes(blake2b(f"{ms}|{target}|{n}".encode(), digest_size=16).digest())
+            event_id = from_bytes(blake2b((key + str(n)).encode(), digest_size=16).digest())
             yield to_row(event, ev, ms, "import", event_id)
     except (OSError, EOFError, zlib.error) as exc:
         stats.file_errors += 1
