@@ -124,8 +124,8 @@ def _add_backfill_commands(commands: Any) -> None:
     )
     _add_engine_flag(imp)
     imp.add_argument("import_files", nargs="+", metavar="FILE", help="access-log files (.gz read as gzip)")
-    imp.add_argument("--batch-size", dest="import_batch_size", type=int, default=50_000, metavar="N",
-                     help="rows per insert (default 50000)")
+    imp.add_argument("--batch-size", dest="import_batch_size", type=int, default=100_000, metavar="N",
+                     help="rows per insert (default 100000)")
     imp.add_argument("--jobs", dest="import_jobs", type=int, metavar="N",
                      help="decoding processes working on different files; 0 = decode in the importing "
                      "process (default: with 3 or more CPUs and 8 MB or more of input, one per CPU but "

@@ -52,9 +52,10 @@ __all__ = [
     "run",
 ]
 
-#: Rows per insert: large blocks are what ClickHouse likes, and 50k rows of
-#: ~30 short columns stay well under 100 MB of Python objects.
-DEFAULT_BATCH_SIZE = 50_000
+#: Rows per insert: large blocks are what ClickHouse likes (fewer parts to write,
+#: fsync and merge: 100k rows took 13 % less CPU per line than 50k), and 100k rows
+#: of ~30 short columns add ~50 MB of Python objects at peak.
+DEFAULT_BATCH_SIZE = 100_000
 
 #: Bad lines reported per file before the rest are only counted.
 MAX_REPORTED_PER_FILE = 50
@@ -582,7 +583,7 @@ def import_files(
     bar = _Progress(progress)
     sink = _Sink(client, stats, batch_size)
     jobs = auto_jobs(files) if jobs is None else max(0, min(jobs, len(files)))
-    # Batches hold ~50k rows of tuples and dicts: the cyclic garbage collector kept
+    # Batches hold ~100k rows of tuples and dicts: the cyclic garbage collector kept
     # rescanning them (measured: 7x slower column building, 16% slower decoding).
     # Rows have no reference cycles, so it is paused for the import.
     gc_was_enabled = gc.isenabled()
