@@ -4,9 +4,10 @@ Generates simulated access logs (gzip, as rotated logs are), then measures in
 the same run:
 
 * **baseline** -- the floor of any importer: read + gunzip + the line regex;
-* **decode** -- ``read_rows``: every line through the service's decoding path
-  into ``pbx.events`` rows, no database;
-* **import** -- ``pbx-analytics import`` into a fresh embedded engine;
+* **decode** -- every line through the service's decoding path into
+  ``pbx.events`` rows as the import builds them (``importer._rows``), no database;
+* **import** -- ``pbx-analytics import`` into a fresh embedded engine (as the
+  command does there: refreshable views paused until the end);
 * **re-import** -- the same files again (every line already stored);
 * **import, N decoding processes** -- decoding in N processes (one per CPU but one, at
   most one per file), inserting in this one: ``auto_jobs``.
@@ -65,7 +66,7 @@ def decode_only(paths: list[Path]) -> int:
     stats = importer.ImportStats()
     n = 0
     for path in paths:
-        for _ in importer.read_rows(path, stats):
+        for _ in importer._rows(path, stats):
             n += 1
     return n
 
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the median is shown")
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
         tmpdir = Path(tmp)
         t_gen, (paths, lines) = timed(make_logs, tmpdir, args.days)
@@ -102,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             client = db.connect(f"chdb://{tmpdir / f'engine-{run}'}")
             try:
                 db.apply_migrations(client)
-                t, stats = timed(lambda: importer.import_files(client, paths, jobs=0))
+                t, stats = timed(lambda: importer.import_files(client, paths, jobs=0, pause_views=True))
                 assert stats.imported == lines, stats  # type: ignore[attr-defined]
                 results["import"].append(t)
-                t, stats = timed(lambda: importer.import_files(client, paths, jobs=0))
+                t, stats = timed(lambda: importer.import_files(client, paths, jobs=0, pause_views=True))
                 assert stats.duplicates == lines, stats  # type: ignore[attr-defined]
                 results["re-import"].append(t)
             finally:
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 db.apply_migrations(client)
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)
-                t, stats = timed(lambda: importer.import_files(client, paths, jobs=jobs))
+                t, stats = timed(lambda: importer.import_files(client, paths, jobs=jobs, pause_views=True))
                 assert stats.imported == lines, stats  # type: ignore[attr-defined]
                 results[f"import, {jobs} decoding process(es)"].append(t)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -124,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 
     base_wall = statistics.median(w for w, _ in results["baseline"])
     base_cpu = statistics.median(c for _, c in results["baseline"])
+    load_after = os.getloadavg()
     print(f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}, median of {args.repeat} runs, {lines:,} lines\n")
+          f"{load_before[0]:.1f} before / {load_after[0]:.1f} after (1-min), median of {args.repeat} runs, "
+          f"{lines:,} lines, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print("| stage | lines/s (wall) | lines per CPU-second | ratio to baseline (wall) | ratio to baseline (CPU) |")
     print("|---|---:|---:|---:|---:|")
     for name, times in results.items():
