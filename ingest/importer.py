@@ -601,13 +601,20 @@ def import_files(
                     sink.add(_to_columns(rows))
         sink.flush()
     finally:
-        sink.close()
-        if pause_views:
-            client.command("SYSTEM START VIEWS")  # they catch up with one refresh
-        if gc_was_enabled:
-            gc.enable()
-        bar.close()
-        stats.seconds = time.perf_counter() - started
+        try:
+            sink.close()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+            bar.close()
+            stats.seconds = time.perf_counter() - started
+            if pause_views:
+                failing = sys.exc_info()[1]  # the import's own error, if it is ending on one
+                try:
+                    client.command("SYSTEM START VIEWS")  # they catch up with one refresh
+                except Exception:
+                    if failing is None:
+                        raise
     return stats
 
 
