@@ -73,7 +73,8 @@ INSERT_ATTEMPTS = 3
 #   host ident user [time] "METHOD target PROTOCOL" status ...
 # Only the time and the request target matter; the status is ignored on
 # purpose (a bare web server that logs the webhooks often answers 404).
-_LINE = re.compile(r'\S+ \S+ \S+ \[(\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "[A-Z]+ (\S+)')
+# Groups: date, time of day, UTC offset, target.
+_LINE = re.compile(r'\S+ \S+ \S+ \[(\d\d/[A-Z][a-z]{2}/\d{4}):(\d\d:\d\d:\d\d) ([+-]\d{4})\] "[A-Z]+ (\S+)')
 
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
@@ -232,6 +233,7 @@ def _rows(
     # one stamp per second, so a cache per stamp would rarely hit; one per day does.
     days: dict[str, int] = {}
     clocks: dict[str, int] = {}  # "09:00:17" -> seconds into the day
+    event_of: dict[str, str] = {}  # request path -> webhook name (a few known paths)
     # "<ms>|<target>|" (the id's hash input but the occurrence) -> occurrences so far
     seen: dict[str, int] = {}
     newest = 0
@@ -255,27 +257,30 @@ def _rows(
             if m is None:
                 stats.unparsed += 1
                 continue
-            stamp, target = m.groups()
+            date, clock, offset, target = m.groups()
             if target[0] != "/":
                 # absolute-form request target: http://host/path?query
                 scheme_end = target.find("://")
                 slash = target.find("/", scheme_end + 3) if scheme_end >= 0 else -1
                 target = target[slash:] if slash >= 0 else "/"
             path_part, _, query = target.partition("?")
-            event = path_part.rstrip("/").rpartition("/")[2]
-            if event not in events:
-                stats.skipped += 1
-                continue
-            day_key = stamp[:11] + stamp[20:]
+            event = event_of.get(path_part)
+            if event is None:
+                event = path_part.rstrip("/").rpartition("/")[2]
+                if event not in events:
+                    stats.skipped += 1
+                    continue
+                if len(event_of) < 1000:
+                    event_of[path_part] = event
+            day_key = date + offset
             midnight = days.get(day_key)
             if midnight is None:
                 try:
-                    midnight = days[day_key] = parse_log_time(f"{stamp[:11]}:00:00:00{stamp[20:]}")
+                    midnight = days[day_key] = parse_log_time(f"{date}:00:00:00 {offset}")
                 except ValueError:  # "32/Foo/2026...": not a time, so not a log line
                     stats.unparsed += 1
                     continue
             # parse_log_time's arithmetic: the time of day is added as it is (the regex took 2 digits each).
-            clock = stamp[12:20]
             seconds = clocks.get(clock)
             if seconds is None:
                 seconds = clocks[clock] = int(clock[0:2]) * 3600 + int(clock[3:5]) * 60 + int(clock[6:8])
