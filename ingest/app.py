@@ -20,7 +20,8 @@ from typing import Any
 from litestar import Litestar, MediaType, Request, Response, get, route
 from litestar.enums import HttpMethod
 from litestar.exceptions import HTTPException
-from prometheus_client import Counter, Gauge, Histogram
+from litestar.response.base import ASGIResponse
+from litestar.types import ASGIApp
 
 from ingest import db
 from ingest.config import Settings
@@ -28,13 +29,16 @@ from ingest.decode import COLUMNS, COLUMN_TYPES, DecodeError, decode, json_pairs
 from ingest.metrics import CONTENT_TYPE_LATEST, Metrics
 from ingest.spec import EVENTS
 from ingest.spool import Spool, SpoolClosed, SpoolError, SpoolFull
-from ingest.writer import BatchWriter, encode_row, spool_meta
+from ingest.writer import BatchWriter, encode_row_for_insert, spool_meta
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
 _STATUS_OF = {"missing_param": 422, "bad_param": 422, "bad_body": 400, "too_many_params": 413}
+#: The 200 answer, built once: stateless, so one instance serves every request
+#: (a ``Response`` per request cost its construction and conversion on the hot path).
+_OK = ASGIResponse(body=b"OK\n", status_code=200, media_type=MediaType.TEXT)
 #: Seconds a PBX (or proxy) is asked to wait after a 503.
 RETRY_AFTER_S = "5"
 
@@ -70,16 +74,6 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        registry = self.metrics.registry
-        self.spool_bytes = Gauge("pbx_spool_bytes", "Bytes of the durable spool on disk", registry=registry)
-        self.spool_limit = Gauge("pbx_spool_max_bytes", "Spool size at which webhooks get 503", registry=registry)
-        self.spool_commit = Histogram(
-            "pbx_spool_commit_seconds", "Time to write and fsync one group of webhooks",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5), registry=registry,
-        )
-        self.rows_quarantined = Counter(
-            "pbx_rows_quarantined", "Rows ClickHouse refused, kept in pbx.events_quarantine", registry=registry
-        )
         self.spool: Spool | None = None
         self.writer: BatchWriter | None = None
         self._token = settings.token.encode()
@@ -101,9 +95,10 @@ class Service:
         s = self.settings
         spool = Spool(s.spool_path, max_bytes=s.spool_max_bytes, meta=spool_meta(COLUMNS),
                       fsync=s.spool_fsync, commit_window=s.spool_commit_window)
-        spool.on_commit = lambda seconds, _records: self.spool_commit.observe(seconds)
-        self.spool_bytes.set_function(lambda: spool.size_bytes)
-        self.spool_limit.set(s.spool_max_bytes)
+        m = self.metrics
+        spool.on_commit = lambda seconds, _records: m.spool_commit.observe(seconds)
+        m.spool_bytes.set_function(lambda: spool.size_bytes)
+        m.spool_limit.set(s.spool_max_bytes)
         self.writer = BatchWriter(
             self._connect,
             spool,
@@ -113,7 +108,7 @@ class Service:
             batch_size=s.batch_size,
             flush_interval=s.flush_interval,
             metrics=self.metrics,
-            rows_quarantined=self.rows_quarantined,
+            rows_quarantined=m.rows_quarantined,
         )
         if self.start_error is not None:
             self.writer.last_error = self.start_error
@@ -134,7 +129,7 @@ class Service:
 
     def reject(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None,
                **fields: Any) -> Response[dict[str, Any]]:
-        self.metrics.requests_rejected.labels(reason).inc()
+        self.metrics.rejected(reason).inc()
         log.warning("request rejected", extra={"status": status, "reason": reason, "detail": message})
         return _error(status, reason, message, headers, **fields)
 
@@ -158,7 +153,8 @@ class Service:
             self._allowed[host] = allowed
         return allowed
 
-    async def accept(self, request: Request[Any, Any, Any], event: str, path_token: str | None = None) -> Response[Any]:
+    async def accept(self, request: Request[Any, Any, Any], event: str,
+                     path_token: str | None = None) -> Response[Any] | ASGIApp:
         received_at = utc_now_ms()
         scope = request.scope
         settings = self.settings
@@ -200,7 +196,8 @@ class Service:
         except DecodeError as exc:
             return self.reject(_STATUS_OF[exc.reason], exc.reason, str(exc), parameter=exc.param, event=event)
         try:
-            await self.spool.append(encode_row(to_row(event, ev, received_at)))  # type: ignore[union-attr]
+            # The writer gets the insert values from memory; the record is read back only on a replay.
+            await self.spool.append(*encode_row_for_insert(to_row(event, ev, received_at)))  # type: ignore[union-attr]
         except SpoolFull:
             return self.reject(503, "buffer_full", "the spool is full: ClickHouse has not been keeping up",
                                headers={"Retry-After": RETRY_AFTER_S})
@@ -210,12 +207,12 @@ class Service:
         except SpoolError as exc:
             return self.reject(503, "spool_write_failed", f"could not store the event: {exc}",
                                headers={"Retry-After": RETRY_AFTER_S})
-        self.metrics.events_received.labels(event).inc()
-        return Response(b"OK\n", status_code=200, media_type=MediaType.TEXT)
+        self.metrics.received(event).inc()
+        return _OK
 
 
 def _webhook_route(service: Service, event: str) -> Any:
-    async def webhook(request: Request[Any, Any, Any]) -> Response[Any]:
+    async def webhook(request: Request[Any, Any, Any]) -> ASGIApp:  # _OK, or an error Response
         return await service.accept(request, event)
 
     webhook.__doc__ = (EVENTS[event].__doc__ or "").strip()
@@ -223,7 +220,7 @@ def _webhook_route(service: Service, event: str) -> Any:
 
 
 def _token_route(service: Service) -> Any:
-    async def webhook_with_token(request: Request[Any, Any, Any]) -> Response[Any]:
+    async def webhook_with_token(request: Request[Any, Any, Any]) -> ASGIApp:
         """Any webhook, with the shared secret as the first path segment: ``/<token>/<event>``."""
         params = request.path_params
         return await service.accept(request, params["event"], path_token=params["token"])

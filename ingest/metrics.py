@@ -7,6 +7,7 @@ uses can run several apps in one process.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -35,6 +36,33 @@ class Metrics:
         )
         self.buffer_depth = Gauge("pbx_buffer_depth", "Accepted rows not yet written", registry=r)
         self.engine_up = Gauge("pbx_clickhouse_up", "1 if the last insert succeeded", registry=r)
+        self.spool_bytes = Gauge("pbx_spool_bytes", "Bytes of the durable spool on disk", registry=r)
+        self.spool_limit = Gauge("pbx_spool_max_bytes", "Spool size at which webhooks get 503", registry=r)
+        self.spool_commit = Histogram(
+            "pbx_spool_commit_seconds", "Time to write and fsync one group of webhooks",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5), registry=r,
+        )
+        self.rows_quarantined = Counter(
+            "pbx_rows_quarantined", "Rows ClickHouse refused, kept in pbx.events_quarantine", registry=r
+        )
+        # One labelled child per event / reason, looked up once: ``labels()`` on
+        # every request cost more than the increment itself (hot path).
+        self._received: dict[str, Any] = {}
+        self._rejected: dict[str, Any] = {}
+
+    def received(self, event: str) -> Any:
+        """The ``pbx_events_received`` child of ``event`` (call ``.inc()``)."""
+        child = self._received.get(event)
+        if child is None:
+            child = self._received[event] = self.events_received.labels(event)
+        return child
+
+    def rejected(self, reason: str) -> Any:
+        """The ``pbx_requests_rejected`` child of ``reason`` (call ``.inc()``)."""
+        child = self._rejected.get(reason)
+        if child is None:
+            child = self._rejected[reason] = self.requests_rejected.labels(reason)
+        return child
 
     def track_buffer(self, depth: Callable[[], float]) -> None:
         self.buffer_depth.set_function(depth)

@@ -35,11 +35,21 @@ bounds are replayed, so the batch's deduplication token (derived from the
 spool id and the bounds) is the same and ClickHouse drops the repeat.
 :meth:`Spool.confirm` then moves the checkpoint past the batch and deletes
 segments that are fully written.
+
+In-memory hand-off: :meth:`Spool.append` may be given, beside the record's
+bytes, the row they encode. Once durable, the pair is kept in a bounded
+in-memory queue keyed by (segment, offset); :meth:`Spool.next_batch` serves a
+batch from it when its records follow the checkpoint contiguously, so the
+consumer does not read back and decode what this process just wrote. The
+bounds (and so the token) are still spool offsets, persisted as the intent
+before the batch is returned; a replay after a crash (or after a failed
+insert) reads the segment files, as does anything the queue does not hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import logging
 import os
@@ -106,6 +116,9 @@ class Batch(NamedTuple):
     end: int
     meta: bytes
     payloads: list[bytes]
+    #: The rows the payloads encode, when served from memory (see the module doc);
+    #: None when read back from disk.
+    rows: list[Any] | None = None
 
     @property
     def token(self) -> str:
@@ -184,6 +197,7 @@ class Spool:
         segment_bytes: int | None = None,
         fsync: bool = True,
         commit_window: float = 0.0,
+        memory_records: int = 50_000,
     ) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
@@ -194,6 +208,11 @@ class Spool:
         self._window = commit_window
         self._cond = threading.Condition()  # guards what the consumer reads
         self._pending: list[bytes] = []
+        self._pending_rows: list[Any] = []
+        #: Durable records with their rows, (segment, offset, end, payload, row), in
+        #: spool order, at most ``memory_records`` (past that, the consumer reads disk).
+        self._memory: collections.deque[tuple[int, int, int, bytes, Any]] = collections.deque()
+        self._memory_max = memory_records
         self._waiters: list[asyncio.Future[None]] = []
         self._pending_bytes = 0
         self._flush_scheduled = False
@@ -380,8 +399,11 @@ class Spool:
             self._thread = threading.Thread(target=self._sync_loop, name="pbx-spool-sync", daemon=True)
             self._thread.start()
 
-    def append(self, payload: bytes) -> asyncio.Future[None]:
+    def append(self, payload: bytes, row: Any = None) -> asyncio.Future[None]:
         """Queue one record; the future completes once it is durable.
+
+        ``row``, if given, is what ``payload`` encodes, handed to the consumer
+        from memory (:attr:`Batch.rows`) instead of being read back.
 
         Raises :class:`SpoolFull` (answer 503) or :class:`SpoolClosed`.
         Call on the loop given to :meth:`start`.
@@ -393,6 +415,7 @@ class Spool:
             raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
         fut = self._loop.create_future()  # type: ignore[union-attr]
         self._pending.append(payload)
+        self._pending_rows.append(row)
         self._waiters.append(fut)
         self._pending_bytes += size
         if not self._flush_scheduled and not self._syncing:
@@ -408,8 +431,8 @@ class Spool:
         self._flush_scheduled = False
         if not self._pending:
             return
-        payloads, waiters = self._pending, self._waiters
-        self._pending, self._waiters, self._pending_bytes = [], [], 0
+        payloads, waiters, rows = self._pending, self._waiters, self._pending_rows
+        self._pending, self._waiters, self._pending_rows, self._pending_bytes = [], [], [], 0
         started = time.perf_counter()
         try:
             seg, written = self._write_group(payloads)
@@ -417,28 +440,29 @@ class Spool:
             self._fail(waiters, exc)
             return
         if not self._fsync:
-            self._durable(seg, written, len(payloads))
+            self._durable(seg, written, payloads, rows)
             _resolve(waiters, None)
             self._maybe_rotate()
             return
         self._syncing = True
-        self._sync_queue.put((seg, written, payloads, waiters, started))
+        self._sync_queue.put((seg, written, payloads, rows, waiters, started))
 
     def _sync_loop(self) -> None:
         while (item := self._sync_queue.get()) is not None:
-            seg, written, payloads, waiters, started = item
+            seg, written, payloads, rows, waiters, started = item
             error: OSError | None = None
             try:
                 os.fdatasync(seg.fd)
             except OSError as exc:
                 error = exc
-            self._loop.call_soon_threadsafe(self._synced, seg, written, payloads, waiters, started, error)  # type: ignore[union-attr]
+            self._loop.call_soon_threadsafe(self._synced, seg, written, payloads, rows, waiters, started, error)  # type: ignore[union-attr]
 
-    def _synced(self, seg: _Segment, written: int, payloads: list[bytes], waiters: list[asyncio.Future[None]],
-                started: float, error: OSError | None) -> None:
+    def _synced(self, seg: _Segment, written: int, payloads: list[bytes], rows: list[Any],
+                waiters: list[asyncio.Future[None]], started: float, error: OSError | None) -> None:
         self._syncing = False
         # The bytes are in the file either way: later records start after them.
-        self._durable(seg, written, len(payloads))
+        # After a failed fsync the consumer reads them from the file (damage checks), not from memory.
+        self._durable(seg, written, payloads, rows if error is None else None)
         if error is not None:
             # After a failed fsync the kernel may have dropped those pages: never
             # append acknowledged records behind them.
@@ -467,7 +491,7 @@ class Spool:
         seg, written = self._write_group(payloads)
         if self._fsync:
             os.fdatasync(seg.fd)
-        self._durable(seg, written, len(payloads))
+        self._durable(seg, written, payloads, None)
         self._maybe_rotate()
 
     def _write_group(self, payloads: list[bytes]) -> tuple[_Segment, int]:
@@ -486,9 +510,17 @@ class Spool:
         seg.written += len(buf)
         return seg, len(buf)
 
-    def _durable(self, seg: _Segment, written: int, records: int) -> None:
-        """``written`` more bytes of ``seg`` are on disk: let the consumer see them."""
+    def _durable(self, seg: _Segment, written: int, payloads: list[bytes], rows: list[Any] | None) -> None:
+        """``written`` more bytes of ``seg`` (``payloads``) are on disk: let the consumer see them."""
+        records = len(payloads)
         with self._cond:
+            if rows is not None and len(self._memory) + records <= self._memory_max:
+                memory, number, offset = self._memory, seg.number, seg.end
+                for payload, row in zip(payloads, rows):
+                    end = offset + HEADER_SIZE + len(payload)
+                    if row is not None:
+                        memory.append((number, offset, end, payload, row))
+                    offset = end
             seg.end += written
             seg.records += records
             self._bytes += written
@@ -563,13 +595,36 @@ class Spool:
             self._set_checkpoint(cp)  # passed whole segments: delete them
         if cp.offset >= limit:
             return None
-        batch = self._read(seg, cp.offset, limit, max_records)
+        batch = self._from_memory(seg, cp.offset, limit, max_records) or self._read(seg, cp.offset, limit, max_records)
         if not batch.payloads:  # the record at the checkpoint is damaged
             return self.next_batch(max_records) if self._skip_damage(seg, cp) else None
         self._set_checkpoint(
             _Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=batch.start, intent_end=batch.end)
         )
         return batch
+
+    def _from_memory(self, seg: _Segment, start: int, limit: int, max_records: int) -> Batch | None:
+        """The batch from the in-memory queue, if it holds the records at ``start`` (else None).
+
+        Takes records while they follow each other in ``seg`` up to ``limit``;
+        the first gap (a record kept only on disk) ends the batch.
+        """
+        payloads: list[bytes] = []
+        rows: list[Any] = []
+        number, offset = seg.number, start
+        with self._cond:
+            memory = self._memory
+            while memory and (memory[0][0] < number or (memory[0][0] == number and memory[0][1] < start)):
+                memory.popleft()  # already confirmed (or skipped)
+            for n, at, end, payload, row in memory:
+                if n != number or at != offset or end > limit or len(rows) >= max_records:
+                    break
+                payloads.append(payload)
+                rows.append(row)
+                offset = end
+        if not rows:
+            return None
+        return Batch(self._checkpoint.spool_id, number, start, offset, seg.meta, payloads, rows)
 
     def _read(self, seg: _Segment, start: int, limit: int, max_records: int | None) -> Batch:
         """Valid records in ``[start, limit)``, at most ``max_records``; stops at damage."""

@@ -37,7 +37,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 from ingest.metrics import Metrics
 from ingest.spool import Batch, Spool
 
-__all__ = ["BatchWriter", "decode_payload", "encode_row", "spool_meta"]
+__all__ = ["BatchWriter", "decode_payload", "encode_row", "encode_row_for_insert", "spool_meta"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,16 @@ _decode = msgspec.msgpack.Decoder().decode
 def encode_row(row: Sequence[Any]) -> bytes:
     """A ``pbx.events`` row as a spool record: msgpack, UUID as 16 bytes, time as epoch ms."""
     return _encode((row[0].bytes, round(row[1].timestamp() * 1000), *row[2:]))
+
+
+def encode_row_for_insert(row: Sequence[Any]) -> tuple[bytes, tuple[Any, ...]]:
+    """The spool record of a row, and the insert values it decodes to (:func:`decode_payload`).
+
+    The service appends both to the spool: the writer inserts the values
+    straight from memory and decodes the record only when replaying from disk.
+    """
+    values = (row[0].int, round(row[1].timestamp() * 1000), *row[2:])
+    return _encode((row[0].bytes, *values[1:])), values
 
 
 def spool_meta(columns: Sequence[str]) -> bytes:
@@ -141,7 +151,7 @@ class BatchWriter:
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._metrics = metrics
-        self._quarantined = rows_quarantined
+        self._quarantined = rows_quarantined if rows_quarantined is not None else metrics.rows_quarantined
         self._remaps: dict[bytes, _Remap | None] = {}
         self._stop = threading.Event()
         self._deadline: float | None = None
@@ -285,6 +295,9 @@ class BatchWriter:
     # ---- one batch ------------------------------------------------------------
 
     def _store(self, batch: Batch) -> None:
+        if batch.rows is not None:  # appended by this process: current columns, no decoding
+            self._insert_or_split(batch.rows, batch.token)
+            return
         remap = self._remap(batch.meta)
         rows: list[list[Any]] = []
         bad: list[tuple[bytes, str]] = []
@@ -312,7 +325,7 @@ class BatchWriter:
             self._remaps[meta] = None if columns == self._columns else _Remap(columns, self._columns)
         return self._remaps[meta]
 
-    def _insert_or_split(self, rows: list[list[Any]], token: str) -> None:
+    def _insert_or_split(self, rows: Sequence[Sequence[Any]], token: str) -> None:
         """Insert; on a data error, bisect down to the bad rows and quarantine them.
 
         Halves get tokens derived from the parent's, so a replay after a crash
@@ -335,7 +348,7 @@ class BatchWriter:
             self._client = self._connect()
         return self._client
 
-    def _insert(self, rows: list[list[Any]], token: str) -> None:
+    def _insert(self, rows: Sequence[Sequence[Any]], token: str) -> None:
         client = self._client_for_insert()
         started = time.perf_counter()
         client.insert(
@@ -357,7 +370,7 @@ class BatchWriter:
 
     # ---- quarantine -------------------------------------------------------------
 
-    def _row_json(self, row: list[Any]) -> str:
+    def _row_json(self, row: Sequence[Any]) -> str:
         out = dict(zip(self._columns, row))
         if isinstance(out.get("event_id"), int):
             out["event_id"] = str(uuid.UUID(int=out["event_id"]))
@@ -366,7 +379,7 @@ class BatchWriter:
             out["received_at"] = at.strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
         return json.dumps(out, ensure_ascii=False, default=str)
 
-    def _quarantine_rows(self, rows: list[list[Any]], reason: str, token: str) -> None:
+    def _quarantine_rows(self, rows: Sequence[Sequence[Any]], reason: str, token: str) -> None:
         self._quarantine([(self._row_json(r), reason) for r in rows], token)
 
     def _quarantine_payloads(self, bad: list[tuple[bytes, str]], token: str) -> None:
