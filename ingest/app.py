@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,6 +40,8 @@ _STATUS_OF = {"missing_param": 422, "bad_param": 422, "bad_body": 400, "too_many
 #: The 200 answer, built once: stateless, so one instance serves every request
 #: (a ``Response`` per request cost its construction and conversion on the hot path).
 _OK = ASGIResponse(body=b"OK\n", status_code=200, media_type=MediaType.TEXT)
+#: "request rejected" is logged at most once per reason per this many seconds.
+REJECT_LOG_INTERVAL_S = 1.0
 #: Seconds a PBX (or proxy) is asked to wait after a 503.
 RETRY_AFTER_S = "5"
 
@@ -79,6 +82,7 @@ class Service:
         self._token = settings.token.encode()
         self._networks = settings.allowed_networks
         self._allowed: dict[str, bool] = {}  # client address -> allowed (bounded cache)
+        self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (last logged, not logged since)
         #: The server was down at start: migrate on the writer's first connection.
         self.migrations_pending = False
         self.start_error: str | None = None
@@ -130,7 +134,16 @@ class Service:
     def reject(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None,
                **fields: Any) -> Response[dict[str, Any]]:
         self.metrics.rejected(reason).inc()
-        log.warning("request rejected", extra={"status": status, "reason": reason, "detail": message})
+        # At most one line per reason per second (a flood of 503s must not flood the log);
+        # the next line says how many were not logged. The counter above counts them all.
+        now = time.monotonic()
+        last, suppressed = self._reject_log.get(reason, (-REJECT_LOG_INTERVAL_S, 0))
+        if now - last >= REJECT_LOG_INTERVAL_S:
+            self._reject_log[reason] = (now, 0)
+            log.warning("request rejected", extra={"status": status, "reason": reason, "detail": message,
+                                                   "suppressed": suppressed})
+        else:
+            self._reject_log[reason] = (last, suppressed + 1)
         return _error(status, reason, message, headers, **fields)
 
     def redact(self, text: str) -> str:
