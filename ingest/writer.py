@@ -159,7 +159,6 @@ class BatchWriter:
         self._client: Client | None = None
         #: Last insert error (None while healthy); read by /healthz.
         self.last_error: str | None = None
-        self.last_success: float | None = None
         metrics.track_buffer(lambda: spool.backlog)
 
     @property
@@ -269,7 +268,6 @@ class BatchWriter:
             if self.last_error is not None:
                 log.warning("inserts recovered", extra={"backlog": self._spool.backlog})
             self.last_error = None
-            self.last_success = time.time()
             backoff = BACKOFF_START_S
 
     def _failed(self, error: str, rows: int) -> None:
