@@ -83,6 +83,15 @@ def _parser() -> argparse.ArgumentParser:
         help="spool size at which webhooks get 503 + Retry-After while ClickHouse is down (default 1 GiB)",
     )
     serve.add_argument(
+        "--query-host", dest="query_host", metavar="HOST",
+        help="interface of ClickHouse's HTTP interface on the embedded engine, for Grafana and SQL clients "
+        "(default 127.0.0.1; another address needs PBX_QUERY_PASSWORD). See docs/querying.md",
+    )
+    serve.add_argument(
+        "--query-port", dest="query_port", type=int, metavar="PORT",
+        help="port of that interface (default 8123; 0 turns it off). Only with the embedded engine",
+    )
+    serve.add_argument(
         "--allow-cidrs", dest="allow_cidrs", metavar="CIDRS",
         help="comma-separated client networks allowed to send webhooks, e.g. 10.1.2.0/24 (default: any). "
         "The shared secret has no flag: set PBX_TOKEN (flags are visible in ps)",
@@ -258,8 +267,30 @@ def _serve(settings: Settings) -> int:
     # under the handler that was there before it: make that a clean exit, so a
     # supervisor sees status 0 after a graceful stop.
     signal.signal(signal.SIGTERM, _exit_zero)
-    server.run()
+    query = _start_query_interface(settings)
+    try:
+        server.run()
+    finally:
+        if query is not None:
+            query.stop()
     return 0 if server.started else 1
+
+
+def _start_query_interface(settings: Settings) -> Any:
+    """ClickHouse's HTTP interface on the embedded engine (docs/querying.md): its own server,
+    so it does not depend on which server answers the webhooks."""
+    if not settings.query_enabled:
+        return None
+    from ingest.querying import QueryServer
+
+    # The process holds the engine from here on (a busy data directory fails now, clearly).
+    query = QueryServer(settings, holder=db.connect(settings.clickhouse_url))
+    try:
+        query.start()
+    except OSError as exc:
+        query.stop()
+        raise SystemExit(f"pbx-analytics: {exc}") from None
+    return query
 
 
 def _exit_zero(signum: int, frame: object) -> None:

@@ -74,6 +74,25 @@ class Settings:
     log_level: str = "INFO"
     #: One log line per HTTP request (off: only problems are logged).
     access_log: bool = False
+    #: ClickHouse's HTTP interface on the embedded engine (docs/querying.md): interface and
+    #: port ``serve`` answers queries on. Port 0 turns it off; with a server url the server
+    #: itself is the interface and nothing is started.
+    query_host: str = "127.0.0.1"
+    query_port: int = 8123
+    #: The read-only user (Grafana, analysts) and its password. An empty password is allowed
+    #: only while ``query_host`` is a loopback address. Set the password through the
+    #: environment, not a flag (flags show in ``ps``).
+    query_user: str = "default"
+    query_password: str = dataclasses.field(default="", repr=False)
+    #: Queries running at once; more wait their turn, the webhooks never do.
+    query_max_concurrent: int = 2
+    #: Seconds a read-only query may run (its ``max_execution_time``); a client may lower it.
+    query_max_execution_time: float = 60.0
+    #: Bytes of one answer (before HTTP compression); a larger result fails with
+    #: TOO_MANY_ROWS_OR_BYTES.
+    query_max_result_bytes: int = 256 << 20
+    #: Memory one read-only query may use (its ``max_memory_usage``); a client may lower it.
+    query_max_memory_usage: int = 4 << 30
 
     def __post_init__(self) -> None:
         if not (self.clickhouse_url.startswith(("chdb:", "http://", "https://"))):
@@ -84,9 +103,20 @@ class Settings:
             raise ConfigError(f"clickhouse cluster {self.clickhouse_cluster!r}: letters, digits, '_', '-', '.' only")
         if self.clickhouse_cluster and self.clickhouse_url.startswith("chdb:"):
             raise ConfigError("a cluster needs ClickHouse servers: set an http(s):// clickhouse url")
-        for name in ("batch_size", "spool_max_bytes", "max_body_bytes", "max_url_bytes", "max_params", "port"):
+        for name in ("batch_size", "spool_max_bytes", "max_body_bytes", "max_url_bytes", "max_params", "port",
+                     "query_max_concurrent", "query_max_execution_time", "query_max_result_bytes",
+                     "query_max_memory_usage"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.query_port <= 65535:
+            raise ConfigError(f"query_port must be 0 (off) to 65535, got {self.query_port}")
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]+", self.query_user):
+            raise ConfigError(f"query user {self.query_user!r}: letters, digits, '_', '-', '.', '@' only")
+        if self.query_enabled and not self.query_password and not _is_loopback(self.query_host):
+            raise ConfigError(
+                f"the query interface on {self.query_host} is reachable from other machines: set "
+                f"{ENV_NAMES['query_password']} (the read-only user's password) or bind it to 127.0.0.1"
+            )
         if self.flush_interval <= 0:
             raise ConfigError(f"flush_interval must be positive, got {self.flush_interval}")
         if self.spool_commit_window < 0 or self.drain_timeout < 0:
@@ -103,6 +133,11 @@ class Settings:
             except ValueError:
                 raise ConfigError(f"{ENV_NAMES['allow_cidrs']}: {cidr!r} is not a CIDR such as 10.0.0.0/8") from None
         return tuple(networks)
+
+    @property
+    def query_enabled(self) -> bool:
+        """``serve`` answers ClickHouse's HTTP interface: embedded engine and a port."""
+        return self.query_port != 0 and self.clickhouse_url.startswith("chdb:")
 
     @property
     def spool_path(self) -> Path:
@@ -129,6 +164,15 @@ class Settings:
 
 #: Environment variable of each setting.
 ENV_NAMES = {f.name: f"PBX_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _parse(name: str, type_: Any, raw: str) -> Any:
