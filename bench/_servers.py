@@ -64,7 +64,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.dsn = f"chdb://{workdir / 'chdata'}"
         if app == "serve" and server == "uvicorn":
-            cmd = [sys.executable, "-m", "ingest", "serve", "--port", str(self.port), "--clickhouse", self.dsn]
+            # The query interface on a free port (never the default 8123, shared by every run on the machine).
+            self.query_port = free_port()
+            cmd = [sys.executable, "-m", "ingest", "serve", "--port", str(self.port), "--query-port",
+                   str(self.query_port), "--clickhouse", self.dsn]
         else:
             cmd = [sys.executable, "-m", "bench.apps", app, server, str(self.port)]
         self.log_path = workdir / f"{app}-{server}.log"

@@ -61,11 +61,15 @@ class ServeProcess:
     def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        #: ClickHouse's HTTP interface of this serve (a free port, never the default 8123).
+        self.query_port = free_port()
+        self.query_url = f"http://127.0.0.1:{self.query_port}"
         self.dsn = f"chdb://{data_dir}"
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "serve", "--port", str(self.port), "--clickhouse", self.dsn, *extra_args],
+            [sys.executable, "-m", "ingest", "serve", "--port", str(self.port), "--query-port", str(self.query_port),
+             "--clickhouse", self.dsn, *extra_args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
