@@ -373,10 +373,28 @@ def _query(conn: Any, sql: str, fmt: str = "TabSeparated", params: dict[str, str
 
 
 def _send(conn: Any, sql: str, fmt: str, params: dict[str, str]) -> Any:
+    """A streamed query; statements the engine cannot stream (SHOW, DESCRIBE, ...) run whole."""
     try:
         return conn.send_query(sql, fmt, params=params or {})
     except Exception as exc:
-        raise from_engine(exc) from None
+        error = from_engine(exc)
+        if error.code != 36 or "Streaming query is not supported" not in error.text:
+            raise error from None
+    return _Whole(_query(conn, sql, fmt, params))
+
+
+class _Whole:
+    """A whole result behind the streaming interface ``_chunks`` reads."""
+
+    def __init__(self, result: Any) -> None:
+        self._result: Any = result
+
+    def fetch(self) -> Any:
+        result, self._result = self._result, None
+        return result
+
+    def close(self) -> None:
+        self._result = None
 
 
 def _chunks(stream: Any, summary: dict[str, int]) -> Iterator[bytes]:
