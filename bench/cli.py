@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmarks, print tables, write JSON results.
 
-    python -m bench run [throughput|freshness|queries|memory|all ...] [--duration S] [--smoke]
+    python -m bench run [throughput|freshness|queries|memory|query_load|all ...] [--duration S] [--smoke]
     python -m bench profile [--duration S] [--server uvicorn|granian] [--gil]
 
 Results go to ``bench/results/<UTC time>-<parts>.json`` (gitignored) with the
@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, memory, profile, queries, throughput
+from bench import freshness, memory, profile, queries, query_load, throughput
 from bench._machine import load_average, machine
 
 __all__ = ["main"]
 
-PARTS = ("throughput", "freshness", "queries", "memory")
+PARTS = ("throughput", "freshness", "queries", "memory", "query_load")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -139,6 +139,11 @@ def _run(args: argparse.Namespace) -> int:
             except queries.NotReady as exc:
                 report["results"]["queries"] = {"not_run": str(exc)}
                 print(f"\n## Queries\nnot run: {exc}")
+        if "query_load" in parts:
+            res = query_load.run(workdir / "query_load", seconds, rate=min(rate, 1000.0),
+                                 rounds=args.rounds or (1 if args.smoke else 2))
+            report["results"]["query_load"] = res
+            print_table("Webhook latency while dashboards query through serve", query_load.table(res))
         if "memory" in parts:
             soak = args.soak or (6.0 if args.smoke else 600.0)
             res = memory.run(workdir / "memory", soak, rate=rate, sample_every=1.0 if soak < 60 else 5.0)

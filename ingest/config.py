@@ -84,8 +84,9 @@ class Settings:
     #: environment, not a flag (flags show in ``ps``).
     query_user: str = "default"
     query_password: str = dataclasses.field(default="", repr=False)
-    #: Queries running at once; more wait their turn, the webhooks never do.
-    query_max_concurrent: int = 2
+    #: Queries running at once; more wait their turn, the webhooks never do. Default: half the
+    #: CPUs, at least 1 (bench/query_load.py: on 2 cores, 2 at once tripled the webhooks' p99).
+    query_max_concurrent: int = dataclasses.field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
     #: Seconds a read-only query may run (its ``max_execution_time``); a client may lower it.
     query_max_execution_time: float = 60.0
     #: Bytes of one answer (before HTTP compression); a larger result fails with
@@ -93,6 +94,11 @@ class Settings:
     query_max_result_bytes: int = 256 << 20
     #: Memory one read-only query may use (its ``max_memory_usage``); a client may lower it.
     query_max_memory_usage: int = 4 << 30
+    #: Threads one read-only query may use (its ``max_threads``); a client may lower it.
+    query_max_threads: int = 1
+    #: Nice value of the threads that run queries (``os_thread_priority`` and the interface's own
+    #: threads): the webhook path keeps the CPU when both want it. 0 = same priority.
+    query_nice: int = 10
 
     def __post_init__(self) -> None:
         if not (self.clickhouse_url.startswith(("chdb:", "http://", "https://"))):
@@ -105,9 +111,11 @@ class Settings:
             raise ConfigError("a cluster needs ClickHouse servers: set an http(s):// clickhouse url")
         for name in ("batch_size", "spool_max_bytes", "max_body_bytes", "max_url_bytes", "max_params", "port",
                      "query_max_concurrent", "query_max_execution_time", "query_max_result_bytes",
-                     "query_max_memory_usage"):
+                     "query_max_memory_usage", "query_max_threads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.query_nice <= 19:
+            raise ConfigError(f"query_nice must be 0 to 19, got {self.query_nice}")
         if not 0 <= self.query_port <= 65535:
             raise ConfigError(f"query_port must be 0 (off) to 65535, got {self.query_port}")
         if not re.fullmatch(r"[A-Za-z0-9_.@-]+", self.query_user):

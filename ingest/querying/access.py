@@ -83,10 +83,14 @@ class Limits:
 
     max_execution_time: float
     max_memory_usage: int
+    max_threads: int = 1
+    #: ``os_thread_priority`` of every query (a reader may not lower it).
+    nice: int = 0
 
     def as_settings(self) -> dict[str, str]:
         return {"max_execution_time": _number(self.max_execution_time),
-                "max_memory_usage": str(self.max_memory_usage)}
+                "max_memory_usage": str(self.max_memory_usage), "max_threads": str(self.max_threads),
+                "os_thread_priority": str(self.nice)}
 
 
 def _number(value: float) -> str:
@@ -211,11 +215,19 @@ def check_tree(ast: str) -> None:
 
 def check_settings(changes: Iterable[tuple[str, str]], limits: Limits) -> None:
     """Refuse changes a reader may not make (SETTING_CONSTRAINT_VIOLATION, as ClickHouse)."""
-    maxima = {"max_execution_time": limits.max_execution_time, "max_memory_usage": limits.max_memory_usage}
+    maxima = {"max_execution_time": limits.max_execution_time, "max_memory_usage": limits.max_memory_usage,
+              "max_threads": limits.max_threads}
     for name, raw in changes:
         key = name.lower()
         if key in CONST_SETTINGS:
             raise ClickHouseError(452, f"Setting {name} should not be changed")
+        if key == "os_thread_priority":
+            try:
+                lower = int(raw.strip("'")) < limits.nice
+            except ValueError:
+                lower = True
+            if lower:
+                raise ClickHouseError(452, f"Setting {name} shouldn't be less than {limits.nice}")
         if key in maxima:
             value = raw.strip("'")
             try:

@@ -204,8 +204,10 @@ class Engine:
     def _base_settings(self, conn: Any, user: access.User) -> None:
         """A reader's connection: the limits, then ``readonly = 2`` (the engine refuses to lower
         it afterwards)."""
-        if user.owner:
-            _query(conn, f"SET max_execution_time = {_quote(self.limits.as_settings()['max_execution_time'])}")
+        if user.owner:  # the defaults, which the owner may change
+            limits = self.limits.as_settings()
+            del limits["max_memory_usage"]
+            _query(conn, "SET " + ", ".join(f"{k} = {_quote(v)}" for k, v in limits.items()))
         else:
             limits = ", ".join(f"{k} = {_quote(v)}" for k, v in self.limits.as_settings().items())
             _query(conn, f"SET {limits}, readonly = 2")

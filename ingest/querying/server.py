@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,16 @@ def endpoint_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _nice(value: int) -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread id is a process id for
+    ``setpriority``); the webhook threads keep theirs."""
+    if value and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), value)
+        except OSError:
+            log.debug("could not lower the query threads' priority", exc_info=True)
+
+
 class QueryServer:
     """ClickHouse's HTTP interface on ``settings.query_host:query_port`` (docs/querying.md)."""
 
@@ -52,9 +63,11 @@ class QueryServer:
         #: A client that keeps the engine open for the service's lifetime (closed at ``stop``).
         self._holder = holder
         self.data_dir = data_dir(settings)
-        limits = access.Limits(settings.query_max_execution_time, settings.query_max_memory_usage)
+        limits = access.Limits(settings.query_max_execution_time, settings.query_max_memory_usage,
+                               settings.query_max_threads, settings.query_nice)
         self.engine = Engine(str(self.data_dir), limits, settings.query_max_result_bytes)
-        self._pool = ThreadPoolExecutor(settings.query_max_concurrent + 1, thread_name_prefix="pbx-query")
+        self._pool = ThreadPoolExecutor(settings.query_max_concurrent + 1, thread_name_prefix="pbx-query",
+                                        initializer=_nice, initargs=(settings.query_nice,))
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -94,6 +107,7 @@ class QueryServer:
         log.info("query interface listening", extra={"url": self.owner_file.url, "user": s.query_user})
 
     def _serve(self, ready: threading.Event) -> None:
+        _nice(self.settings.query_nice)
         loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)

@@ -10,7 +10,7 @@ import pytest
 from ingest.querying import access
 from ingest.querying.errors import ClickHouseError
 
-LIMITS = access.Limits(max_execution_time=60, max_memory_usage=1 << 30)
+LIMITS = access.Limits(max_execution_time=60, max_memory_usage=1 << 30, max_threads=4, nice=10)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,10 @@ def test_the_canonical_text_names_format_outfile_and_settings(engine):
     ([("max_execution_time", "61")], False),
     ([("max_execution_time", "0")], False),
     ([("max_memory_usage", str(2 << 30))], False),
-    ([("max_threads", "8")], True),
+    ([("max_threads", "2")], True),
+    ([("max_threads", "8")], False),
+    ([("os_thread_priority", "19")], True),
+    ([("os_thread_priority", "0")], False),
     ([("dialect", "'kusto'")], False),
     ([("output_format_schema", "'/tmp/x'")], False),
 ])
