@@ -189,6 +189,11 @@ class Engine:
                 yield chunk
             execution.summary["result_bytes"] = total
         finally:
+            # The engine's stream first (it cancels a query still running), then the connection:
+            # a connection closed under an open stream can hang the engine.
+            close = getattr(execution.chunks, "close", None)
+            if close is not None:
+                close()
             self._finish(conn, session, restore)
 
     def _finish(self, conn: Any, session: _Session | None, restore: dict[str, tuple[str, bool]]) -> None:
@@ -300,8 +305,15 @@ class Engine:
         execution = Execution(fmt, iter(()), summary)
 
         def reframed() -> Iterator[bytes]:
+            chunks = _chunks(stream, summary)
+            try:
+                yield from _reframe(chunks)
+            finally:
+                chunks.close()
+
+        def _reframe(chunks: Iterator[bytes]) -> Iterator[bytes]:
             rows = 0
-            for chunk in _chunks(stream, summary):
+            for chunk in chunks:
                 try:
                     blocks = list(native.transcode(chunk, revision, self.type_name))
                 except native.UnsupportedType as exc:

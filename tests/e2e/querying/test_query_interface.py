@@ -263,3 +263,27 @@ def test_the_owner_writes_with_the_key_only_the_local_owner_can_read(service):
 def test_gzip_request_bodies_are_read(service):
     r = httpx.post(service.query_url, content=gzip.compress(b"SELECT 42"), headers={"Content-Encoding": "gzip"})
     assert r.text == "42\n"
+
+
+def test_a_heavy_query_does_not_hold_back_webhooks(service):
+    heavy: dict = {}
+
+    def run_heavy():
+        started = time.monotonic()
+        heavy["response"] = post(service, "SELECT sum(cityHash64(toString(number))) FROM numbers(100000000)")
+        heavy["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run_heavy)
+    thread.start()
+    time.sleep(0.5)
+    slowest = 0.0
+    url = spec_example_urls()[0].replace("http://server", service.url)
+    for _ in range(20):
+        t = time.monotonic()
+        assert httpx.get(url).status_code == 200
+        slowest = max(slowest, time.monotonic() - t)
+    webhooks_done = "seconds" not in heavy
+    thread.join()
+    assert heavy["response"].status_code == 200, heavy["response"].text
+    assert webhooks_done, "the query ended before the webhooks: make it heavier"
+    assert slowest < heavy["seconds"] / 2, (slowest, heavy["seconds"])
