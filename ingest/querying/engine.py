@@ -321,7 +321,9 @@ class Engine:
                         48, f"Native output for client_protocol_version={revision} of a column of type {exc.type_name} "
                             f"is not supported by this interface: use another format (JSONEachRow, RowBinary, ...) or "
                             f"CAST the column (e.g. to String)") from None
-                rows += _block_rows(chunk)
+                info = len(native.block_info(revision))
+                for block in blocks:
+                    rows += _block_rows(block[info:])
                 summary["result_rows"] = rows
                 yield from blocks
 

@@ -268,22 +268,23 @@ def test_gzip_request_bodies_are_read(service):
 def test_a_heavy_query_does_not_hold_back_webhooks(service):
     heavy: dict = {}
 
-    def run_heavy():
+    def run_heavy():  # a query that keeps a CPU busy for 4 s, then answers what it has
         started = time.monotonic()
-        heavy["response"] = post(service, "SELECT sum(cityHash64(toString(number))) FROM numbers(100000000)")
+        heavy["response"] = post(service, "SELECT count() FROM numbers(1000000000000) "
+                                          "SETTINGS max_execution_time = 4, timeout_overflow_mode = 'break'")
         heavy["seconds"] = time.monotonic() - started
 
     thread = threading.Thread(target=run_heavy)
     thread.start()
     time.sleep(0.5)
-    slowest = 0.0
     url = spec_example_urls()[0].replace("http://server", service.url)
-    for _ in range(20):
+    slowest, sent, until = 0.0, 0, time.monotonic() + 1.5
+    while time.monotonic() < until:
         t = time.monotonic()
         assert httpx.get(url).status_code == 200
-        slowest = max(slowest, time.monotonic() - t)
-    webhooks_done = "seconds" not in heavy
+        slowest, sent = max(slowest, time.monotonic() - t), sent + 1
+    query_still_running = "seconds" not in heavy
     thread.join()
     assert heavy["response"].status_code == 200, heavy["response"].text
-    assert webhooks_done, "the query ended before the webhooks: make it heavier"
-    assert slowest < heavy["seconds"] / 2, (slowest, heavy["seconds"])
+    assert query_still_running and sent > 0
+    assert slowest < 1.0, f"a webhook waited {slowest:.2f} s behind a query"
