@@ -443,11 +443,18 @@ def _block_rows(chunk: bytes) -> int:
 
 
 def _summary(result: Any) -> dict[str, int]:
+    summary = {}
+    for key, method in (("read_rows", "rows_read"), ("read_bytes", "bytes_read"), ("written_rows", "rows_written"),
+                        ("written_bytes", "bytes_written")):
+        try:
+            summary[key] = int(getattr(result, method)())
+        except Exception:
+            pass
     try:
-        return {"read_rows": int(result.rows_read()), "read_bytes": int(result.bytes_read()),
-                "elapsed_ns": int(result.elapsed() * 1e9)}
+        summary["elapsed_ns"] = int(result.elapsed() * 1e9)
     except Exception:
-        return {}
+        pass
+    return summary
 
 
 def _close(conn: Any) -> None:

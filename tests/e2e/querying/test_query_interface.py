@@ -253,6 +253,12 @@ def test_the_owner_writes_with_the_key_only_the_local_owner_can_read(service):
     r = httpx.post(service.query_url, headers=auth, content="INSERT INTO default.owned VALUES (7)")
     assert r.status_code == 200, r.text
     assert post(service, "SELECT a FROM default.owned").text == "7\n"
+    # Data in the body after the query in the URL (as `import` will hand rows over, issue 12).
+    r = httpx.post(service.query_url, headers=auth, params={"query": "INSERT INTO default.owned FORMAT TSV"},
+                   content="9\n10\n")
+    assert r.status_code == 200, r.text
+    assert json.loads(r.headers["x-clickhouse-summary"])["written_rows"] == "2"
+    assert post(service, "SELECT count() FROM default.owned").text == "3\n"
     # GET is read-only, for the owner too (ClickHouse's rule).
     r = httpx.get(service.query_url, headers=auth, params={"query": "INSERT INTO default.owned VALUES (8)"})
     assert r.headers["x-clickhouse-exception-code"] == "164"
