@@ -26,9 +26,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "json"
 
-#: Must match ``uid`` in provisioning/datasources/clickhouse.yaml.
+#: Must match ``uid`` in provisioning/datasources/{embedded,server}/pbx.yaml.
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "pbx-clickhouse"}
-PLUGIN_VERSION = "4.11.0"
+#: The ClickHouse plugin version the dashboards were checked against (compose pins it).
+PLUGIN_VERSION = "4.20.0"
 GRAFANA_VERSION = "12.4.0"
 SCHEMA_VERSION = 40
 

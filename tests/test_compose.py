@@ -1,8 +1,10 @@
-"""The production compose stacks (single server and 2-replica cluster).
+"""The production compose stacks: one host (profiles ``embedded`` and ``server``) and the cluster.
 
-Without Docker: the compose files, ClickHouse configuration, nginx and
-provisioning files are parsed and cross-checked (services, health checks,
-volumes, every mounted file exists, users and passwords line up).
+Without Docker: the compose files are validated against the Compose
+Specification's JSON schema (the copy check-jsonschema ships), and they, the
+ClickHouse configuration, nginx and provisioning files are parsed and
+cross-checked per profile (services, health checks, volumes, every mounted file
+exists, users and passwords line up).
 
 With a Docker engine (tests marked ``docker``): the stack is built and started
 with pytest-docker, webhooks are sent to the ingest service, and every panel
@@ -34,12 +36,59 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "compose"
 SINGLE = COMPOSE / "docker-compose.yml"
 CLUSTER = COMPOSE / "docker-compose.cluster.yml"
-STACKS = [pytest.param(SINGLE, id="single"), pytest.param(CLUSTER, id="cluster")]
+#: (compose file, profile): every shape the product can be started in.
+STACKS = [
+    pytest.param(SINGLE, "embedded", id="single-embedded"),
+    pytest.param(SINGLE, "server", id="single-server"),
+    pytest.param(CLUSTER, None, id="cluster"),
+]
 ONE_SHOT = {"migrate"}
+DATASOURCES = REPO / "dashboards/provisioning/datasources"
 
 
 def _load(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
+
+
+def _services(path: Path, profile: str | None) -> dict[str, Any]:
+    """The services ``docker compose --profile <profile> up`` starts (no profile: those without one)."""
+    services = _load(path)["services"]
+    return {n: s for n, s in services.items() if not s.get("profiles") or profile in s["profiles"]}
+
+
+def test_compose_files_follow_the_compose_specification_schema():
+    """Validated as `docker compose config` would, without Docker: the Compose Specification's own schema."""
+    import jsonschema
+    from check_jsonschema.builtin_schemas import get_builtin_schema
+
+    schema = get_builtin_schema("vendor.compose-spec")
+    for path in (SINGLE, CLUSTER):
+        jsonschema.validate(_load(path), schema)
+    broken = _load(SINGLE)
+    broken["services"]["grafana"]["profiles"] = "server"  # a string where the spec wants a list
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_the_single_host_file_has_two_disjoint_profiles_and_embedded_runs_no_clickhouse_server():
+    services = _load(SINGLE)["services"]
+    assert all(s.get("profiles") in (["server"], ["embedded"]) for s in services.values()), "every service in one"
+    embedded = _services(SINGLE, "embedded")
+    assert set(embedded) == {"ingest-embedded", "grafana-embedded"}
+    assert not any("clickhouse-server" in s.get("image", "") for s in embedded.values())
+    env = _env(embedded["ingest-embedded"])
+    assert env["PBX_CLICKHOUSE_URL"].startswith("chdb:///") and env["PBX_QUERY_PORT"] == "8123"
+    # The engine directory is a named volume: the data outlives the container.
+    engine_dir = env["PBX_CLICKHOUSE_URL"].removeprefix("chdb://")
+    assert any(m.split(":")[1] == engine_dir for m in embedded["ingest-embedded"]["volumes"])
+    # Bound beyond loopback, so it has a password, and Grafana's data source uses it.
+    assert env["PBX_QUERY_HOST"] == "0.0.0.0" and env["PBX_QUERY_PASSWORD"].startswith("${PBX_QUERY_PASSWORD:-")
+    grafana = _env(embedded["grafana-embedded"])
+    assert grafana["PBX_GRAFANA_CLICKHOUSE_HOST"] == "ingest-embedded"
+    assert grafana["PBX_GRAFANA_CLICKHOUSE_USER"] == env["PBX_QUERY_USER"]
+    assert grafana["PBX_GRAFANA_CLICKHOUSE_PASSWORD"] == env["PBX_QUERY_PASSWORD"]
+    published = [p for p in embedded["ingest-embedded"]["ports"] if p.endswith(":8123")]
+    assert published and all(p.startswith("127.0.0.1:") for p in published), "query port on the host's loopback only"
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:
@@ -55,9 +104,9 @@ def _defaults(text: str) -> dict[str, str]:
 # -- structure (no Docker needed) ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", STACKS)
-def test_every_long_running_service_has_a_health_check_and_restarts(path: Path):
-    services = _load(path)["services"]
+@pytest.mark.parametrize(("path", "profile"), STACKS)
+def test_every_long_running_service_has_a_health_check_and_restarts(path: Path, profile: str | None):
+    services = _services(path, profile)
     for name, service in services.items():
         if name in ONE_SHOT:
             assert service.get("restart") == "no"
@@ -67,7 +116,7 @@ def test_every_long_running_service_has_a_health_check_and_restarts(path: Path):
         assert service.get("restart") == "unless-stopped", name
 
 
-@pytest.mark.parametrize("path", STACKS)
+@pytest.mark.parametrize("path", [SINGLE, CLUSTER], ids=["single", "cluster"])
 def test_data_lives_in_named_volumes_and_every_mounted_file_exists(path: Path):
     compose = _load(path)
     declared = set(compose["volumes"])
@@ -86,21 +135,24 @@ def test_data_lives_in_named_volumes_and_every_mounted_file_exists(path: Path):
     assert declared == used, f"declared but unused: {declared - used}"
 
 
-@pytest.mark.parametrize("path", STACKS)
-def test_services_wait_for_what_they_need(path: Path):
-    services = _load(path)["services"]
+@pytest.mark.parametrize(("path", "profile"), STACKS)
+def test_services_wait_for_what_they_need(path: Path, profile: str | None):
+    services = _services(path, profile)
     for name, service in services.items():
         for dep, cond in service.get("depends_on", {}).items():
-            assert dep in services, f"{name} depends on unknown {dep}"
+            assert dep in services, f"{name} depends on {dep}, which profile {profile} does not start"
             wanted = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
             assert cond["condition"] == wanted, f"{name} -> {dep}"
     ingest = [s for n, s in services.items() if n.startswith("ingest")]
-    assert ingest and all("migrate" in s["depends_on"] for s in ingest)
+    # A ClickHouse server is migrated first; the embedded engine is migrated by serve itself.
+    assert ingest and all(("migrate" in s.get("depends_on", {})) == (profile != "embedded") for s in ingest)
+    grafana = next(s for n, s in services.items() if n.startswith("grafana"))
+    assert set(grafana["depends_on"]) <= set(services)
 
 
-@pytest.mark.parametrize("path", STACKS)
-def test_ingest_writes_as_writer_and_grafana_reads_as_the_read_only_user(path: Path):
-    services = _load(path)["services"]
+@pytest.mark.parametrize(("path", "profile"), [p for p in STACKS if p.values[1] != "embedded"])
+def test_ingest_writes_as_writer_and_grafana_reads_as_the_read_only_user(path: Path, profile: str | None):
+    services = _services(path, profile)
     ch_hosts = {n for n, s in services.items() if "clickhouse-server" in s.get("image", "")}
     assert ch_hosts
     for name, service in services.items():
@@ -114,13 +166,22 @@ def test_ingest_writes_as_writer_and_grafana_reads_as_the_read_only_user(path: P
             assert env["PBX_SPOOL_DIR"] and any(v.endswith(":" + env["PBX_SPOOL_DIR"]) for v in service["volumes"])
     grafana = services["grafana"]
     env = _env(grafana)
-    assert env["GF_PLUGINS_PREINSTALL_SYNC"].startswith("${GRAFANA_CLICKHOUSE_PLUGIN:-grafana-clickhouse-datasource")
     assert env["PBX_GRAFANA_CLICKHOUSE_USER"] == "grafana" and env["PBX_GRAFANA_CLICKHOUSE_HOST"] in ch_hosts
     assert int(re.search(r"grafana:\$\{GRAFANA_VERSION:-(\d+)\.(\d+)", grafana["image"])[1]) >= 12
-    # Every ${VAR} the provisioning files read is set for Grafana.
-    provisioning = (REPO / "dashboards/provisioning/datasources/clickhouse.yaml").read_text()
-    for var in re.findall(r"\$\{(\w+)\}", provisioning):
-        assert var in env, f"grafana does not set {var}"
+
+
+@pytest.mark.parametrize(("path", "profile"), STACKS)
+def test_grafana_provisions_the_data_source_of_its_profile_with_every_variable_it_reads(path: Path, profile: str | None):
+    services = _services(path, profile)
+    (name,) = [n for n in services if n.startswith("grafana")]
+    mounts = _mounts(services[name])
+    kind = "embedded" if profile == "embedded" else "server"
+    assert mounts[f"../dashboards/provisioning/datasources/{kind}"] == "/etc/grafana/provisioning/datasources"
+    env = _env(services[name])
+    # The plugin is pinned to the version the dashboards were checked against (docs/dashboards.md).
+    assert env["GF_PLUGINS_PREINSTALL_SYNC"] == "${GRAFANA_CLICKHOUSE_PLUGIN:-grafana-clickhouse-datasource@4.20.0}"
+    for var in re.findall(r"\$\{(\w+)\}", (DATASOURCES / kind / "pbx.yaml").read_text()):
+        assert var in env, f"{name} does not set {var}"
 
 
 def test_the_cluster_stack_migrates_on_cluster_and_each_ingest_instance_knows_the_cluster():
@@ -197,13 +258,16 @@ def test_the_image_is_built_from_this_repository_with_pip():
     assert re.search(r'^ENTRYPOINT \["pbx-analytics"\]', dockerfile, re.M)
 
 
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    return dict(m.rsplit(":", 2)[:2] if m.endswith(":ro") else m.split(":", 1) for m in service["volumes"])
+
+
 def test_grafana_mounts_the_provisioning_and_dashboards_where_the_provider_looks():
     provider = _load(REPO / "dashboards/provisioning/dashboards/pbx.yaml")["providers"][0]
     for path in (SINGLE, CLUSTER):
-        mounts = dict(m.rsplit(":", 2)[:2] if m.endswith(":ro") else m.split(":", 1)
-                      for m in _load(path)["services"]["grafana"]["volumes"])  # fmt: skip
-        assert mounts["../dashboards/json"] == provider["options"]["path"]
-        assert mounts["../dashboards/provisioning/datasources"] == "/etc/grafana/provisioning/datasources"
+        for name, service in _load(path)["services"].items():
+            if name.startswith("grafana"):
+                assert _mounts(service)["../dashboards/json"] == provider["options"]["path"], name
 
 
 # -- the running stack (Docker) -----------------------------------------------------------------------
@@ -244,21 +308,25 @@ class Stack:
         self.auth = ("admin", "admin-test")
 
 
-@pytest.fixture(scope="module", params=STACKS)
+@pytest.fixture(scope="module", params=[pytest.param(p.values, id=p.id) for p in STACKS])
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     reason = _docker_unavailable()
     if reason:
         pytest.skip(reason)
     from pytest_docker.plugin import get_docker_services
 
-    path: Path = request.param
-    ports = {"PBX_INGEST_PORT": free_port(), "GRAFANA_PORT": free_port(), "CLICKHOUSE_HTTP_PORT": free_port()}
+    path, profile = request.param
+    ports = {"PBX_INGEST_PORT": free_port(), "GRAFANA_PORT": free_port(), "CLICKHOUSE_HTTP_PORT": free_port(),
+             "PBX_QUERY_HTTP_PORT": free_port()}  # fmt: skip
     saved = dict(os.environ)
     os.environ.update({k: str(v) for k, v in ports.items()})
     os.environ["GRAFANA_ADMIN_PASSWORD"] = "admin-test"
-    project = f"pbxtest{os.getpid()}{path.stem.replace('docker-compose', '').replace('.', '')}"
+    project = f"pbxtest{os.getpid()}{path.stem.replace('docker-compose', '').replace('.', '')}{profile or ''}"
+    # The embedded profile's Grafana reads the engine through serve's ClickHouse HTTP interface.
+    select = f"--profile {profile} " if profile else ""
     try:
-        with get_docker_services("docker compose", [str(path)], project, ["up --build -d"], ["down -v"]):
+        with get_docker_services("docker compose", [str(path)], project, [f"{select}up --build -d"],
+                                 [f"{select}down -v"]):  # fmt: skip
             stack = Stack(f"http://127.0.0.1:{ports['PBX_INGEST_PORT']}", f"http://127.0.0.1:{ports['GRAFANA_PORT']}")
             _wait(f"{stack.ingest}/healthz", 600)
             _wait(f"{stack.grafana}/api/health", 600)

@@ -53,10 +53,21 @@ def _generator() -> Any:
     return module
 
 
-def _datasource_uid() -> str:
-    config = yaml.safe_load((PROVISIONING / "datasources" / "clickhouse.yaml").read_text())
+#: One data source file per kind of engine; a deployment mounts exactly one folder (docs/dashboards.md).
+DATASOURCE_FILES = {kind: PROVISIONING / "datasources" / kind / "pbx.yaml" for kind in ("embedded", "server")}
+
+
+def _datasource(kind: str) -> dict[str, Any]:
+    config = yaml.safe_load(DATASOURCE_FILES[kind].read_text())
+    assert config["apiVersion"] == 1
     (source,) = config["datasources"]
-    return source["uid"]
+    return source
+
+
+def _datasource_uid() -> str:
+    uids = {_datasource(kind)["uid"] for kind in DATASOURCE_FILES}
+    assert len(uids) == 1, "both data source files must carry the uid the panels reference"
+    return uids.pop()
 
 
 ALL_DASHBOARDS = gs.load_dashboards()
@@ -299,20 +310,27 @@ def _views_read(sql: str) -> set[str]:
     return set(re.findall(r"\bpbx\.(\w+)", sql))
 
 
-def test_datasource_and_dashboard_provisioning():
-    ds = yaml.safe_load((PROVISIONING / "datasources" / "clickhouse.yaml").read_text())
-    (source,) = ds["datasources"]
-    assert source["type"] == "grafana-clickhouse-datasource" and ds["apiVersion"] == 1
+@pytest.mark.parametrize(("kind", "protocol", "port"), [("embedded", "http", 8123), ("server", "native", 9000)])
+def test_datasource_provisioning_per_engine(kind: str, protocol: str, port: int):
+    source = _datasource(kind)
+    assert source["type"] == "grafana-clickhouse-datasource" and source["isDefault"]
     data = source["jsonData"]
     for key in ("host", "port", "protocol", "defaultDatabase", "username"):
         assert key in data, key
-    assert data["defaultDatabase"] == "pbx" and data["protocol"] in ("http", "native")
+    assert (data["protocol"], data["port"], data["defaultDatabase"]) == (protocol, port, "pbx")
     assert source["secureJsonData"]["password"].startswith("${"), "password comes from the environment"
+    # Plugin versions up to 4.13 panic on a number here (grafana/clickhouse-datasource#1559).
+    for key in ("dialTimeout", "queryTimeout"):
+        assert isinstance(data[key], str) and data[key].isdigit(), f"{key} must be a string of seconds"
+
+
+def test_dashboard_provisioning():
+    uid = _datasource_uid()
     providers = yaml.safe_load((PROVISIONING / "dashboards" / "pbx.yaml").read_text())["providers"]
     assert providers[0]["type"] == "file" and providers[0]["options"]["path"]
     for dash in ALL_DASHBOARDS:
         for p in gs.iter_panels(dash["panels"]):
-            assert p["datasource"]["uid"] == source["uid"]
+            assert p["datasource"]["uid"] == uid
 
 
 # -- every panel's SQL on a simulated day ---------------------------------------------------------------
