@@ -11,9 +11,10 @@ sources, not copied):
    (``$var``, ``${var}``, ``${var:format}``, ``[[var]]``), with the plugin's
    own formatter as default: a list becomes ``'a','b'``, a single value is
    inserted raw; an explicit ``:format`` wins over the plugin's formatter;
-3. the plugin's back end (``pkg/macros`` on the SDK's ``sqlutil`` macro
-   engine) expands ``$__name`` / ``$__name(args)`` macros: arguments only
-   when ``(`` follows the name directly, split at top-level commas.
+3. the plugin's back end (``pkg/macros`` on grafana/macropro since plugin
+   4.19) blanks SQL comments, then expands ``$__name`` / ``$__name(args)``
+   macros in one pass: arguments only when ``(`` follows the name directly,
+   inner macros first, split at top-level commas.
 
 The panel interval (``$__interval_s``, ``$__timeInterval``) is Grafana's
 ``calculateInterval``: range / max data points rounded by ``roundInterval``,
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,8 @@ from typing import Any
 __all__ = [
     "ALL",
     "DASHBOARD_DIR",
+    "CLICKHOUSE_MACROS",
+    "MacroContext",
     "MacroError",
     "PanelQuery",
     "TimeRange",
@@ -44,12 +47,14 @@ __all__ = [
     "apply_conditional_all",
     "calculate_interval_ms",
     "expand",
+    "expand_macros",
     "interpolate_macros",
     "interval_to_ms",
     "load_dashboards",
     "panel_queries",
     "replace_variables",
     "round_interval_ms",
+    "strip_comments",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,7 +266,155 @@ def replace_variables(
     return _VARIABLE.sub(one, sql)
 
 
-# -- 3. macros (plugin back end) --------------------------------------------------------------------
+# -- 3. macros (plugin back end: grafana/macropro, plugin 4.19 and later) ------------------------------
+#
+# Since plugin 4.19 the back end expands macros with grafana/macropro (plugin 4.20.0 pins v1.0.1):
+#
+# * comments are blanked first: ``--`` to the end of the line and ``/* ... */`` (an unterminated one
+#   to the end of the query) become spaces of the same length, so a macro in a comment is never
+#   expanded; quoted text is kept as it is, and for ClickHouse a backslash escapes the next byte
+#   inside '...' and "..." (the plugin's BackslashEscape style);
+# * one forward pass: at each ``$__`` the longest run of [A-Za-z0-9_] is the name; a name the plugin
+#   does not know stays as written; ``(`` directly after the name opens the arguments, closed by the
+#   matching ``)`` (quotes respected); without a matching ``)`` the macro has no arguments;
+# * macros inside the arguments are expanded first (plugin 4.20.0, macropro v1.0.1), then the
+#   arguments are split at top-level commas and trimmed; empty brackets are no argument at all;
+# * a handler's error fails the whole query (MacroError here).
+#
+# The engine knows nothing of SQL literals: a ``$__name`` inside a string literal is expanded too.
+
+
+@dataclass(frozen=True)
+class MacroContext:
+    """What a macro handler sees of the query (macropro's QueryContext)."""
+
+    time_range: TimeRange
+    interval_ms: int
+    table: str = ""
+    column: str = ""
+
+
+MacroFunc = Callable[[MacroContext, list[str]], str]
+
+
+def _scan_quoted(sql: str, start: int, backslash: bool) -> int:
+    """Index just past the literal opening at ``start`` (doubled quote escapes; ``\\x`` if ``backslash``)."""
+    quote = sql[start]
+    i = start + 1
+    while i < len(sql):
+        if backslash and sql[i] == "\\":
+            i += 2
+            continue
+        if sql[i] == quote:
+            if i + 1 < len(sql) and sql[i + 1] == quote:
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return len(sql)  # unterminated: the rest is quoted text
+
+
+def strip_comments(sql: str) -> str:
+    """macropro's StripComments with the plugin's ClickHouse style (line, block, backslash escapes)."""
+    out: list[str] = []
+    i = 0
+    while i < len(sql):
+        char = sql[i]
+        if char in "'\"":
+            end = _scan_quoted(sql, i, backslash=True)
+        elif sql.startswith("--", i):
+            end = next((j for j in range(i, len(sql)) if sql[j] in "\r\n"), len(sql))
+            out.append(" " * (end - i))
+            i = end
+            continue
+        elif sql.startswith("/*", i):
+            close = sql.find("*/", i + 2)
+            end = len(sql) if close < 0 else close + 2
+            out.append(" " * (end - i))
+            i = end
+            continue
+        else:
+            end = i + 1
+        out.append(sql[i:end])
+        i = end
+    return "".join(out)
+
+
+def _closing_bracket(sql: str, open_index: int) -> int:
+    """Index of the ``)`` matching the ``(`` at ``open_index``, or -1 (quotes respected)."""
+    depth = 0
+    i = open_index
+    while i < len(sql):
+        char = sql[i]
+        if char in "'\"":
+            i = _scan_quoted(sql, i, backslash=False)
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _split_args(raw: str) -> list[str]:
+    """macropro's parseArgs: top-level commas, each argument trimmed; blank means none."""
+    raw = raw.strip()
+    if not raw:
+        return []
+    args, depth, start, i = [], 0, 0, 0
+    while i < len(raw):
+        char = raw[i]
+        if char in "'\"":
+            i = _scan_quoted(raw, i, backslash=False)
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            args.append(raw[start:i].strip())
+            start = i + 1
+        i += 1
+    args.append(raw[start:].strip())
+    return args
+
+
+def expand_macros(sql: str, macros: Mapping[str, MacroFunc], ctx: MacroContext, prefix: str = "$__") -> str:
+    """macropro's Interpolate: comments blanked, then every known ``$__name(args)`` replaced."""
+    return _expand(strip_comments(sql), macros, ctx, prefix)
+
+
+def _expand(sql: str, macros: Mapping[str, MacroFunc], ctx: MacroContext, prefix: str) -> str:
+    out: list[str] = []
+    i = 0
+    while (found := sql.find(prefix, i)) != -1:
+        out.append(sql[i:found])
+        name_end = found + len(prefix)
+        while name_end < len(sql) and (sql[name_end].isascii() and (sql[name_end].isalnum() or sql[name_end] == "_")):
+            name_end += 1
+        name = sql[found + len(prefix) : name_end]
+        handler = macros.get(name)
+        if handler is None:
+            out.append(sql[found:name_end])
+            i = name_end
+            continue
+        args: list[str] = []
+        i = name_end
+        if sql.startswith("(", name_end) and (close := _closing_bracket(sql, name_end)) != -1:
+            args = _split_args(_expand(sql[name_end + 1 : close], macros, ctx, prefix))
+            i = close + 1
+        try:
+            out.append(handler(ctx, args))
+        except MacroError as exc:
+            raise MacroError(f"macro {prefix}{name}({', '.join(args)}): {exc}") from None
+    out.append(sql[i:])
+    return "".join(out)
+
+
+# The plugin's handlers (pkg/macros/macros.go) over macropro's defaults.
 
 
 def _to_datetime(ms: int) -> str:
@@ -276,11 +429,9 @@ def _to_date(ms: int) -> str:
     return "toDate('" + datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d") + "')"
 
 
-def _need(name: str, args: list[str] | None, count: int) -> list[str]:
-    got = len(args) if args is not None else 0
-    if got != count:
-        raise MacroError(f"$__{name}: unexpected number of arguments: expected {count}, received {got}")
-    assert args is not None
+def _need(name: str, args: list[str], count: int) -> list[str]:
+    if len(args) != count:
+        raise MacroError(f"$__{name} expected {count} argument(s), received {len(args)}")
     return args
 
 
@@ -288,94 +439,108 @@ def _seconds(interval_ms: int) -> int:
     return int(max(interval_ms / 1000, 1))
 
 
-def _macro(name: str, args: list[str] | None, rng: TimeRange, interval_ms: int) -> str:
-    f, t = rng.from_ms, rng.to_ms
-    if name == "fromTime":
-        return _to_datetime(f)
-    if name == "toTime":
-        return _to_datetime(t)
-    if name == "fromTime_ms":
-        return _to_datetime64(f)
-    if name == "toTime_ms":
-        return _to_datetime64(t)
-    if name == "timeFilter":
-        (col,) = _need(name, args, 1)
-        return f"{col} >= {_to_datetime(f)} AND {col} <= {_to_datetime(t)}"
-    if name == "timeFilter_ms":
-        (col,) = _need(name, args, 1)
-        return f"{col} >= {_to_datetime64(f)} AND {col} <= {_to_datetime64(t)}"
-    if name == "dateFilter":
-        (col,) = _need(name, args, 1)
-        return f"{col} >= {_to_date(f)} AND {col} <= {_to_date(t)}"
-    if name in ("dateTimeFilter", "dt"):
-        date_col, time_col = _need(name, args, 2)
+_GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_GO_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _go_duration_s(text: str) -> float:
+    """Go's time.ParseDuration (what the plugin's $__timeGroup uses): ``5m``, ``1h30m``, ``0.5s``."""
+    body = text[1:] if text[:1] in "+-" else text
+    if body == "0":
+        return 0.0
+    parts = _GO_DURATION.findall(body)
+    if not body or "".join(n + u for n, u in parts) != body:
+        raise MacroError(f"invalid duration {text!r}")
+    seconds = sum(float(n) * _GO_UNIT_S[u] for n, u in parts)
+    return -seconds if text.startswith("-") else seconds
+
+
+def _macro_handlers() -> dict[str, MacroFunc]:
+    def fixed(render: Callable[[MacroContext], str]) -> MacroFunc:
+        return lambda ctx, _args: render(ctx)
+
+    def filter_(name: str, low: Callable[[int], str]) -> MacroFunc:
+        def handler(ctx: MacroContext, args: list[str]) -> str:
+            (col,) = _need(name, args, 1)
+            f, t = ctx.time_range.from_ms, ctx.time_range.to_ms
+            return f"{col} >= {low(f)} AND {col} <= {low(t)}"
+
+        return handler
+
+    def date_time_filter(ctx: MacroContext, args: list[str]) -> str:
+        date_col, time_col = _need("dateTimeFilter", args, 2)
+        f, t = ctx.time_range.from_ms, ctx.time_range.to_ms
         return (
             f"({date_col} >= {_to_date(f)} AND {date_col} <= {_to_date(t)}) AND "
             f"({time_col} >= {_to_datetime(f)} AND {time_col} <= {_to_datetime(t)})"
         )
-    if name == "timeInterval":
-        (col,) = _need(name, args, 1)
-        return f"toStartOfInterval(toDateTime({col}), INTERVAL {_seconds(interval_ms)} second)"
-    if name == "timeInterval_ms":
-        (col,) = _need(name, args, 1)
-        return f"toStartOfInterval(toDateTime64({col}, 3), INTERVAL {max(interval_ms, 1)} millisecond)"
-    if name == "interval_s":
-        return str(_seconds(interval_ms))
-    # The SDK's defaults the plugin does not override.
-    if name == "timeFrom":
-        (col,) = _need(name, args, 1)
-        return f"{col} >= '{rng.start.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
-    if name == "timeTo":
-        (col,) = _need(name, args, 1)
-        return f"{col} <= '{rng.end.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
-    raise KeyError(name)
+
+    def time_interval(ctx: MacroContext, args: list[str]) -> str:
+        (col,) = _need("timeInterval", args, 1)
+        return f"toStartOfInterval(toDateTime({col}), INTERVAL {_seconds(ctx.interval_ms)} second)"
+
+    def time_interval_ms(ctx: MacroContext, args: list[str]) -> str:
+        (col,) = _need("timeInterval_ms", args, 1)
+        return f"toStartOfInterval(toDateTime64({col}, 3), INTERVAL {max(ctx.interval_ms, 1)} millisecond)"
+
+    def time_from(ctx: MacroContext, args: list[str]) -> str:
+        (col,) = _need("timeFrom", args, 1)
+        return f"{col} >= {_to_datetime(ctx.time_range.from_ms)}"
+
+    def time_to(ctx: MacroContext, args: list[str]) -> str:
+        (col,) = _need("timeTo", args, 1)
+        return f"{col} <= {_to_datetime(ctx.time_range.to_ms)}"
+
+    def time_group(_ctx: MacroContext, args: list[str]) -> str:
+        col, period = _need("timeGroup", args, 2)
+        seconds = round(_go_duration_s(period.strip().strip("'\"")))
+        if seconds <= 0:
+            raise MacroError(f"$__timeGroup: interval must be positive, got {period!r}")
+        return f"toStartOfInterval(toDateTime({col.strip()}), INTERVAL {seconds} second)"
+
+    def from_context(name: str, attr: str) -> MacroFunc:
+        def handler(ctx: MacroContext, _args: list[str]) -> str:
+            value: str = getattr(ctx, attr)
+            if not value:
+                raise MacroError(f"$__{name}: no {name} name in query context")
+            return value
+
+        return handler
+
+    return {
+        # macropro's defaults the plugin keeps.
+        "interval": fixed(lambda c: _hms(max(c.interval_ms, 1))),
+        "interval_ms": fixed(lambda c: str(c.interval_ms)),
+        "table": from_context("table", "table"),
+        "column": from_context("column", "column"),
+        # The plugin's own, and its overrides of macropro's defaults.
+        "timeFilter": filter_("timeFilter", _to_datetime),
+        "timeFilter_ms": filter_("timeFilter_ms", _to_datetime64),
+        "dateFilter": filter_("dateFilter", _to_date),
+        "timeFrom": time_from,
+        "timeTo": time_to,
+        "timeGroup": time_group,
+        "fromTime": fixed(lambda c: _to_datetime(c.time_range.from_ms)),
+        "toTime": fixed(lambda c: _to_datetime(c.time_range.to_ms)),
+        "fromTime_ms": fixed(lambda c: _to_datetime64(c.time_range.from_ms)),
+        "toTime_ms": fixed(lambda c: _to_datetime64(c.time_range.to_ms)),
+        "dateTimeFilter": date_time_filter,
+        "dt": date_time_filter,
+        "timeInterval": time_interval,
+        "timeInterval_ms": time_interval_ms,
+        "interval_s": fixed(lambda c: str(_seconds(c.interval_ms))),
+    }
 
 
-#: Every macro name the back end knows (plugin + SDK defaults used here).
-MACROS = (
-    "fromTime", "toTime", "fromTime_ms", "toTime_ms", "timeFilter", "timeFilter_ms", "dateFilter",
-    "dateTimeFilter", "dt", "timeInterval", "timeInterval_ms", "interval_s", "timeFrom", "timeTo",
-)  # fmt: skip
-
-
-def _parse_args(text: str) -> tuple[list[str] | None, int]:
-    """A bracketed argument list at the very start of ``text``: (args, length), (None, 0), or length -1."""
-    if not text.startswith("("):
-        return None, 0
-    args: list[str] = []
-    depth = 0
-    current: list[str] = []
-    for i, char in enumerate(text):
-        if char == "(":
-            depth += 1
-            if depth == 1:
-                continue
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                args.append("".join(current).strip())
-                return args, i + 1
-        elif char == "," and depth == 1:
-            args.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    return None, -1
+#: The plugin's macro set (plugin 4.20.0 ``ClickHouseMacros``), by name without ``$__``.
+CLICKHOUSE_MACROS: Mapping[str, MacroFunc] = _macro_handlers()
+#: Every macro name the back end knows.
+MACROS = tuple(CLICKHOUSE_MACROS)
 
 
 def interpolate_macros(sql: str, time_range: TimeRange, interval_ms: int) -> str:
     """Expand the back end's ``$__macros``, as the plugin does after the front end's work."""
-    for name in MACROS:
-        pattern = re.compile(r"\$__" + re.escape(name) + r"\b")
-        matches = []
-        for m in pattern.finditer(sql):
-            args, length = _parse_args(sql[m.end() :])
-            if length < 0:
-                raise MacroError(f"$__{name}: failed to parse macro arguments (missing close bracket?)")
-            matches.append((sql[m.start() : m.end() + length], args))
-        for full, args in matches:
-            sql = sql.replace(full, _macro(name, args, time_range, interval_ms))
-    return sql
+    return expand_macros(sql, CLICKHOUSE_MACROS, MacroContext(time_range, interval_ms))
 
 
 # -- the panel interval ----------------------------------------------------------------------------

@@ -105,11 +105,19 @@ ALL_QUERIES = gs.panel_queries(ALL_DASHBOARDS)
         pytest.param("$__fromTime AND f(x) > 1", "toDateTime(1793577600) AND f(x) > 1",
                      id="no-arguments-unless-bracket-follows-directly"),
         pytest.param("$__fromTime_msX", "$__fromTime_msX", id="longer-names-are-not-macros"),
-        # The SDK's defaults the plugin does not override.
-        pytest.param("$__timeFrom(t)", "t >= '2026-11-02T00:00:00Z'", id="sdk-timeFrom"),
-        pytest.param("$__timeTo(t)", "t <= '2026-11-03T00:00:00Z'", id="sdk-timeTo"),
-        # Empty brackets are one empty argument to the plugin, not an error: the SQL is broken.
-        pytest.param("$__timeFilter()", " >= toDateTime(1793577600) AND  <= toDateTime(1793664000)", id="empty-brackets"),
+        # Since plugin 4.19 (macropro): ClickHouse functions, not the SDK's RFC 3339 strings.
+        pytest.param("$__timeFrom(t)", "t >= toDateTime(1793577600)", id="timeFrom"),
+        pytest.param("$__timeTo(t)", "t <= toDateTime(1793664000)", id="timeTo"),
+        pytest.param("$__timeGroup(t, 15m)", "toStartOfInterval(toDateTime(t), INTERVAL 900 second)", id="timeGroup"),
+        # Comments become spaces of the same length: a macro in a comment is not expanded.
+        pytest.param("a -- $__timeFilter(\nb", "a " + " " * 17 + "\nb", id="line-comment-blanked"),
+        pytest.param("a /* $__fromTime */ b", "a " + " " * 17 + " b", id="block-comment-blanked"),
+        # The engine knows no SQL literals: a macro inside quotes is expanded all the same.
+        pytest.param("'$__fromTime'", "'toDateTime(1793577600)'", id="expanded-inside-a-string-literal"),
+        pytest.param("$__timeFilter($__fromTime)",
+                     "toDateTime(1793577600) >= toDateTime(1793577600) AND toDateTime(1793577600) <= toDateTime(1793664000)",
+                     id="nested-macro-first"),
+        pytest.param("$__fromTime(x", "toDateTime(1793577600)(x", id="unclosed-bracket-is-not-arguments"),
         pytest.param("$__timeFilter(t) OR $__timeFilter(t)",
                      "t >= toDateTime(1793577600) AND t <= toDateTime(1793664000) OR "
                      "t >= toDateTime(1793577600) AND t <= toDateTime(1793664000)", id="repeated"),
@@ -117,6 +125,54 @@ ALL_QUERIES = gs.panel_queries(ALL_DASHBOARDS)
 )  # fmt: skip
 def test_plugin_macros_expand_like_the_plugin(sql: str, expected: str):
     assert gs.interpolate_macros(sql, DAY, 900_000) == expected
+
+
+MACRO_CASES = json.loads((REPO / "tests/fixtures/grafana/macro_cases.json").read_text())
+
+
+def _rfc3339_ms(text: str) -> int:
+    return round(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+@pytest.mark.parametrize("case", MACRO_CASES["plugin_macros"], ids=lambda c: c["name"])
+def test_the_plugins_own_macro_test_cases(case: dict[str, Any]):
+    """grafana/clickhouse-datasource v4.20.0 pkg/macros/macros_test.go, as data (the fixture says so)."""
+    ctx = gs.MacroContext(gs.TimeRange(_rfc3339_ms(case["from"]), _rfc3339_ms(case["to"])), case["interval_ms"],
+                          case.get("table", ""), case.get("column", ""))  # fmt: skip
+    if case.get("error"):
+        with pytest.raises(gs.MacroError):
+            gs.expand_macros(case["sql"], gs.CLICKHOUSE_MACROS, ctx)
+    else:
+        assert gs.expand_macros(case["sql"], gs.CLICKHOUSE_MACROS, ctx) == case["expected"]
+
+
+def _toy_macro(template: str) -> gs.MacroFunc:
+    def handler(_ctx: gs.MacroContext, args: list[str]) -> str:
+        if template.startswith("!error"):
+            if len(args) != 2:
+                raise gs.MacroError(f"need 2 args, got {len(args)}")
+            return "ok"
+        return template.format(*args)
+
+    return handler
+
+
+@pytest.mark.parametrize("case", MACRO_CASES["engine"], ids=lambda c: c["name"])
+def test_macropros_own_engine_test_cases(case: dict[str, Any]):
+    """grafana/macropro's parser tests, with their toy macros, as data."""
+    macros = {name: _toy_macro(t) for name, t in MACRO_CASES["toy_macros"].items()}
+    ctx = gs.MacroContext(DAY, 1000)
+    if case.get("error"):
+        with pytest.raises(gs.MacroError):
+            gs.expand_macros(case["sql"], macros, ctx)
+    else:
+        assert gs.expand_macros(case["sql"], macros, ctx) == case["expected"]
+
+
+@pytest.mark.parametrize("case", MACRO_CASES["strip_comments"], ids=lambda c: c["name"])
+def test_macropros_own_comment_stripping_cases(case: dict[str, Any]):
+    got = gs.strip_comments(case["sql"])
+    assert got == case["expected"] and len(got) == len(case["sql"])
 
 
 def test_interval_macros_never_go_below_one_second():
@@ -128,8 +184,8 @@ def test_interval_macros_never_go_below_one_second():
 
 @pytest.mark.parametrize(
     "sql",
-    [pytest.param("$__timeFilter(a, b)", id="two"),
-     pytest.param("$__dateTimeFilter(a)", id="one-of-two"), pytest.param("$__timeFilter(a", id="unclosed")],
+    [pytest.param("$__timeFilter(a, b)", id="two"), pytest.param("$__dateTimeFilter(a)", id="one-of-two"),
+     pytest.param("$__timeFilter(a", id="unclosed"), pytest.param("$__timeFilter()", id="empty-brackets-are-no-argument")],
 )  # fmt: skip
 def test_macros_with_wrong_arguments_are_errors_as_in_the_plugin(sql: str):
     with pytest.raises(gs.MacroError, match=r"\$__"):
