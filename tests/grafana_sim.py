@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 __all__ = [
     "ALL",
@@ -45,9 +46,11 @@ __all__ = [
     "TimeRange",
     "Variable",
     "apply_conditional_all",
+    "encode_uri_component_strict",
     "calculate_interval_ms",
     "expand",
     "expand_macros",
+    "format_value",
     "interpolate_macros",
     "interval_to_ms",
     "load_dashboards",
@@ -181,7 +184,7 @@ def _plugin_format(value: Any) -> str:
 
 
 def _quote_each(value: str | list[str], quote: str) -> str:
-    """Grafana's singlequote/doublequote: each value quoted, the quote escaped with a backslash."""
+    """Grafana's singlequote/doublequote: each value quoted, the quote (only) escaped with a backslash."""
 
     def one(v: str) -> str:
         return quote + v.replace(quote, "\\" + quote) + quote
@@ -196,28 +199,94 @@ def _js_string(value: Any) -> str:
     return str(value)
 
 
-def _format(value: str | list[str], fmt: str, text: str) -> str:
-    """One of Grafana's variable formats (``${var:fmt}``); arguments after a second ``:`` are ignored."""
-    name = fmt.partition(":")[0]
-    if name == "singlequote":
+def encode_uri_component_strict(value: str) -> str:
+    """Grafana's encodeURIComponentStrict: encodeURIComponent, then ``!'()*`` percent-encoded too.
+
+    That is RFC 3986 percent-encoding of the UTF-8 bytes with only the unreserved characters
+    ``A-Z a-z 0-9 - _ . ~`` left as they are, which is what ``quote(value, safe="")`` does.
+    """
+    return quote(value, safe="")
+
+
+def _encode_uri_strict(value: str) -> str:
+    """Grafana's encodeURIStrict: encodeURI (URI syntax characters kept), then ``!'()*`` encoded."""
+    return quote(value, safe=";,/?:@&=+$#")
+
+
+def _escape_regex(value: str) -> str:
+    return re.sub(r"[\\^$*+?.()|\[\]{}/]", lambda m: "\\" + m.group(), value)
+
+
+def _lucene_escape(value: str) -> str:
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return re.sub(r'([!*+\-=<>\s&|()\[\]{}^~?:\\/"])', r"\\\1", value)
+
+
+def _escape_html(value: str) -> str:
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&#39;"))  # fmt: skip
+
+
+def _custom_query_param(value: str | list[str], args: list[str], name: str) -> str:
+    """``${var:customqueryparam[:name[:prefix]]}``: ``name=prefix<value>`` per value, joined by ``&``."""
+    key = encode_uri_component_strict(args[0] if args and args[0] else name)
+    prefix = encode_uri_component_strict(args[1] if len(args) > 1 else "")
+    items = [value] if isinstance(value, str) else value
+    return "&".join(f"{key}={prefix}{encode_uri_component_strict(v)}" for v in items)
+
+
+def format_value(value: str | list[str], fmt: str, text: str, name: str = "") -> str:
+    """One of Grafana's variable formats (``${var:fmt[:arg...]}``), as @grafana/scenes' formatRegistry.
+
+    Grafana 12 dashboards interpolate through Scenes; an unknown format name falls back to glob.
+    ``queryparam`` is not simulated: for a dashboard variable Scenes renders it from the variable's
+    URL state, not from the value.
+    """
+    fmt_name, *args = fmt.split(":")
+    many = isinstance(value, list)
+    if fmt_name == "singlequote":
         return _quote_each(value, "'")
-    if name == "doublequote":
+    if fmt_name == "doublequote":
         return _quote_each(value, '"')
-    if name == "sqlstring":
+    if fmt_name == "sqlstring":
         items = [value] if isinstance(value, str) else value
-        return ",".join("'" + v.replace("'", "''") + "'" for v in items)
-    if name == "csv":
+        return ",".join("'" + v.replace("'", "''").replace('"', '\\"') + "'" for v in items)
+    if fmt_name in ("csv", "raw"):
         return _js_string(value)
-    if name == "pipe":
-        return "|".join(value) if isinstance(value, list) else value
-    if name == "raw":
-        return _js_string(value)
-    if name == "text":
+    if fmt_name == "pipe":
+        return "|".join(value) if many else value
+    if fmt_name == "join":
+        return (args[0] if args else ",").join(value) if many else str(value)
+    if fmt_name == "distributed":
+        return ",".join(v if i == 0 else f"{name}={v}" for i, v in enumerate(value)) if many else value
+    if fmt_name == "text":
         return text
-    if name == "json":
-        return json.dumps(value, separators=(",", ":"))
+    if fmt_name == "json":
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if fmt_name == "html":
+        return _escape_html(", ".join(value) if many else value)
+    if fmt_name == "regex":
+        if not many:
+            return _escape_regex(value)
+        escaped = [_escape_regex(v) for v in value]
+        return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+    if fmt_name == "lucene":
+        if not many:
+            return _lucene_escape(value)
+        return "(" + " OR ".join(f'"{_lucene_escape(v)}"' for v in value) + ")" if value else "__empty__"
+    if fmt_name == "percentencode":
+        return encode_uri_component_strict("{" + ",".join(value) + "}" if many else value)
+    if fmt_name == "uriencode":
+        return _encode_uri_strict("{" + ",".join(value) + "}" if many else value)
+    if fmt_name == "customqueryparam":
+        return _custom_query_param(value, args, name)
+    if fmt_name == "queryparam":
+        raise NotImplementedError("queryparam renders the variable's URL state, which is not simulated")
     # "glob" is Grafana's default and its fallback for an unknown format name.
-    if isinstance(value, list) and len(value) > 1:
+    if many and len(value) > 1:
         return "{" + ",".join(value) + "}"
     return _js_string(value)
 
@@ -245,7 +314,7 @@ def replace_variables(
         fmt = match.group(3) or match.group(6)
         if name in builtins:
             value = builtins[name]
-            return value if fmt is None else _format(value, fmt, value)
+            return value if fmt is None else format_value(value, fmt, value, name)
         variable = by_name.get(name)
         if variable is None:
             return match.group(0)
@@ -261,7 +330,7 @@ def replace_variables(
                 value = list(variable.options)
         if fmt is None:
             return _plugin_format(value)
-        return _format(value, fmt, text)
+        return format_value(value, fmt, text, name)
 
     return _VARIABLE.sub(one, sql)
 

@@ -213,6 +213,7 @@ AGENT_SINGLE = gs.Variable("agent", "jana", ["jana", "petr"])
         pytest.param("${queue:raw}", [QUEUE_TWO], "billing,o'hara", id="raw"),
         pytest.param("${queue:text}", [QUEUE_ALL], "All", id="text-of-all"),
         pytest.param("${queue:json}", [QUEUE_TWO], '["billing","o\'hara"]', id="json"),
+        pytest.param("${queue:customqueryparam:v}", [QUEUE_TWO], "v=billing&v=o%27hara", id="customqueryparam"),
         pytest.param("${queue:nosuchformat}", [QUEUE_TWO], "{billing,o'hara}", id="unknown-format-falls-back-to-glob"),
         pytest.param("IN (${queue:singlequote})", [QUEUE_ALL], "IN ('billing','helpdesk','o\\'hara')",
                      id="all-means-every-option"),
@@ -224,6 +225,18 @@ AGENT_SINGLE = gs.Variable("agent", "jana", ["jana", "petr"])
 )  # fmt: skip
 def test_template_variables_interpolate_like_grafana(sql: str, variables: list[gs.Variable], expected: str):
     assert gs.replace_variables(sql, variables) == expected
+
+
+FORMAT_CASES = json.loads((REPO / "tests/fixtures/grafana/variable_format_cases.json").read_text())
+
+
+@pytest.mark.parametrize("case", FORMAT_CASES["cases"],
+                         ids=lambda c: f"{c['format']}:{c['value']!r}:{':'.join(c.get('args', []))}")  # fmt: skip
+def test_grafanas_own_variable_format_cases(case: dict[str, Any]):
+    """@grafana/scenes formatRegistry.test.ts (what Grafana 12 dashboards run), as data."""
+    fmt = ":".join([case["format"], *case.get("args", [])])
+    got = gs.format_value(case["value"], fmt, case.get("text", ""), FORMAT_CASES["variable"])
+    assert got == case["expected"]
 
 
 def test_custom_all_value_is_inserted_unformatted():
@@ -325,14 +338,21 @@ def test_variables_are_sql_queries_and_every_referenced_variable_exists(dash: di
         assert v["multi"] and v["includeAll"], f"{v['name']}: multi-select with All"
         assert v["current"]["value"] == [gs.ALL]
         assert _views_read(v["query"]) <= CONTRACT_VIEWS
+    generator = _generator()
     for panel in gs.iter_panels(dash["panels"]):
         for target in panel.get("targets", []):
             for match in re.finditer(r"\$\{(\w+)(?::[^}]*)?\}|\$(\w+)|\[\[(\w+)", target["rawSql"]):
                 name = match.group(1) or match.group(2) or match.group(3)
                 if not name.startswith("__"):
                     assert name in variables, f"{panel['title']!r} uses ${name}, not a variable of {dash['uid']}"
-            for fmt in re.findall(r"\$\{\w+:(\w+)\}", target["rawSql"]):
-                assert fmt in {"singlequote", "sqlstring", "csv", "doublequote", "raw", "text", "pipe", "json"}
+            # A value reaches the SQL only through the generator's selected(): percent-encoded, decoded
+            # by ClickHouse. The only other use of a variable is naming it to $__conditionalAll, which
+            # the front end removes with the whole macro before any value is interpolated.
+            rest = target["rawSql"]
+            for name in variables:
+                rest = rest.replace(generator.selected(name), "").replace(f", ${name})", ")")
+            leftover = re.findall(r"\$\{?(?!__)\w+|\[\[\w+", rest)
+            assert not leftover, f"{panel['title']!r}: {leftover} interpolates a value outside selected()"
 
 
 @pytest.mark.parametrize("query", ALL_QUERIES, ids=lambda q: q.id)
