@@ -83,7 +83,6 @@ def _query_variable(name: str, label: str, sql: str, refresh: int) -> dict[str, 
         "name": name,
         "label": label,
         "datasource": DATASOURCE,
-        "definition": sql,
         "query": sql,
         # 1 = on dashboard load, 2 = also on time-range change (the query filters by period).
         "refresh": refresh,
@@ -195,7 +194,8 @@ def stat_options(text_mode: str = "value_and_name") -> dict[str, Any]:
 
 
 def table_options() -> dict[str, Any]:
-    return {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
+    # No "footer": Grafana 12's table has none in its options (a footer is per field now).
+    return {"showHeader": True, "cellHeight": "sm"}
 
 
 def series_options() -> dict[str, Any]:
@@ -231,7 +231,7 @@ def dashboard(
         "links": [
             # Moving between dashboards keeps the time range and the queue / agent selection.
             {"type": "dashboards", "tags": ["pbx-analytics"], "asDropdown": True, "title": "PBX dashboards",
-             "keepTime": True, "includeVars": True}
+             "keepTime": True, "includeVars": True, "icon": "external link", "tooltip": "", "targetBlank": False}
         ],
         "panels": panels,
     }
