@@ -21,7 +21,6 @@ import datetime as dt
 import importlib.util
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -221,9 +220,6 @@ def test_every_panel_reads_its_variables_through_the_encoding():
         for match in re.finditer(r"\$\{(\w+):([^}]*)\}", query.sql):
             assert match.group(2) == "customqueryparam:v", f"{query.id}: ${{{match.group(1)}:{match.group(2)}}}"
 
-
-def test_module_lives_beside_the_dashboards_tests():
-    assert Path(__file__).parent.name == "dashboards"
 
 
 @settings(max_examples=150, deadline=None)
