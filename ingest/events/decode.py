@@ -1,4 +1,4 @@
-"""Request parameters -> an event Struct -> a ``pbx.events`` row.
+"""Request parameters -> an event Struct (:mod:`ingest.events.table` makes it a row).
 
 The one decoding path: the HTTP service and the access-log importer both call
 :func:`decode`, so a webhook means the same thing whichever way it arrives.
@@ -14,37 +14,16 @@ Quirks of real PBXs handled here (see ``docs/webhooks.md``):
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
-import os
-import random
-import time
-import uuid
 from collections.abc import Iterable
-from operator import itemgetter
 from typing import Any
 from urllib.parse import unquote
 
 import msgspec
 
-from ingest.spec import EVENTS, PARAMS, Event, required_params
+from ingest.events.spec import EVENTS, Event, required_params
 
-__all__ = ["COLUMNS", "COLUMN_TYPES", "DecodeError", "decode", "new_event_id", "parse_query", "to_row", "utc_now_ms"]
-
-#: The ``pbx.events`` insert columns, in order (``sql/0001_create_events.sql``).
-COLUMNS: tuple[str, ...] = ("event_id", "received_at", "event", "source", *PARAMS, "extra")
-
-#: Declared insert types, so inserts need no DESCRIBE round trip. Must match the DDL;
-#: ``tests/test_schema.py`` pins that.
-COLUMN_TYPES: tuple[str, ...] = (
-    "UUID",
-    "DateTime64(3, 'UTC')",
-    "LowCardinality(String)",
-    "LowCardinality(String)",
-    *(("LowCardinality(String)" if p in {"caller_type", "direction", "queue_name", "reason",
-                                         "state_name", "spy_type"} else "String") for p in PARAMS),
-    "Map(String, String)",
-)
+__all__ = ["DecodeError", "decode", "json_pairs", "parse_query"]
 
 
 class DecodeError(ValueError):
@@ -156,54 +135,3 @@ def decode(event: str, pairs: Iterable[tuple[str, str]]) -> Event:
     if extra:
         known["extra"] = extra
     return msgspec.convert(known, shape.cls)
-
-
-def _row_getter(cls: type[Event]) -> itemgetter[tuple[Any, ...]]:
-    """Picks the :data:`PARAMS` values out of ``(*astuple(ev), "")``: a field's value, or the
-    trailing ``""`` for a parameter this event does not have."""
-    names = [f.name for f in msgspec.structs.fields(cls)]
-    return itemgetter(*(names.index(p) if p in names else len(names) for p in PARAMS))
-
-
-_ROW_GETTERS: dict[type[Event], itemgetter[tuple[Any, ...]]] = {cls: _row_getter(cls) for cls in EVENTS.values()}
-_astuple = msgspec.structs.astuple
-
-# Event ids: random version-4 UUIDs from a private generator seeded from the OS, reseeded in
-# every forked child. uuid.uuid4() reads os.urandom each call (a syscall, three times slower);
-# these ids only need to be unique, not unpredictable. Private: seeding the global ``random``
-# (a simulator's seed, a test's) must not repeat ids.
-_rng = random.Random()
-os.register_at_fork(after_in_child=_rng.seed)
-_getrandbits = _rng.getrandbits
-_UUID = uuid.UUID
-
-
-def new_event_id() -> uuid.UUID:
-    """A fresh random (version 4) event id."""
-    return _UUID(int=_getrandbits(128), version=4)
-
-
-def to_row(
-    event: str,
-    ev: Event,
-    received_at: dt.datetime,
-    source: str = "http",
-    event_id: uuid.UUID | None = None,
-) -> tuple[Any, ...]:
-    """The ``pbx.events`` row (in :data:`COLUMNS` order) of a decoded event."""
-    return (
-        event_id or new_event_id(),
-        received_at,
-        event,
-        source,
-        *_ROW_GETTERS[type(ev)]((*_astuple(ev), "")),
-        ev.extra,
-    )
-
-
-def utc_now_ms() -> dt.datetime:
-    """Arrival time: UTC, truncated to the millisecond (the column's precision)."""
-    return _EPOCH + dt.timedelta(milliseconds=time.time_ns() // 1_000_000)  # exact: integer math
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
