@@ -4,25 +4,8 @@ A webhook is acknowledged only once its record is on disk (``fdatasync``
 returned). Records are appended to numbered segment files; a writer drains
 them to ClickHouse in batches and records its progress in a checkpoint.
 
-On-disk layout of ``spool_dir``::
-
-    LOCK                       flock'ed by the one process using the spool
-    checkpoint                 JSON, replaced atomically (write, fsync, rename, fsync dir)
-    00000000000000000042.seg   MAGIC, then records; the first record is the segment's meta
-    damaged/                   bytes cut off a segment by recovery, kept for inspection
-
-A record is ``<u32 length><u32 crc><payload>`` (little endian); the CRC-32
-covers the length and the payload, so an all-zero header is not a valid
-(empty) record. A crash can leave a torn record at the end of the segment
-being written; it was never acknowledged (its fsync had not returned), so
-recovery cuts the segment at the first record whose length or CRC does not
-check out.
-
-Segments are zero-filled ahead of the write position (``ZERO_AHEAD``), so a
-group commit overwrites allocated blocks and its ``fdatasync`` has no file
-size to journal: on ext4/xfs that makes the per-group sync cheaper and less
-sensitive to other processes' metadata traffic. Zeros end the scan like a
-torn tail does.
+The files (segments, record framing, the checkpoint, damage kept aside) are
+``ingest.storing._spool_files``; this module is the logic around them.
 
 Group commit: :meth:`Spool.append` queues a payload and returns an asyncio
 future; everything queued in one event-loop iteration is written with one
@@ -54,58 +37,31 @@ import fcntl
 import logging
 import os
 import queue
-import struct
 import threading
 import time
-import uuid
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import msgspec
+from ingest.storing._spool_files import (
+    HEADER_SIZE,
+    ZERO_AHEAD,
+    Checkpoint,
+    Segment,
+    SegmentFiles,
+    SpoolClosed,
+    SpoolError,
+    SpoolFull,
+    SpoolLocked,
+    frame,
+    pwrite_all,
+    read_records,
+    scan,
+)
 
 __all__ = ["Batch", "Spool", "SpoolClosed", "SpoolError", "SpoolFull", "SpoolLocked"]
 
 log = logging.getLogger(__name__)
-
-MAGIC = b"PBXSPL02"
-_HEADER = struct.Struct("<II")
-_LENGTH = struct.Struct("<I")
-#: Zero-filled bytes kept ahead of the write position of the active segment.
-ZERO_AHEAD = 1 << 20
-HEADER_SIZE = _HEADER.size
-#: A record longer than this is treated as damage, not as a record.
-MAX_RECORD_BYTES = 16 << 20
-_SUFFIX = ".seg"
-
-
-class SpoolError(RuntimeError):
-    """The spool cannot be used (directory, lock, disk)."""
-
-
-class SpoolLocked(SpoolError):
-    """Another process holds the spool directory."""
-
-
-class SpoolFull(SpoolError):
-    """Accepting the record would exceed ``max_bytes``."""
-
-
-class SpoolClosed(SpoolError):
-    """The spool is shutting down and accepts nothing more."""
-
-
-class _Checkpoint(msgspec.Struct, kw_only=True):
-    #: Random id of this spool directory; part of every deduplication token, so
-    #: a new spool (directory wiped) never reuses an old token.
-    spool_id: str
-    #: Everything before (segment, offset) is confirmed stored.
-    segment: int
-    offset: int
-    #: A batch [offset, intent_end) of ``segment`` that may have been inserted.
-    intent_end: int | None = None
-
 
 class Batch(NamedTuple):
     """Records ``[start, end)`` of one segment, handed to the writer."""
@@ -126,65 +82,11 @@ class Batch(NamedTuple):
         return f"{self.spool_id}-{self.segment}-{self.start}-{self.end}"
 
 
-class _Segment:
-    __slots__ = ("number", "path", "data_start", "end", "written", "zeroed", "meta", "records", "fd")
-
-    def __init__(self, number: int, path: Path, data_start: int, end: int, meta: bytes, records: int,
-                 fd: int = -1) -> None:
-        self.number = number
-        self.path = path
-        self.data_start = data_start  # offset of the first data record
-        self.end = end  # bytes that are durable (fsynced) and valid: what the consumer may read
-        self.written = end  # bytes written to the file (the active segment runs ahead of `end`)
-        self.zeroed = end  # file size: bytes past `written` are zeros
-        self.meta = meta
-        self.records = records  # data records in the segment (valid ones)
-        self.fd = fd  # write descriptor of the active segment, -1 once sealed
-
-
-def _crc(length: int, payload: bytes | memoryview) -> int:
-    return zlib.crc32(payload, zlib.crc32(_LENGTH.pack(length)))
-
-
-def encode_record(payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload), _crc(len(payload), payload)) + payload
-
-
-def _scan(buf: bytes | memoryview, offset: int) -> tuple[list[int], int]:
-    """Offsets of the valid records from ``offset``, and where validity ends."""
-    offsets = []
-    size = len(buf)
-    while offset + HEADER_SIZE <= size:
-        length, crc = _HEADER.unpack_from(buf, offset)
-        end = offset + HEADER_SIZE + length
-        if length > MAX_RECORD_BYTES or end > size or _crc(length, buf[offset + HEADER_SIZE : end]) != crc:
-            break
-        offsets.append(offset)
-        offset = end
-    return offsets, offset
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     """Segment files plus checkpoint in one directory, used by one process.
 
     Thread model: producers call :meth:`append` on the event loop given to
-    :meth:`start` (or :meth:`append_sync` from one thread, without a loop); a
-    helper thread only runs ``fdatasync``; one consumer thread calls
+    :meth:`start`; a helper thread only runs ``fdatasync``; one consumer thread calls
     :meth:`next_batch` / :meth:`confirm`. ``_cond`` guards what they share.
     """
 
@@ -203,7 +105,8 @@ class Spool:
         self.max_bytes = max_bytes
         # Small enough that written segments are deleted long before the limit; 64 MiB at most.
         self.segment_bytes = segment_bytes or min(64 << 20, max(4096, max_bytes // 16))
-        self._meta = meta
+        self._files = SegmentFiles(self.directory, meta=meta, fsync=fsync,
+                                   zero_ahead=min(ZERO_AHEAD, self.segment_bytes))
         self._fsync = fsync
         self._window = commit_window
         self._cond = threading.Condition()  # guards what the consumer reads
@@ -248,35 +151,10 @@ class Spool:
     # ---- recovery -------------------------------------------------------
 
     def _recover(self) -> None:
-        cp = self._read_checkpoint()
-        self._segments: dict[int, _Segment] = {}
+        cp = self._files.read_checkpoint()
         self._read_fds: dict[int, int] = {}
-        offsets_of: dict[int, list[int]] = {}
-        for number in sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit()):
-            path = self._path(number)
-            if number < cp.segment:
-                path.unlink()  # fully confirmed before the crash; its deletion was pending
-                continue
-            loaded = self._load_segment(number, path)
-            if loaded is not None:
-                self._segments[number], offsets_of[number] = loaded
-        if cp.segment in self._segments:
-            seg = self._segments[cp.segment]
-            if cp.offset > seg.end:
-                log.error("spool segment shorter than its checkpoint (outside damage?)",
-                          extra={"segment": cp.segment, "offset": cp.offset, "end": seg.end})
-                cp = _Checkpoint(spool_id=cp.spool_id, segment=cp.segment, offset=seg.end)
-            elif cp.offset < seg.data_start:
-                cp = _Checkpoint(spool_id=cp.spool_id, segment=cp.segment, offset=seg.data_start)
-        elif self._segments:
-            first = self._segments[min(self._segments)]
-            cp = _Checkpoint(spool_id=cp.spool_id, segment=first.number, offset=first.data_start)
-        if cp.intent_end is not None:
-            seg = self._segments.get(cp.segment)
-            if seg is None or cp.intent_end > seg.end or cp.intent_end <= cp.offset:
-                log.error("spool checkpoint intent outside the data; dropping the intent",
-                          extra={"segment": cp.segment, "offset": cp.offset, "intent_end": cp.intent_end})
-                cp.intent_end = None
+        offsets_of = self._load_segments(cp.segment)
+        cp = self._checkpoint_within_data(cp)
         self._backlog = sum(
             sum(1 for o in offs if o >= cp.offset) if n == cp.segment else len(offs)
             for n, offs in offsets_of.items()
@@ -284,103 +162,51 @@ class Spool:
         self._bytes = sum(s.end for s in self._segments.values())
         # Always write into a fresh segment after a start: older ones are sealed,
         # and a number is never reused (tokens name segments).
-        active = self._create_segment(max([cp.segment, *self._segments]) + 1)
+        active = self._files.create(max([cp.segment, *self._segments]) + 1)
         self._segments[active.number] = active
         self._active = active
         self._bytes += active.end
         if cp.segment not in self._segments:
-            cp = _Checkpoint(spool_id=cp.spool_id, segment=active.number, offset=active.data_start)
+            cp = Checkpoint(spool_id=cp.spool_id, segment=active.number, offset=active.data_start)
         self._checkpoint = cp
         self._set_checkpoint(self._advance(cp))
         if self._backlog:
             log.info("spool has unwritten records from a previous run; replaying them",
                      extra={"records": self._backlog, "segments": len(self._segments) - 1})
 
-    def _read_checkpoint(self) -> _Checkpoint:
-        path = self.directory / "checkpoint"
-        try:
-            return msgspec.json.decode(path.read_bytes(), type=_Checkpoint)
-        except FileNotFoundError:
-            return _Checkpoint(spool_id=uuid.uuid4().hex[:16], segment=0, offset=0)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # Replaced by rename, so never torn; only outside damage gets here.
-            raise SpoolError(f"{path}: unreadable checkpoint ({exc}); inspect or remove it") from exc
+    def _load_segments(self, first: int) -> dict[int, list[int]]:
+        """Load the segments from number ``first`` on (older ones were fully confirmed before
+        the crash; their deletion was pending); their data records' offsets."""
+        self._segments: dict[int, Segment] = {}
+        offsets_of: dict[int, list[int]] = {}
+        for number in self._files.numbers():
+            if number < first:
+                self._files.path(number).unlink()
+                continue
+            loaded = self._files.load(number)
+            if loaded is not None:
+                self._segments[number], offsets_of[number] = loaded
+        return offsets_of
 
-    def _load_segment(self, number: int, path: Path) -> tuple[_Segment, list[int]] | None:
-        data = path.read_bytes()
-        if data[: len(MAGIC)] != MAGIC:
-            self._save_damage(number, 0, data)
-            path.unlink()
-            return None
-        offsets, valid_end = _scan(data, len(MAGIC))
-        if not offsets:  # not even the meta record: created, never used
-            self._save_damage(number, len(MAGIC), data[len(MAGIC) :])
-            path.unlink()
-            return None
-        data_start = offsets[1] if len(offsets) > 1 else valid_end
-        meta = bytes(data[offsets[0] + HEADER_SIZE : data_start])
-        if valid_end < len(data):
-            junk = data[valid_end:].rstrip(b"\0")  # zeros are the unused, pre-filled part
-            if junk:
-                # A torn tail: the group being written when the process died. Its
-                # fsync never returned, so none of it was acknowledged.
-                self._save_damage(number, valid_end, junk)
-                log.warning("spool segment had a torn tail; cut it",
-                            extra={"segment": number, "offset": valid_end, "bytes": len(junk)})
-            with open(path, "r+b") as f:  # sealed from now on: drop the tail
-                f.truncate(valid_end)
-                if self._fsync:
-                    os.fsync(f.fileno())
-        return _Segment(number, path, data_start, valid_end, meta, len(offsets) - 1), offsets[1:]
-
-    def _save_damage(self, number: int, offset: int, data: bytes) -> None:
-        if not data:
-            return
-        damaged = self.directory / "damaged"
-        damaged.mkdir(exist_ok=True)
-        (damaged / f"{number:020d}-{offset}.bin").write_bytes(data)
-
-    # ---- files ----------------------------------------------------------
-
-    def _path(self, number: int) -> Path:
-        return self.directory / f"{number:020d}{_SUFFIX}"
-
-    def _create_segment(self, number: int) -> _Segment:
-        path = self._path(number)
-        head = MAGIC + encode_record(self._meta)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            seg = _Segment(number, path, len(head), len(head), self._meta, 0, fd)
-            _pwrite_all(fd, head, 0)
-            self._zero_ahead(seg, len(head))
-            if self._fsync:
-                os.fdatasync(fd)
-                _fsync_dir(self.directory)
-        except OSError:
-            os.close(fd)
-            raise
-        return seg
-
-    def _zero_ahead(self, seg: _Segment, needed: int) -> None:
-        """Make the file zero-filled past ``needed`` bytes (cheap fsyncs, see the module doc)."""
-        ahead = min(ZERO_AHEAD, self.segment_bytes)
-        if needed + ahead // 2 <= seg.zeroed:
-            return
-        target = needed + ahead
-        _pwrite_all(seg.fd, bytes(target - seg.zeroed), seg.zeroed)
-        seg.zeroed = target
-
-    def _write_checkpoint(self, cp: _Checkpoint) -> None:
-        path = self.directory / "checkpoint"
-        tmp = self.directory / "checkpoint.tmp"
-        with open(tmp, "wb") as f:
-            f.write(msgspec.json.encode(cp))
-            if self._fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if self._fsync:
-            _fsync_dir(self.directory)
+    def _checkpoint_within_data(self, cp: Checkpoint) -> Checkpoint:
+        """``cp`` moved inside the segments found (outside damage may have shortened them)."""
+        seg = self._segments.get(cp.segment)
+        if seg is not None and cp.offset > seg.end:
+            log.error("spool segment shorter than its checkpoint (outside damage?)",
+                      extra={"segment": cp.segment, "offset": cp.offset, "end": seg.end})
+            cp = Checkpoint(spool_id=cp.spool_id, segment=cp.segment, offset=seg.end)
+        elif seg is not None and cp.offset < seg.data_start:
+            cp = Checkpoint(spool_id=cp.spool_id, segment=cp.segment, offset=seg.data_start)
+        elif seg is None and self._segments:
+            first = self._segments[min(self._segments)]
+            cp = Checkpoint(spool_id=cp.spool_id, segment=first.number, offset=first.data_start)
+        if cp.intent_end is not None:
+            seg = self._segments.get(cp.segment)
+            if seg is None or cp.intent_end > seg.end or cp.intent_end <= cp.offset:
+                log.error("spool checkpoint intent outside the data; dropping the intent",
+                          extra={"segment": cp.segment, "offset": cp.offset, "intent_end": cp.intent_end})
+                cp.intent_end = None
+        return cp
 
     # ---- producers ------------------------------------------------------
     #
@@ -393,9 +219,9 @@ class Spool:
     # and none at all with fsync off.
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Accept :meth:`append` calls on ``loop``; start the sync thread."""
+        """Accept :meth:`append` calls on ``loop``; start the sync thread (once)."""
         self._loop = loop
-        if self._fsync:
+        if self._fsync and self._thread is None:
             self._thread = threading.Thread(target=self._sync_loop, name="pbx-spool-sync", daemon=True)
             self._thread.start()
 
@@ -457,7 +283,7 @@ class Spool:
                 error = exc
             self._loop.call_soon_threadsafe(self._synced, seg, written, payloads, rows, waiters, started, error)  # type: ignore[union-attr]
 
-    def _synced(self, seg: _Segment, written: int, payloads: list[bytes], rows: list[Any],
+    def _synced(self, seg: Segment, written: int, payloads: list[bytes], rows: list[Any],
                 waiters: list[asyncio.Future[None]], started: float, error: OSError | None) -> None:
         self._syncing = False
         # The bytes are in the file either way: later records start after them.
@@ -483,18 +309,7 @@ class Spool:
         log.error("spool write failed; answering 503", extra={"error": str(exc), "records": len(waiters)})
         _resolve(waiters, exc)
 
-    def append_sync(self, payloads: list[bytes]) -> None:
-        """Write and fsync ``payloads`` from the calling thread; durable on return (no loop needed)."""
-        size = sum(len(p) + HEADER_SIZE for p in payloads)
-        if self._bytes + size > self.max_bytes:
-            raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
-        seg, written = self._write_group(payloads)
-        if self._fsync:
-            os.fdatasync(seg.fd)
-        self._durable(seg, written, payloads, None)
-        self._maybe_rotate()
-
-    def _write_group(self, payloads: list[bytes]) -> tuple[_Segment, int]:
+    def _write_group(self, payloads: list[bytes]) -> tuple[Segment, int]:
         """Append records to the active segment file (not yet durable)."""
         if self._suspect:
             # An fsync of the active segment failed, so its pages may be gone: seal
@@ -503,14 +318,14 @@ class Spool:
             if self._suspect:
                 raise OSError("spool segment unusable and no new one could be started")
         seg = self._active
-        buf = b"".join([encode_record(p) for p in payloads])
+        buf = b"".join([frame(p) for p in payloads])
         # Positional writes: a group that fails half-way is overwritten by the next one.
-        self._zero_ahead(seg, seg.written + len(buf))
-        _pwrite_all(seg.fd, buf, seg.written)
+        self._files.zero_ahead(seg, seg.written + len(buf))
+        pwrite_all(seg.fd, buf, seg.written)
         seg.written += len(buf)
         return seg, len(buf)
 
-    def _durable(self, seg: _Segment, written: int, payloads: list[bytes], rows: list[Any] | None) -> None:
+    def _durable(self, seg: Segment, written: int, payloads: list[bytes], rows: list[Any] | None) -> None:
         """``written`` more bytes of ``seg`` (``payloads``) are on disk: let the consumer see them."""
         records = len(payloads)
         with self._cond:
@@ -533,7 +348,7 @@ class Spool:
         if not force and (seg.end < self.segment_bytes or seg.written != seg.end):
             return
         try:
-            new = self._create_segment(seg.number + 1)
+            new = self._files.create(seg.number + 1)
         except OSError as exc:  # keep appending to the current one; retried after the next group
             log.error("could not start a new spool segment", extra={"error": str(exc)})
             return
@@ -599,11 +414,11 @@ class Spool:
         if not batch.payloads:  # the record at the checkpoint is damaged
             return self.next_batch(max_records) if self._skip_damage(seg, cp) else None
         self._set_checkpoint(
-            _Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=batch.start, intent_end=batch.end)
+            Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=batch.start, intent_end=batch.end)
         )
         return batch
 
-    def _from_memory(self, seg: _Segment, start: int, limit: int, max_records: int) -> Batch | None:
+    def _from_memory(self, seg: Segment, start: int, limit: int, max_records: int) -> Batch | None:
         """The batch from the in-memory queue, if it holds the records at ``start`` (else None).
 
         Takes records while they follow each other in ``seg`` up to ``limit``;
@@ -626,82 +441,59 @@ class Spool:
             return None
         return Batch(self._checkpoint.spool_id, number, start, offset, seg.meta, payloads, rows)
 
-    def _read(self, seg: _Segment, start: int, limit: int, max_records: int | None) -> Batch:
+    def _read(self, seg: Segment, start: int, limit: int, max_records: int | None) -> Batch:
         """Valid records in ``[start, limit)``, at most ``max_records``; stops at damage."""
         fd = self._read_fds.get(seg.number)
         if fd is None:
             fd = self._read_fds[seg.number] = os.open(seg.path, os.O_RDONLY)
-        want = limit - start if max_records is None else min(limit - start, max(max_records * 512, 1 << 20))
-        data = os.pread(fd, want, start)
-        payloads: list[bytes] = []
-        offset = 0
-        while offset + HEADER_SIZE <= len(data) and (max_records is None or len(payloads) < max_records):
-            length, crc = _HEADER.unpack_from(data, offset)
-            end = offset + HEADER_SIZE + length
-            if start + end > limit or length > MAX_RECORD_BYTES:
-                break  # damage: a length running past the durable data
-            if end > len(data):
-                if payloads:
-                    break
-                data = os.pread(fd, end, start)  # one record larger than the read window
-                continue
-            payload = data[offset + HEADER_SIZE : end]
-            if _crc(length, payload) != crc:
-                break  # damage (only after an I/O error): the batch ends before it
-            payloads.append(payload)
-            offset = end
-        return Batch(self._checkpoint.spool_id, seg.number, start, start + offset, seg.meta, payloads)
+        payloads, end = read_records(fd, start, limit, max_records)
+        return Batch(self._checkpoint.spool_id, seg.number, start, end, seg.meta, payloads)
 
-    def _skip_damage(self, seg: _Segment, cp: _Checkpoint) -> bool:
+    def _skip_damage(self, seg: Segment, cp: Checkpoint) -> bool:
         """Damage at the checkpoint (after a failed write or fsync): set the rest of
         that segment aside in ``damaged/`` and go on with the next segment (True)."""
         if seg is self._active:
             self._suspect = True  # the producer seals it at its next group; skipped then
             return False
         data = os.pread(self._read_fds[seg.number], seg.end - cp.offset, cp.offset)
-        self._save_damage(seg.number, cp.offset, data)
-        lost = len(_scan(data, 0)[0])
+        self._files.save_damage(seg.number, cp.offset, data)
+        lost = len(scan(data)[0])
         log.error("damaged spool records set aside", extra={"segment": seg.number, "offset": cp.offset,
                                                              "bytes": len(data), "valid_records_after": lost})
         with self._cond:
             # Valid records after the damage are in damaged/ too, no longer in the backlog.
             self._backlog = self._recount_backlog(seg.number)
-            nxt = self._advance(_Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.end))
+            nxt = self._advance(Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.end))
         self._set_checkpoint(nxt)
         return True
 
     def _recount_backlog(self, after: int) -> int:
         """Records in the segments after ``after`` (rare: only after damage)."""
-        total = 0
-        for number, seg in self._segments.items():
-            if number > after:
-                with open(seg.path, "rb") as f:
-                    total += len(_scan(f.read(seg.end), seg.data_start)[0])
-        return total
+        return sum(self._files.count_records(seg) for number, seg in self._segments.items() if number > after)
 
     def confirm(self, batch: Batch) -> None:
         """``batch`` is stored: move the checkpoint past it, durably."""
         cp = self._checkpoint
         if (cp.segment, cp.offset, cp.intent_end) != (batch.segment, batch.start, batch.end):
             raise SpoolError(f"confirm of {batch.token} does not match the checkpoint {cp}")
-        done = _Checkpoint(spool_id=cp.spool_id, segment=batch.segment, offset=batch.end)
+        done = Checkpoint(spool_id=cp.spool_id, segment=batch.segment, offset=batch.end)
         with self._cond:
             done = self._advance(done)
         self._set_checkpoint(done)
         with self._cond:
             self._backlog -= len(batch.payloads)
 
-    def _advance(self, cp: _Checkpoint) -> _Checkpoint:
+    def _advance(self, cp: Checkpoint) -> Checkpoint:
         """``cp`` moved over sealed segments it has fully passed (so they can be deleted)."""
         seg = self._segments[cp.segment]
         while cp.intent_end is None and cp.offset >= seg.end and seg is not self._active:
             seg = self._segments[min(n for n in self._segments if n > seg.number)]
-            cp = _Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.data_start)
+            cp = Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.data_start)
         return cp
 
-    def _set_checkpoint(self, cp: _Checkpoint) -> None:
+    def _set_checkpoint(self, cp: Checkpoint) -> None:
         """Persist ``cp``, then delete the segments wholly before it."""
-        self._write_checkpoint(cp)
+        self._files.write_checkpoint(cp)
         self._checkpoint = cp
         with self._cond:
             old = [self._segments.pop(n) for n in [n for n in self._segments if n < cp.segment]]

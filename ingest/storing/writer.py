@@ -1,8 +1,9 @@
 """The spool drainer: durable spool -> ClickHouse, from one background thread.
 
-Request handlers only append to the spool (``ingest.spool``); this thread reads
-committed records in batches (by size, ``batch_size``, or age,
-``flush_interval``) and inserts them column-oriented. Each batch's bounds are
+Request handlers only append to the spool (``ingest.storing.spool``); this
+thread reads committed records in batches (by size, ``batch_size``, or age,
+``flush_interval``) and inserts them column-oriented through the one insert
+of ``pbx.events`` (``ingest.events.table.EventsInsert``). Each batch's bounds are
 made durable before its insert and its ``insert_deduplication_token`` is
 derived from them, so a batch inserted just before a crash is replayed with
 the same token and ClickHouse drops the repeat: exactly once, not at least once.
@@ -34,10 +35,11 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 
+from ingest.events.table import COLUMNS, DATABASE, EventsInsert, Remap, decode_record, meta_columns, ms_to_datetime
 from ingest.metrics import Metrics
-from ingest.spool import Batch, Spool
+from ingest.storing.spool import Batch, Spool
 
-__all__ = ["BatchWriter", "decode_payload", "encode_row", "encode_row_for_insert", "spool_meta"]
+__all__ = ["BatchWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -67,59 +69,7 @@ DATA_ERROR_CODES = frozenset({
     469,  # VIOLATED_CONSTRAINT
 })
 
-QUARANTINE_TABLE = "pbx.events_quarantine"
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-# ---- the spool record of one row --------------------------------------------
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder().decode
-
-
-def encode_row(row: Sequence[Any]) -> bytes:
-    """A ``pbx.events`` row as a spool record: msgpack, UUID as 16 bytes, time as epoch ms."""
-    return _encode((row[0].bytes, round(row[1].timestamp() * 1000), *row[2:]))
-
-
-def encode_row_for_insert(row: Sequence[Any]) -> tuple[bytes, tuple[Any, ...]]:
-    """The spool record of a row, and the insert values it decodes to (:func:`decode_payload`).
-
-    The service appends both to the spool: the writer inserts the values
-    straight from memory and decodes the record only when replaying from disk.
-    """
-    values = (row[0].int, round(row[1].timestamp() * 1000), *row[2:])
-    return _encode((row[0].bytes, *values[1:])), values
-
-
-def spool_meta(columns: Sequence[str]) -> bytes:
-    """Each segment names its columns, so records spooled by an older version replay by name."""
-    return msgspec.json.encode({"format": 1, "columns": list(columns)})
-
-
-def decode_payload(payload: bytes) -> list[Any]:
-    """A spool record back to insert values: event_id as int, received_at as epoch ms."""
-    row = _decode(payload)
-    if not isinstance(row, list) or len(row) < 2 or not isinstance(row[0], bytes) or len(row[0]) != 16:
-        raise ValueError("not a spooled events row")
-    row[0] = int.from_bytes(row[0], "big")
-    return row
-
-
-class _Remap:
-    """Maps rows spooled with other columns (an older version) onto the current ones."""
-
-    def __init__(self, old: Sequence[str], new: Sequence[str]) -> None:
-        self.index = {name: i for i, name in enumerate(old)}
-        self.new = list(new)
-        self.dropped = [(i, name) for i, name in enumerate(old) if name not in set(new)]
-
-    def __call__(self, row: list[Any]) -> list[Any]:
-        out = [row[self.index[c]] if c in self.index else ({} if c == "extra" else "") for c in self.new]
-        if self.dropped and "extra" in self.new:
-            extra = dict(out[self.new.index("extra")])
-            extra.update((name, str(row[i])) for i, name in self.dropped if row[i] not in ("", None))
-            out[self.new.index("extra")] = extra
-        return out
+QUARANTINE_TABLE = f"{DATABASE}.events_quarantine"
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -134,9 +84,6 @@ class BatchWriter:
         self,
         connect: Callable[[], Client],
         spool: Spool,
-        table: str,
-        columns: Sequence[str],
-        column_types: Sequence[str],
         *,
         batch_size: int,
         flush_interval: float,
@@ -145,14 +92,13 @@ class BatchWriter:
     ) -> None:
         self._connect = connect
         self._spool = spool
-        self._table = table
-        self._columns = list(columns)
-        self._types = list(column_types)
+        self._columns = list(COLUMNS)
+        self._insert_events = EventsInsert()
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._metrics = metrics
         self._quarantined = rows_quarantined if rows_quarantined is not None else metrics.rows_quarantined
-        self._remaps: dict[bytes, _Remap | None] = {}
+        self._remaps: dict[bytes, Remap | None] = {}
         self._stop = threading.Event()
         self._deadline: float | None = None
         self._thread: threading.Thread | None = None
@@ -301,7 +247,7 @@ class BatchWriter:
         bad: list[tuple[bytes, str]] = []
         for payload in batch.payloads:
             try:
-                row = decode_payload(payload)
+                row = decode_record(payload)
                 if remap is not None:
                     row = remap(row)
                 if len(row) != len(self._columns):
@@ -314,13 +260,11 @@ class BatchWriter:
         if rows:
             self._insert_or_split(rows, batch.token)
 
-    def _remap(self, meta: bytes) -> _Remap | None:
+    def _remap(self, meta: bytes) -> Remap | None:
+        """How the rows of a segment with this meta record map onto the current columns."""
         if meta not in self._remaps:
-            try:
-                columns = msgspec.json.decode(meta)["columns"]
-            except (msgspec.DecodeError, KeyError, TypeError):
-                columns = self._columns
-            self._remaps[meta] = None if columns == self._columns else _Remap(columns, self._columns)
+            columns = meta_columns(meta) or self._columns
+            self._remaps[meta] = None if columns == self._columns else Remap(columns, self._columns)
         return self._remaps[meta]
 
     def _insert_or_split(self, rows: Sequence[Sequence[Any]], token: str) -> None:
@@ -349,19 +293,7 @@ class BatchWriter:
     def _insert(self, rows: Sequence[Sequence[Any]], token: str) -> None:
         client = self._client_for_insert()
         started = time.perf_counter()
-        client.insert(
-            self._table,
-            list(zip(*rows)),
-            column_names=self._columns,
-            column_type_names=self._types,
-            column_oriented=True,
-            settings={
-                # Explicit: a server profile with insert_deduplicate = 0 would make replays duplicates.
-                "insert_deduplicate": 1,
-                "insert_deduplication_token": token,
-                "deduplicate_blocks_in_dependent_materialized_views": 1,
-            },
-        )
+        self._insert_events(client, list(zip(*rows)), token)
         self._metrics.flush_seconds.observe(time.perf_counter() - started)
         self._metrics.batches_written.inc()
         self._metrics.rows_written.inc(len(rows))
@@ -373,7 +305,7 @@ class BatchWriter:
         if isinstance(out.get("event_id"), int):
             out["event_id"] = str(uuid.UUID(int=out["event_id"]))
         if isinstance(out.get("received_at"), int):
-            at = _EPOCH + dt.timedelta(milliseconds=out["received_at"])
+            at = ms_to_datetime(out["received_at"])
             out["received_at"] = at.strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
         return json.dumps(out, ensure_ascii=False, default=str)
 
