@@ -268,9 +268,11 @@ def _redact(dsn: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", dsn)
 
 
-def run(dsn: str, options: ImportOptions, *, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """``pbx-analytics import``: the exit status (0 every file read; 1 a file unreadable, the engine
-    busy, unreachable or failing; 2 bad flags, see :class:`ImportOptions`). See docs/import.md."""
+    busy, unreachable or failing; 2 bad flags, see :class:`ImportOptions`). See docs/import.md.
+    ``out``/``err``: default ``sys.stdout``/``sys.stderr`` as they are at the call."""
+    out, err = out or sys.stdout, err or sys.stderr
     _without_pandas()
     show_progress = err.isatty() if options.progress is None else options.progress
     try:

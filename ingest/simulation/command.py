@@ -16,8 +16,11 @@ from ingest.simulation.sender import send_to_target
 __all__ = ["run"]
 
 
-def run(config: SimConfig, options: SimulateOptions, *, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
-    """Simulate ``config``, write its outputs, send it to ``options.target``: the exit status."""
+def run(config: SimConfig, options: SimulateOptions, *, out: IO[str] | None = None,
+        err: IO[str] | None = None) -> int:
+    """Simulate ``config``, write its outputs, send it to ``options.target``: the exit status.
+    ``out``/``err``: default ``sys.stdout``/``sys.stderr`` as they are at the call."""
+    out, err = out or sys.stdout, err or sys.stderr
     started = time.perf_counter()
     result = simulate(config)
     elapsed = time.perf_counter() - started

@@ -61,6 +61,7 @@ def test_an_applied_migration_that_changed_is_an_error_naming_it(dsn):
 
 def test_migrate_says_so_in_one_line_and_fails(dsn, capsys):
     _tamper(dsn)
+    capsys.readouterr()
     assert main(["migrate", "--clickhouse", dsn]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "0004_create_agent_segments.sql was changed" in err
