@@ -23,8 +23,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import grafana_sim as gs
 import pytest
+
+from tests.e2e.dashboards import grafana_sim as gs
 
 HERE = Path(__file__).resolve().parent / "schema"
 BUILD = HERE / "build"

@@ -24,15 +24,15 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-import grafana_sim as gs
 import pytest
 from clickhouse_connect.driver.client import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from conftest import ServeProcess
 
-from ingest import db
-from ingest.simulate import SimConfig, SimEvent, send_to_target, simulate
+from ingest.simulation import SimConfig, SimEvent, send_to_target, simulate
+from ingest.storing import clickhouse
+from ingest.testing import ServeProcess
+from tests.e2e.dashboards import grafana_sim as gs
 
 #: Values the simulator's queues and agents are renamed to (same count as SimConfig below).
 HOSTILE_QUEUES = [
@@ -93,7 +93,7 @@ def hostile_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
         assert (sent, failed) == (len(events), 0), serve.log()[-2000:]
     finally:
         assert serve.stop() == 0, serve.log()[-2000:]  # SIGTERM: the spool is written to the engine
-    client = db.connect(serve.dsn)
+    client = clickhouse.connect(serve.dsn)
     for (view,) in client.query(
         "SELECT name FROM system.tables WHERE database = 'pbx' AND engine = 'MaterializedView' "
         "AND create_table_query ILIKE '%REFRESH%'"
