@@ -1,25 +1,19 @@
-"""Start the benchmarked apps as subprocesses, each in its own scratch directory."""
+"""Start the benchmarked apps as subprocesses, each in its own scratch directory.
+
+The process harness (free port, readiness on ``/healthz``, graceful stop, the
+log) is the tests' own, ``ingest.testing``; this adds the benchmarked apps and
+their memory.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
+from ingest.testing import REPO, Subprocess, free_port
+
 __all__ = ["REPO", "Server", "free_port", "process_tree", "rss_kib"]
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def process_tree(pid: int) -> list[int]:
@@ -48,47 +42,37 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
-class Server:
+class Server(Subprocess):
     """One app (``bare``, ``naive`` or ``serve``) on one ASGI server, on a free port.
 
     ``serve`` on uvicorn is the real command line, ``python -m ingest serve``;
     the rest go through ``python -m bench.apps``. Every process runs in
     ``workdir`` (the embedded engine's data and any relative path land there).
+    Use as a context manager: ready on entry, stopped on exit.
     """
 
     def __init__(self, app: str, server: str, workdir: Path, env: dict[str, str] | None = None) -> None:
         self.app, self.server = app, server
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
         self.dsn = f"chdb://{workdir / 'chdata'}"
         if app == "serve" and server == "uvicorn":
             # The query interface on a free port (never the default 8123, shared by every run on the machine).
             self.query_port = free_port()
-            cmd = [sys.executable, "-m", "ingest", "serve", "--port", str(self.port), "--query-port",
-                   str(self.query_port), "--clickhouse", self.dsn]
+            cmd = [sys.executable, "-m", "ingest", "serve", "--port", str(port), "--query-port", str(self.query_port),
+                   "--clickhouse", self.dsn]
         else:
-            cmd = [sys.executable, "-m", "bench.apps", app, server, str(self.port)]
-        self.log_path = workdir / f"{app}-{server}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=workdir,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-                "PBX_CLICKHOUSE_URL": self.dsn,
-                "PBX_LOG_LEVEL": "WARNING",
-                **(env or {}),
-            },
-        )
+            cmd = [sys.executable, "-m", "bench.apps", app, server, str(port)]
+        super().__init__(cmd, workdir / f"{app}-{server}.log", port, cwd=workdir, name=f"{app}/{server}", env={
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "PBX_CLICKHOUSE_URL": self.dsn,
+            "PBX_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        })
 
-    @property
-    def name(self) -> str:
-        return f"{self.app}/{self.server}"
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        super().wait_ready(timeout)
 
     def __enter__(self) -> Server:
         self.wait_ready()
@@ -96,21 +80,6 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"{self.name} not ready in {timeout}s:\n{self.log()}")
 
     def pids(self) -> list[int]:
         return process_tree(self.proc.pid)
@@ -126,17 +95,3 @@ class Server:
     def serving_pid(self) -> int:
         """The process that runs the app (granian's worker, or uvicorn's only process)."""
         return max(self.pids(), key=lambda p: rss_kib(p))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode

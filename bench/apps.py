@@ -5,7 +5,7 @@
   ``200 OK`` without doing anything with it.
 * ``naive``: the design the service avoids. Decodes exactly like the service,
   then makes one synchronous clickhouse-connect INSERT per request.
-* ``serve``: the product, ``ingest.app.create_app`` with ``Settings.from_env()``.
+* ``serve``: the product, ``ingest.receiving.app.create_app`` with ``Settings.from_env()``.
 
 ``python -m bench.apps APP SERVER PORT`` serves one of them on uvicorn (with
 the same ``uvicorn.Config`` arguments as ``pbx-analytics serve``) or on
@@ -23,7 +23,7 @@ from typing import Any
 from litestar import Litestar, MediaType, Request, Response, get, route
 from litestar.enums import HttpMethod
 
-from ingest.spec import EVENTS
+from ingest.events.spec import EVENTS
 
 __all__ = ["bare_app", "naive_app", "serve_app"]
 
@@ -55,17 +55,19 @@ def bare_app() -> Litestar:
 
 def naive_app() -> Litestar:
     """One synchronous INSERT per request, on the engine of ``PBX_CLICKHOUSE_URL``."""
-    from ingest import db
     from ingest.config import Settings
-    from ingest.decode import COLUMNS, COLUMN_TYPES, DecodeError, decode, parse_query, to_row, utc_now_ms
+    from ingest.events.decode import DecodeError, decode, parse_query
+    from ingest.events.table import EventsInsert, now_ms, to_row
+    from ingest.storing import clickhouse, migrations
 
     settings = Settings.from_env()
     state: dict[str, Any] = {}
+    insert = EventsInsert()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        client = db.connect(settings.clickhouse_url)
-        db.apply_migrations(client)
+        client = clickhouse.connect(settings.clickhouse_url)
+        migrations.apply_migrations(client)
         state["client"] = client
         try:
             yield
@@ -74,17 +76,13 @@ def naive_app() -> Litestar:
 
     def webhook_route(event: str) -> Any:
         def webhook(request: Request[Any, Any, Any]) -> Response[Any]:
-            received_at = utc_now_ms()
+            received_at = now_ms()
             try:
                 ev = decode(event, parse_query(request.scope["query_string"].decode("utf-8", "replace")))
             except DecodeError as exc:
                 return Response({"error": str(exc)}, status_code=422)
-            state["client"].insert(
-                f"{db.DATABASE}.events",
-                [to_row(event, ev, received_at)],
-                column_names=COLUMNS,
-                column_type_names=COLUMN_TYPES,
-            )
+            row = to_row(event, ev, received_at)
+            insert(state["client"], list(zip(row)), f"naive-{row[0]}")
             return Response(b"OK\n", status_code=200, media_type=MediaType.TEXT)
 
         return route(
@@ -101,8 +99,8 @@ def naive_app() -> Litestar:
 
 def serve_app() -> Litestar:
     """The product's app, configured from the ``PBX_*`` environment like ``serve``."""
-    from ingest.app import create_app
     from ingest.config import Settings
+    from ingest.receiving.app import create_app
 
     return create_app(Settings.from_env())
 

@@ -5,12 +5,12 @@ the same run:
 
 * **baseline** -- the floor of any importer: read + gunzip + the line regex;
 * **decode** -- every line through the service's decoding path into
-  ``pbx.events`` rows as the import builds them (``importer._rows``), no database;
+  ``pbx.events`` rows as the import builds them (``ingest.backfill.rows.read_rows``), no database;
 * **import** -- ``pbx-analytics import`` into a fresh embedded engine (as the
   command does there: refreshable views paused until the end);
 * **re-import** -- the same files again (every line already stored);
 * **import, N decoding processes** -- decoding in N processes (one per CPU but one, at
-  most one per file), inserting in this one: ``auto_jobs``.
+  most one per file), inserting in this one: ``ingest.backfill._parallel.auto_jobs``.
 
 CPU seconds are this process's own (the engine's threads included, the
 decoding processes' not), so only wall time compares the parallel import.
@@ -33,8 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ingest import db, importer
-from ingest.simulate import SimConfig, simulate, write_access_log
+from ingest.backfill import importer
+from ingest.backfill.accesslog import LINE
+from ingest.backfill.rows import ImportStats, read_rows
+from ingest.simulation import SimConfig, simulate, write_access_log
+from ingest.storing import clickhouse, migrations
 
 
 def make_logs(directory: Path, days: int) -> tuple[list[Path], int]:
@@ -51,7 +54,7 @@ def make_logs(directory: Path, days: int) -> tuple[list[Path], int]:
 
 def baseline(paths: list[Path]) -> int:
     n = 0
-    match = importer._LINE.match
+    match = LINE.match
     for path in paths:
         with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -63,10 +66,10 @@ def baseline(paths: list[Path]) -> int:
 
 
 def decode_only(paths: list[Path]) -> int:
-    stats = importer.ImportStats()
+    stats = ImportStats()
     n = 0
     for path in paths:
-        for _ in importer._rows(path, stats):
+        for _ in read_rows(path, stats):
             n += 1
     return n
 
@@ -101,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.repeat):
             results["baseline"].append(timed(baseline, paths)[0])
             results["decode"].append(timed(decode_only, paths)[0])
-            client = db.connect(f"chdb://{tmpdir / f'engine-{run}'}")
+            client = clickhouse.connect(f"chdb://{tmpdir / f'engine-{run}'}")
             try:
-                db.apply_migrations(client)
+                migrations.apply_migrations(client)
                 t, stats = timed(lambda: importer.import_files(client, paths, jobs=0, pause_views=True))
                 assert stats.imported == lines, stats  # type: ignore[attr-defined]
                 results["import"].append(t)
@@ -112,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["re-import"].append(t)
             finally:
                 client.close()
-            client = db.connect(f"chdb://{tmpdir / f'engine-p{run}'}")
+            client = clickhouse.connect(f"chdb://{tmpdir / f'engine-p{run}'}")
             try:
-                db.apply_migrations(client)
+                migrations.apply_migrations(client)
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t, stats = timed(lambda: importer.import_files(client, paths, jobs=jobs, pause_views=True))
                 assert stats.imported == lines, stats  # type: ignore[attr-defined]

@@ -84,77 +84,113 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    chosen = args.parts or ["all"]
-    serve_env = {}
-    for item in args.serve_env:
+class _Usage(ValueError):
+    """A flag of ``python -m bench run`` that cannot be used (exit status 2)."""
+
+
+def _serve_env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
         name, eq, value = item.partition("=")
         if not eq or not name.startswith("PBX_"):
-            print(f"python -m bench run: --serve-env {item!r}: expected PBX_NAME=VALUE", file=sys.stderr)
-            return 2
-        serve_env[name] = value
+            raise _Usage(f"--serve-env {item!r}: expected PBX_NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _parts(args: argparse.Namespace) -> list[str]:
+    chosen = args.parts or ["all"]
     unknown = [p for p in chosen if p not in (*PARTS, "all")]
     if unknown:
-        print(f"python -m bench run: unknown part {unknown[0]!r}: choose from {', '.join(PARTS)}, all",
-              file=sys.stderr)
-        return 2
-    parts = list(PARTS) if "all" in chosen else list(dict.fromkeys(chosen))
+        raise _Usage(f"unknown part {unknown[0]!r}: choose from {', '.join(PARTS)}, all")
     if args.smoke and "all" in chosen:
-        parts = ["throughput", "freshness"]
-    seconds = args.duration or (2.0 if args.smoke else 15.0)
+        return ["throughput", "freshness"]
+    return list(PARTS) if "all" in chosen else list(dict.fromkeys(chosen))
+
+
+def _servers(args: argparse.Namespace, parts: list[str]) -> list[str]:
     servers = (args.servers or ("uvicorn" if args.smoke else "uvicorn,granian")).split(",")
     unknown = [s for s in servers if s not in ("uvicorn", "granian")]
     if unknown:
-        print(f"python -m bench run: --servers: unknown server {unknown[0]!r} (uvicorn, granian)", file=sys.stderr)
-        return 2
+        raise _Usage(f"--servers: unknown server {unknown[0]!r} (uvicorn, granian)")
     if "granian" in servers and "throughput" in parts and importlib.util.find_spec("granian") is None:
-        print("python -m bench run: granian is not installed: pip install -e '.[bench]', or --servers uvicorn",
-              file=sys.stderr)
+        raise _Usage("granian is not installed: pip install -e '.[bench]', or --servers uvicorn")
+    return servers
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        serve_env = _serve_env(args.serve_env)
+        parts = _parts(args)
+        servers = _servers(args, parts)
+    except _Usage as exc:
+        print(f"python -m bench run: {exc}", file=sys.stderr)
         return 2
+    seconds = args.duration or (2.0 if args.smoke else 15.0)
     report: dict[str, Any] = {"machine": machine(), "smoke": args.smoke, "duration_s": seconds, "results": {}}
     print(f"machine: {report['machine']['nproc']} × {report['machine']['cpu']}, "
           f"{report['machine']['ram_gib']} GiB, load average {report['machine']['load_average']}")
     with tempfile.TemporaryDirectory(prefix="pbx-bench-") as tmp:
-        workdir = Path(tmp)
-        rate = args.rate or 2000.0
-        if "throughput" in parts:
-            opts = throughput.Options(seconds=seconds, warmup=1.0 if args.smoke else 3.0, servers=servers,
-                                      apps=["bare", "serve"] if args.smoke else ["bare", "serve", "naive"],
-                                      connections=args.connections, paced_connections=args.paced_connections,
-                                      serve_env=serve_env, rounds=args.rounds or (1 if args.smoke else 3))
-            res = throughput.run(opts, workdir / "throughput")
-            report["results"]["throughput"] = res
-            print_table("Webhook throughput", throughput.table(res))
-        if "freshness" in parts:
-            res = freshness.run(workdir / "freshness", max(seconds, 3.0), background_rate=rate)
-            report["results"]["freshness"] = res
-            print_table("Freshness", freshness.table(res))
-        if "queries" in parts:
-            try:
-                res = queries.run(workdir / "queries", days=args.days, calls_per_hour=args.calls_per_hour)
-                report["results"]["queries"] = res
-                print(f"\ndata: {res['data']}")
-                print_table("Dashboard queries", queries.table(res))
-                print_table("Materialized view against raw events", queries.gain_table(res))
-            except queries.NotReady as exc:
-                report["results"]["queries"] = {"not_run": str(exc)}
-                print(f"\n## Queries\nnot run: {exc}")
-        if "query_load" in parts:
-            res = query_load.run(workdir / "query_load", seconds, rate=min(rate, 1000.0),
-                                 rounds=args.rounds or (1 if args.smoke else 2))
-            report["results"]["query_load"] = res
-            print_table("Webhook latency while dashboards query through serve", query_load.table(res))
-        if "memory" in parts:
-            soak = args.soak or (6.0 if args.smoke else 600.0)
-            res = memory.run(workdir / "memory", soak, rate=rate, sample_every=1.0 if soak < 60 else 5.0)
-            report["results"]["memory"] = res
-            print_table("Memory soak", memory.table(res))
+        for part in (p for p in PARTS if p in parts):
+            _PART_RUNNERS[part](args, Path(tmp), seconds, servers, serve_env, report["results"])
     report["load_average_end"] = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{'-'.join(parts)}{'-smoke' if args.smoke else ''}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"\nload average at end {report['load_average_end']}; results: {path}")
     return 0
+
+
+def _run_throughput(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+                    serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    opts = throughput.Options(seconds=seconds, warmup=1.0 if args.smoke else 3.0, servers=servers,
+                              apps=["bare", "serve"] if args.smoke else ["bare", "serve", "naive"],
+                              connections=args.connections, paced_connections=args.paced_connections,
+                              serve_env=serve_env, rounds=args.rounds or (1 if args.smoke else 3))
+    res = results["throughput"] = throughput.run(opts, workdir / "throughput")
+    print_table("Webhook throughput", throughput.table(res))
+
+
+def _run_freshness(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+                   serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    res = results["freshness"] = freshness.run(workdir / "freshness", max(seconds, 3.0),
+                                               background_rate=args.rate or 2000.0)
+    print_table("Freshness", freshness.table(res))
+
+
+def _run_queries(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+                 serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    try:
+        res = results["queries"] = queries.run(workdir / "queries", days=args.days,
+                                               calls_per_hour=args.calls_per_hour)
+    except queries.NotReady as exc:
+        results["queries"] = {"not_run": str(exc)}
+        print(f"\n## Queries\nnot run: {exc}")
+        return
+    print(f"\ndata: {res['data']}")
+    print_table("Dashboard queries", queries.table(res))
+    print_table("Materialized view against raw events", queries.gain_table(res))
+
+
+def _run_memory(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+                serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    soak = args.soak or (6.0 if args.smoke else 600.0)
+    res = results["memory"] = memory.run(workdir / "memory", soak, rate=args.rate or 2000.0,
+                                         sample_every=1.0 if soak < 60 else 5.0)
+    print_table("Memory soak", memory.table(res))
+
+
+def _run_query_load(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+                    serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    res = results["query_load"] = query_load.run(workdir / "query_load", seconds, rate=min(args.rate or 2000.0, 1000.0),
+                                                 rounds=args.rounds or (1 if args.smoke else 2), serve_env=serve_env)
+    print_table("Webhook latency while dashboards query through serve", query_load.table(res))
+
+
+#: Each part of ``run``, in PARTS order.
+_PART_RUNNERS = {"throughput": _run_throughput, "freshness": _run_freshness, "queries": _run_queries,
+                 "query_load": _run_query_load,
+                 "memory": _run_memory}
 
 
 def _profile(args: argparse.Namespace) -> int:

@@ -45,9 +45,9 @@ def run(workdir: Path, seconds: float, *, background_rate: float, probe_interval
         poll_interval: float = 0.01) -> dict[str, Any]:
     import uvicorn
 
-    from ingest import db
-    from ingest.app import create_app
     from ingest.config import Settings
+    from ingest.receiving.app import create_app
+    from ingest.storing import clickhouse
 
     workdir.mkdir(parents=True, exist_ok=True)
     dsn = f"chdb://{workdir / 'chdata'}"
@@ -73,7 +73,7 @@ def run(workdir: Path, seconds: float, *, background_rate: float, probe_interval
     query_ms: list[float] = []
 
     def poll() -> None:
-        client = db.connect(dsn)
+        client = clickhouse.connect(dsn)
         try:
             while not stop.is_set() or any(len(s) < len(acked) for s in seen.values()):
                 with lock:

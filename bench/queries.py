@@ -6,8 +6,8 @@
    materialized 15-minute views. Kept under ``bench/results/queries-data/``,
    keyed by the scenario and its start date, and reused by later runs.
 2. Every panel's SQL of every ``dashboards/json`` dashboard, expanded as
-   Grafana and the ClickHouse plugin would (``tests/grafana_sim.py``, the same
-   expansion the dashboard tests use) with every variable on All, for a 1-day
+   Grafana and the ClickHouse plugin would (``tests/e2e/dashboards/grafana_sim.py``, the
+   same expansion the dashboard tests use) with every variable on All, for a 1-day
    and a 30-day range ending at the data's end: p50 and max ms over
    ``repeats`` runs, and the rows returned.
 
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._servers import REPO
+from ingest.testing import REPO, refresh_views
 
 __all__ = ["NotReady", "missing", "run"]
 
@@ -43,10 +43,10 @@ class NotReady(RuntimeError):
 
 #: What the benchmark needs, and where it comes from.
 NEEDS: dict[str, str] = {
-    "ingest/simulate.py": "the simulator (`pbx-analytics simulate`, issue 3)",
-    "ingest/importer.py": "the access-log importer (`pbx-analytics import`, issue 3)",
+    "ingest/simulation": "the simulator (`pbx-analytics simulate`, issue 3)",
+    "ingest/backfill/importer.py": "the access-log importer (`pbx-analytics import`, issue 3)",
     "dashboards/json": "the Grafana dashboards with their panel SQL (issue 5)",
-    "tests/grafana_sim.py": "the Grafana/plugin SQL expansion the dashboard tests use (issue 5)",
+    "tests/e2e/dashboards/grafana_sim.py": "the Grafana/plugin SQL expansion the dashboard tests use (issue 5)",
 }
 
 
@@ -66,24 +66,6 @@ def _cli(*args: str, timeout: float = 3600) -> str:
     if out.returncode != 0:
         raise RuntimeError(f"pbx-analytics {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
     return out.stdout
-
-
-def _refreshed_views(client: Any) -> list[str]:
-    return [r[0] for r in client.query(
-        "SELECT name FROM system.tables WHERE database = 'pbx' AND engine = 'MaterializedView' "
-        "AND create_table_query ILIKE '%REFRESH%'").result_rows]
-
-
-def refresh_views(client: Any) -> None:
-    """Bring every refreshable view up to date with everything stored, as ``tests/views_helpers.refresh``.
-
-    Per view: wait for a scheduled refresh that may be running (it started before
-    the last insert, so it may not see it), then request one and wait for it.
-    """
-    for view in _refreshed_views(client):
-        client.command(f"SYSTEM WAIT VIEW pbx.{view}")
-        client.command(f"SYSTEM REFRESH VIEW pbx.{view}")
-        client.command(f"SYSTEM WAIT VIEW pbx.{view}")
 
 
 def prepare(days: int, agents: int, queues: int, calls_per_hour: float, seed: int = 1,
@@ -110,9 +92,9 @@ def prepare(days: int, agents: int, queues: int, calls_per_hour: float, seed: in
     imported = time.perf_counter() - started
     log(imp_out.strip())
 
-    from ingest import db
+    from ingest.storing import clickhouse
 
-    client = db.connect(dsn)
+    client = clickhouse.connect(dsn)
     try:
         started = time.perf_counter()
         refresh_views(client)
@@ -174,13 +156,11 @@ def run(workdir: Path, *, days: int = 30, agents: int = 40, queues: int = 5, cal
     absent = missing()
     if absent:
         raise NotReady("needs simulator, importer and dashboards; missing: " + "; ".join(absent))
-    sys.path.insert(0, str(REPO / "tests"))
-    import grafana_sim as gs
-
-    from ingest import db
+    from ingest.storing import clickhouse
+    from tests.e2e.dashboards import grafana_sim as gs
 
     chdata, info = prepare(days, agents, queues, calls_per_hour)
-    client = db.connect(f"chdb://{chdata}")
+    client = clickhouse.connect(f"chdb://{chdata}")
     results = []
     try:
         refresh_views(client)  # a reused engine: no refresh half done while panels are timed

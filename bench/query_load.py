@@ -57,11 +57,12 @@ def _query_loop(port: int, stop: threading.Event, done: list[int], failed: list[
     conn.close()
 
 
-def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, clients: int = 2) -> dict[str, Any]:
+def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, clients: int = 2,
+        serve_env: dict[str, str] | None = None) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"rate": rate, "seconds": seconds, "clients": clients, "queries": QUERIES,
                               "baseline": [], "loaded": []}
-    with Server("serve", "uvicorn", workdir / "serve") as server:
+    with Server("serve", "uvicorn", workdir / "serve", env=serve_env) as server:
         run_wrk(f"{server.url}/", 3.0, rate=rate, connections=16)  # data for the queries, warm caches
         for _ in range(rounds):
             for kind in ("baseline", "loaded"):

@@ -2,7 +2,7 @@
 
     python -m bench.storage --days 3 --queues 5 --agents 40 --calls-per-hour 120
 
-Simulates a call centre day by day (``ingest.simulate``), imports each day's
+Simulates a call centre day by day (``ingest.simulation``), imports each day's
 access log through the real importer, refreshes the 15-minute views, merges
 every table (``OPTIMIZE ... FINAL``: what background merges reach on a
 server) and reads ``system.parts``: bytes on disk per table, scaled to one
@@ -19,14 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from ingest import db, importer
-from ingest.simulate import SimConfig, simulate, write_access_log
+from ingest.backfill import importer
+from ingest.simulation import SimConfig, simulate, write_access_log
+from ingest.storing import clickhouse, migrations
+from ingest.testing import refresh_views
 
 
 def measure(workdir: Path, days: int, queues: int, agents: int, calls_per_hour: float, seed: int) -> str:
-    client = db.connect(f"chdb://{workdir / 'chdata'}")
+    client = clickhouse.connect(f"chdb://{workdir / 'chdata'}")
     try:
-        db.apply_migrations(client)
+        migrations.apply_migrations(client)
         start = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
         t0 = time.monotonic()
         for day in range(days):
@@ -38,14 +40,7 @@ def measure(workdir: Path, days: int, queues: int, agents: int, calls_per_hour: 
             write_access_log(log, simulate(config).events)
             importer.import_files(client, [log])
             log.unlink()
-        refreshed = [
-            r[0] for r in client.query(
-                "SELECT name FROM system.tables WHERE database = 'pbx' AND engine = 'MaterializedView' "
-                "AND create_table_query ILIKE '%REFRESH%'").result_rows
-        ]  # fmt: skip
-        for view in refreshed:
-            client.command(f"SYSTEM REFRESH VIEW pbx.{view}")
-            client.command(f"SYSTEM WAIT VIEW pbx.{view}")
+        refresh_views(client)
         tables = [
             r[0] for r in client.query(
                 "SELECT name FROM system.tables WHERE database = 'pbx' AND engine LIKE '%MergeTree'").result_rows

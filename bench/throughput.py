@@ -12,9 +12,9 @@ the 200s it answered, so a fast-but-lossy service cannot look good.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

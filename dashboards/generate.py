@@ -10,6 +10,8 @@ Panel SQL reads the documented views of ``pbx`` (docs/metrics.md) and uses
 the ClickHouse plugin's macros: ``$__timeFilter(col)`` for the time picker,
 ``$__timeInterval(col)`` for time buckets, and
 ``$__conditionalAll(cond, $var)`` so that "All" adds no filter at all.
+Variable values reach the SQL only through ``selected()``: percent-encoded,
+decoded by ClickHouse, never parsed as SQL.
 Ratios over several 15-minute rows are recomputed from their numerators and
 denominators, never averaged. Visit lists read ``pbx.queue_calls`` filtered on ``entered_at``: its history
 is a refreshed stored copy, so a 30-day range does not re-pair raw events
@@ -26,15 +28,38 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "json"
 
-#: Must match ``uid`` in provisioning/datasources/clickhouse.yaml.
+#: Must match ``uid`` in provisioning/datasources/{embedded,server}/pbx.yaml.
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "pbx-clickhouse"}
-PLUGIN_VERSION = "4.11.0"
+#: The ClickHouse plugin version the dashboards were checked against (compose pins it).
+PLUGIN_VERSION = "4.20.0"
 GRAFANA_VERSION = "12.4.0"
 SCHEMA_VERSION = 40
 
-# Filters: "All" (or nothing selected) removes the condition entirely.
-QUEUE = "$__conditionalAll(queue_name IN (${queue:singlequote}), $queue)"
-AGENT = "$__conditionalAll(agent IN (${agent:singlequote}), $agent)"
+
+def selected(var: str) -> str:
+    """The values selected in ``$var`` as a ClickHouse ``Array(String)``, whatever they contain.
+
+    Queue names and agent ids come from webhooks, so a value may hold any text: quotes,
+    backslashes, ``$__macros``, SQL. No value may reach the SQL as SQL (docs/dashboards.md,
+    "Variable values are data, never SQL"). Grafana's ``customqueryparam`` format writes each
+    selected value percent-encoded (RFC 3986: only ``A-Z a-z 0-9 - _ . ~`` stay, every other
+    byte of the UTF-8 is ``%XX``) as ``v=<value>`` joined by ``&``: nothing in that text is
+    special inside a ClickHouse string literal (no ``'``, no ``\\``), nor to the plugin's macro
+    engine (no ``$``), nor to its argument parser (no ``,`` ``(`` ``)``). ClickHouse then splits
+    at ``&`` (a value's own ``&`` is ``%26``), drops the ``v=`` and decodes each value back.
+    """
+    return f"arrayMap(p -> decodeURLComponent(substring(p, 3)), splitByChar('&', '${{{var}:customqueryparam:v}}'))"
+
+
+def matches(var: str, *columns: str) -> str:
+    """``$__conditionalAll``: a column holds a value selected in ``$var``; "All" (or none) adds no filter."""
+    values = selected(var)
+    cond = " OR ".join(f"has({values}, {column})" for column in columns)
+    return f"$__conditionalAll({cond if len(columns) == 1 else f'({cond})'}, ${var})"
+
+
+QUEUE = matches("queue", "queue_name")
+AGENT = matches("agent", "agent")
 
 TIMESERIES, TABLE = 0, 1  # the plugin's target formats
 
@@ -58,7 +83,6 @@ def _query_variable(name: str, label: str, sql: str, refresh: int) -> dict[str, 
         "name": name,
         "label": label,
         "datasource": DATASOURCE,
-        "definition": sql,
         "query": sql,
         # 1 = on dashboard load, 2 = also on time-range change (the query filters by period).
         "refresh": refresh,
@@ -170,7 +194,8 @@ def stat_options(text_mode: str = "value_and_name") -> dict[str, Any]:
 
 
 def table_options() -> dict[str, Any]:
-    return {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
+    # No "footer": Grafana 12's table has none in its options (a footer is per field now).
+    return {"showHeader": True, "cellHeight": "sm"}
 
 
 def series_options() -> dict[str, Any]:
@@ -206,7 +231,7 @@ def dashboard(
         "links": [
             # Moving between dashboards keeps the time range and the queue / agent selection.
             {"type": "dashboards", "tags": ["pbx-analytics"], "asDropdown": True, "title": "PBX dashboards",
-             "keepTime": True, "includeVars": True}
+             "keepTime": True, "includeVars": True, "icon": "external link", "tooltip": "", "targetBlank": False}
         ],
         "panels": panels,
     }
@@ -386,7 +411,7 @@ def abandonment() -> dict[str, Any]:
             options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
                      "pieType": "donut", "displayLabels": ["name", "percent"],
                      "legend": {"displayMode": "table", "placement": "right", "values": ["value", "percent"]}}),
-        panel(L, "table", "Overflow flows", """
+        panel(L, "table", "Overflow flows", f"""
             SELECT from_queue AS `From queue`, to_queue AS `To queue`, count() AS Calls,
                    round(avg(wait_s), 1) AS `Avg wait before overflow (s)`
             FROM
@@ -397,12 +422,12 @@ def abandonment() -> dict[str, Any]:
                 FROM pbx.queue_calls
                 WHERE $__timeFilter(entered_at)
             )
-            WHERE outcome = 'overflow' AND $__conditionalAll(from_queue IN (${queue:singlequote}), $queue)
+            WHERE outcome = 'overflow' AND {matches('queue', 'from_queue')}
             GROUP BY from_queue, to_queue
             ORDER BY Calls DESC
             """, w=16, h=8, options=table_options(),
             description="Calls that left a queue unanswered for another queue, by pair of queues."),
-        panel(L, "table", "Abandoned calls", """
+        panel(L, "table", "Abandoned calls", f"""
             SELECT q.entered_at AS `Entered queue`, q.queue_name AS Queue, e.caller_num AS Caller,
                    round(q.wait_s, 1) AS `Waited (s)`, q.outcome AS Outcome, q.call_id AS `Call id`
             FROM pbx.queue_calls AS q
@@ -415,7 +440,7 @@ def abandonment() -> dict[str, Any]:
                 GROUP BY call_id
             ) AS e ON e.call_id = q.call_id
             WHERE $__timeFilter(q.entered_at) AND q.outcome IN ('abandoned', 'short_abandon')
-              AND $__conditionalAll(q.queue_name IN (${queue:singlequote}), $queue)
+              AND {matches('queue', 'q.queue_name')}
             ORDER BY q.entered_at DESC
             LIMIT 1000
             """, w=24, h=10, options=table_options(),
@@ -516,13 +541,11 @@ def agents() -> dict[str, Any]:
 
 def audit() -> dict[str, Any]:
     L = Layout()
-    spy = (
-        "$__timeFilter(started_at) AND $__conditionalAll((spying_userid IN (${agent:singlequote}) "
-        "OR spying_target_userid IN (${agent:singlequote})), $agent)"
-    )
+    spy = f"$__timeFilter(started_at) AND {matches('agent', 'spying_userid', 'spying_target_userid')}"
     rec = (
         "$__timeFilter(coalesce(answered_at, ended_at)) AND $__conditionalAll(call_id IN "
-        "(SELECT call_id FROM pbx.queue_calls WHERE $__timeFilter(entered_at) AND queue_name IN (${queue:singlequote})), $queue)"
+        "(SELECT call_id FROM pbx.queue_calls WHERE $__timeFilter(entered_at) AND "
+        f"has({selected('queue')}, queue_name)), $queue)"
     )
     panels = [
         panel(L, "stat", "Listen-in sessions", f"""

@@ -7,15 +7,17 @@ command is user documentation.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlparse
 
-from ingest import db, logs
-from ingest.config import ENV_NAMES, ConfigError, Settings
+from ingest import logs
+from ingest.config import ENV_NAMES, ConfigError, ImportOptions, Settings, SimulateOptions
+from ingest.storing import clickhouse, migrations
 
 __all__ = ["main"]
 
@@ -122,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_backfill_commands(commands: Any) -> None:
     """``import`` and ``simulate`` (docs/import.md, docs/simulator.md); their flags are prefixed
-    ``import_``/``sim_`` so they stay out of Settings."""
+    ``import_``/``sim_`` so they stay out of Settings: they become ``ImportOptions``,
+    ``SimulateOptions`` and the scenario's ``SimConfig``."""
     imp = commands.add_parser(
         "import",
         help="backfill events from web-server access logs",
@@ -180,39 +183,48 @@ def _add_backfill_commands(commands: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    options = vars(args).copy()
-    command = options.pop("command")
-    query, fmt = options.pop("query", None), options.pop("format", None)
-    tool = {k: options.pop(k) for k in list(options) if k.startswith(("import_", "sim_"))}
+    flags = vars(args).copy()
+    command = flags.pop("command")
+    own = {k: flags.pop(k) for k in list(flags) if k.startswith(("import_", "sim_")) or k in ("query", "format")}
     try:
-        settings = Settings.from_env(**options)
+        settings = Settings.from_env(**flags)
     except ConfigError as exc:
         print(f"pbx-analytics: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
-    if command in ("import", "simulate"):
-        return _backfill(command, settings, tool)
-    try:
-        if command == "serve":
-            return _serve(settings)
-        client = db.connect(settings.clickhouse_url)
+    return _COMMANDS[command](settings, own)
+
+
+def _serve_command(settings: Settings, flags: dict[str, Any]) -> int:
+    return _serve(settings)
+
+
+def _with_engine(run: Callable[[Any, Settings, dict[str, Any]], None]) -> Callable[[Settings, dict[str, Any]], int]:
+    """A command that runs on a client of the engine: one-line errors, no traceback."""
+
+    def command(settings: Settings, flags: dict[str, Any]) -> int:
         try:
-            if command == "migrate":
-                applied = db.apply_migrations(client, cluster=settings.clickhouse_cluster or None)
-                print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
-            elif command == "sql":
-                _run_sql(client, query, fmt)
-        finally:
-            client.close()
-    except db.EngineBusyError as exc:
-        print(f"pbx-analytics: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a query error is the analyst's to fix: say it, no traceback
-        if command != "sql":
-            raise
-        print(f"pbx-analytics: {exc}", file=sys.stderr)
-        return 1
-    return 0
+            client = clickhouse.connect(settings.clickhouse_url)
+            try:
+                run(client, settings, flags)
+            finally:
+                client.close()
+        except (clickhouse.EngineBusyError, migrations.MigrationChanged) as exc:
+            print(f"pbx-analytics: {exc}", file=sys.stderr)
+            return 1
+        except Exception as exc:  # a query error is the analyst's to fix: say it, no traceback
+            if run is not _run_sql:
+                raise
+            print(f"pbx-analytics: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return command
+
+
+def _migrate(client: Any, settings: Settings, flags: dict[str, Any]) -> None:
+    applied = migrations.apply_migrations(client, cluster=settings.clickhouse_cluster or None)
+    print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in applied))
 
 
 #: First keywords of statements that return rows; anything else (INSERT, CREATE,
@@ -220,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 _ROW_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "CHECK"}
 
 
-def _run_sql(client: Any, query: str, fmt: str) -> None:
+def _run_sql(client: Any, settings: Settings, flags: dict[str, Any]) -> None:
+    query, fmt = flags["query"], flags["format"]
     code = sqlparse.format(query, strip_comments=True).lstrip()
     first = code.split(None, 1)[0].upper() if code else ""
     if first in _ROW_STATEMENTS or first.startswith("("):
@@ -231,23 +244,43 @@ def _run_sql(client: Any, query: str, fmt: str) -> None:
         print("ok", file=sys.stderr)
 
 
-def _backfill(command: str, settings: Settings, flags: dict[str, Any]) -> int:
-    if command == "import":
-        from ingest import importer
+def _import(settings: Settings, flags: dict[str, Any]) -> int:
+    from ingest.backfill import importer
 
-        return importer.run(
-            settings.clickhouse_url, flags["import_files"], batch_size=flags["import_batch_size"],
-            migrate=flags["import_migrate"], progress=flags["import_progress"], jobs=flags["import_jobs"],
-        )
-    from ingest import simulate
+    try:
+        options = ImportOptions(files=tuple(flags["import_files"]), batch_size=flags["import_batch_size"],
+                                jobs=flags["import_jobs"], progress=flags["import_progress"],
+                                migrate=flags["import_migrate"])
+    except ConfigError as exc:
+        print(f"pbx-analytics import: {exc}", file=sys.stderr)
+        return 2
+    return importer.run(settings.clickhouse_url, options)
 
-    return simulate.run_from_flags({k.removeprefix("sim_"): v for k, v in flags.items()})
+
+def _simulate(settings: Settings, flags: dict[str, Any]) -> int:
+    from ingest.simulation.command import run
+    from ingest.simulation.config import SimConfig, SimConfigError, parse_start
+
+    given = {k.removeprefix("sim_"): v for k, v in flags.items() if v is not None}
+    scenario = {f.name: given[f.name] for f in dataclasses.fields(SimConfig) if f.name in given}
+    outputs = {f.name: given[f.name] for f in dataclasses.fields(SimulateOptions) if f.name in given}
+    if "tz_offset" in given:
+        outputs["tz"] = given["tz_offset"]
+    try:
+        if "start" in scenario:
+            scenario["start"] = parse_start(scenario["start"])
+        config = SimConfig(**scenario)
+        options = SimulateOptions(**outputs)
+    except (SimConfigError, ConfigError) as exc:
+        print(f"pbx-analytics simulate: {exc}", file=sys.stderr)
+        return 2
+    return run(config, options)
 
 
 def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from ingest.app import create_app
+    from ingest.receiving.app import create_app
 
     config = uvicorn.Config(
         create_app(settings),
@@ -284,7 +317,11 @@ def _start_query_interface(settings: Settings) -> Any:
     from ingest.querying import QueryServer
 
     # The process holds the engine from here on (a busy data directory fails now, clearly).
-    query = QueryServer(settings, holder=db.connect(settings.clickhouse_url))
+    try:
+        holder = clickhouse.connect(settings.clickhouse_url)
+    except clickhouse.EngineBusyError as exc:
+        raise SystemExit(f"pbx-analytics: {exc}") from None
+    query = QueryServer(settings, holder=holder)
     try:
         query.start()
     except OSError as exc:
@@ -295,3 +332,13 @@ def _start_query_interface(settings: Settings) -> Any:
 
 def _exit_zero(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+#: Each command's function: (settings, its own flags) -> exit status.
+_COMMANDS: dict[str, Callable[[Settings, dict[str, Any]], int]] = {
+    "serve": _serve_command,
+    "migrate": _with_engine(_migrate),
+    "sql": _with_engine(_run_sql),
+    "import": _import,
+    "simulate": _simulate,
+}

@@ -1,8 +1,10 @@
-"""Typed settings, read from the environment exactly once.
+"""Typed settings, read from the environment exactly once, and the commands' options.
 
 ``Settings.from_env()`` is the only place that reads ``os.environ``; the CLI
 overlays its flags and passes the object down. Every field is documented in
-the README's configuration table.
+the README's configuration table. ``ImportOptions`` and ``SimulateOptions``
+carry the ``import`` and ``simulate`` commands' flags (docs/import.md,
+docs/simulator.md), validated on construction like ``Settings``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "Settings", "default_dsn"]
+from ingest.backfill.accesslog import FORMATS, offset_function
+
+__all__ = ["ConfigError", "ImportOptions", "Settings", "SimulateOptions", "default_dsn"]
 
 
 class ConfigError(ValueError):
@@ -199,3 +203,57 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     except ValueError:
         raise ConfigError(f"{ENV_NAMES[name]}={raw!r} is not a valid {kind}") from None
     return raw
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportOptions:
+    """``pbx-analytics import``: which access logs, and how to import them."""
+
+    #: nginx/Apache access logs (combined or common, plain or gzip), in any order.
+    files: tuple[str, ...] = ()
+    #: Rows per insert.
+    batch_size: int = 100_000
+    #: Decoding processes working on different files; 0: decode in the importing process;
+    #: None: chosen from the CPUs and the input's size (``backfill._parallel.auto_jobs``).
+    jobs: int | None = None
+    #: The progress line; None: only when stderr is a terminal.
+    progress: bool | None = None
+    #: Apply the ``sql/`` migrations first.
+    migrate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ConfigError(f"--batch-size must be positive, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulateOptions:
+    """``pbx-analytics simulate``: where the simulated webhooks go (the scenario itself is a
+    ``simulation.config.SimConfig``)."""
+
+    #: Write an nginx access log here (gzip if the name ends in .gz).
+    access_log: str | None = None
+    #: ``combined`` or ``common``.
+    log_format: str = "combined"
+    #: Time zone of the access log: +HHMM, -HHMM, UTC or an IANA zone such as Europe/Prague.
+    tz: str = "+0000"
+    #: Also send every webhook as a GET to a running service at this URL.
+    target: str | None = None
+    #: With ``target``: 1 = real time, 60 = a minute per second, 0 = no waiting.
+    speed: float = 0.0
+    #: With ``target``: requests in flight at once.
+    concurrency: int = 8
+    #: Write the expected metrics (the truth) here as JSON.
+    truth: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            offset_function(self.tz)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.log_format not in FORMATS:
+            raise ConfigError(f"log format {self.log_format!r}: expected combined or common")
+        if self.speed < 0:
+            raise ConfigError(f"speed must be >= 0, got {self.speed}")
+        if self.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")

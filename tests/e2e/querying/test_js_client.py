@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from conftest import ServeProcess, spec_example_urls
+from ingest.testing import ServeProcess, spec_example_urls
 
 JS = Path(__file__).parent / "js"
 

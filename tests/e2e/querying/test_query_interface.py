@@ -15,8 +15,8 @@ import clickhouse_connect
 import httpx
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
-from clickhouse_native import read_blocks
-from conftest import ServeProcess, spec_example_urls
+from tests.e2e.querying.native_reader import read_blocks
+from ingest.testing import ServeProcess, spec_example_urls
 
 from ingest.querying.access import OWNER, OwnerFile
 

@@ -1,5 +1,5 @@
 """Native in the client's revision: byte-exact frames, and every supported type read back by
-the real clients' decoders (tests/clickhouse_native.py) equal to the engine's own output."""
+the real clients' decoders (tests/e2e/querying/native_reader.py) equal to the engine's own output."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import chdb
 import pytest
-from clickhouse_native import read_blocks
+from tests.e2e.querying.native_reader import read_blocks
 
 from ingest.querying import native
 

@@ -1,0 +1,124 @@
+"""One simulation scenario (:class:`SimConfig`) and the model's fixed definitions.
+
+Same config (seed included) -> same events, byte for byte. ``docs/simulator.md``
+describes the model; the output options (access log, target, truth) are
+``ingest.config.SimulateOptions``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+__all__ = ["HOURLY_PROFILE", "INTERVAL_S", "READY_STATES", "RNA_BLOCK_S", "SimConfig", "SimConfigError", "parse_start"]
+
+#: States of ``pbx_agent_set_state`` that count as ready (case-insensitive), per issue 4.
+READY_STATES = frozenset({"available", "online", "ready"})
+
+#: Relative call volume by UTC hour of day (1.0 = ``calls_per_hour``).
+HOURLY_PROFILE: tuple[float, ...] = (
+    0.05, 0.05, 0.05, 0.05, 0.05, 0.1, 0.3, 0.7,     # 00-07
+    1.0, 1.3, 1.4, 1.2, 0.9, 1.0, 1.3, 1.2,          # 08-15
+    1.0, 0.7, 0.4, 0.3, 0.2, 0.1, 0.05, 0.05,        # 16-23
+)
+#: An agent is not rung for this long after a ring it did not answer.
+RNA_BLOCK_S = 30
+#: The views' interval (15 minutes), which the truth's figures are grouped by.
+INTERVAL_S = 900
+
+
+class SimConfigError(ValueError):
+    """A simulator setting has a value we cannot run with."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig:
+    """One simulation scenario. Same config (seed included) -> same events, byte for byte."""
+
+    #: Seed of the random generator.
+    seed: int = 1
+    #: Simulated start, UTC (whole seconds).
+    start: dt.datetime = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.timezone.utc)
+    #: Length of the simulated period in hours: arrivals stop at its end.
+    hours: float = 1.0
+    #: Number of queues (helpdesk, sales, billing, ...) and agents.
+    queues: int = 3
+    agents: int = 8
+    #: Mean arrivals per queue per hour when the hourly profile is 1.0.
+    calls_per_hour: float = 40.0
+    #: Relative volume by UTC hour (24 values).
+    hourly_profile: tuple[float, ...] = HOURLY_PROFILE
+    #: Mean talk time of answered calls (exponential, at least 10 s).
+    mean_talk_s: float = 150.0
+    #: Mean caller patience from first queue entry (exponential, at least short_abandon_s).
+    mean_patience_s: float = 90.0
+    #: Share of callers who give up within the short-abandon threshold.
+    short_abandon_share: float = 0.08
+    #: Seconds an agent is rung before the PBX gives up (then ``exten_paused``).
+    ring_timeout_s: int = 15
+    #: Share of rings the agent does not answer.
+    ring_no_answer_share: float = 0.1
+    #: A call waiting this long moves once to the next queue (0 = no overflow).
+    overflow_after_s: int = 60
+    #: Outbound calls per agent per logged-in hour.
+    outbound_per_agent_hour: float = 1.0
+    #: Pauses per agent per hour (break, lunch, meeting, training).
+    pauses_per_agent_hour: float = 0.8
+    #: Share of agents who log out once mid-period and come back.
+    mid_logout_share: float = 0.3
+    #: Share of answered calls a supervisor spies on; of those, share never ended.
+    spy_share: float = 0.08
+    spy_unended_share: float = 0.25
+    #: Share of answered calls recorded; of those, stopped and restarted, and never stopped.
+    recording_share: float = 0.7
+    recording_restart_share: float = 0.2
+    recording_unstopped_share: float = 0.12
+    #: Share of abandons for which the PBX sends only call_end (no queue_out).
+    abandon_without_queue_out_share: float = 0.1
+    #: "drain": after the period, calls in progress finish and agents log out when idle.
+    #: "cut": the output stops at the period's end; open visits stay "waiting".
+    end_mode: str = "drain"
+    #: Thresholds the truth uses (issue 4 defaults).
+    sla_threshold_s: int = 20
+    short_abandon_s: int = 5
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None:
+            object.__setattr__(self, "start", self.start.replace(tzinfo=dt.timezone.utc))
+        object.__setattr__(self, "start", self.start.astimezone(dt.timezone.utc).replace(microsecond=0))
+        if self.hours <= 0:
+            raise SimConfigError(f"hours must be positive, got {self.hours}")
+        if not 1 <= self.queues <= 50:
+            raise SimConfigError(f"queues must be 1..50, got {self.queues}")
+        if not 1 <= self.agents <= 500:
+            raise SimConfigError(f"agents must be 1..500, got {self.agents}")
+        if self.calls_per_hour < 0:
+            raise SimConfigError(f"calls_per_hour must be >= 0, got {self.calls_per_hour}")
+        if len(self.hourly_profile) != 24 or min(self.hourly_profile) < 0:
+            raise SimConfigError("hourly_profile needs 24 non-negative values")
+        if self.end_mode not in ("drain", "cut"):
+            raise SimConfigError(f"end_mode must be 'drain' or 'cut', got {self.end_mode!r}")
+        if self.ring_timeout_s < 10:
+            raise SimConfigError("ring_timeout_s must be at least 10")
+        for name in ("short_abandon_share", "ring_no_answer_share", "mid_logout_share", "spy_share",
+                     "spy_unended_share", "recording_share", "recording_restart_share",
+                     "recording_unstopped_share", "abandon_without_queue_out_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SimConfigError(f"{name} must be within 0..1, got {getattr(self, name)}")
+
+    @property
+    def start_s(self) -> int:
+        return int(self.start.timestamp())
+
+    @property
+    def end_s(self) -> int:
+        return self.start_s + int(round(self.hours * 3600))
+
+
+def parse_start(text: str) -> dt.datetime:
+    """``2026-11-02T08:00`` (UTC unless an offset is given) -> aware datetime."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SimConfigError(f"start {text!r}: expected an ISO date-time such as 2026-11-02T08:00") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

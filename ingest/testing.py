@@ -1,0 +1,184 @@
+"""The harness the tests and the benchmarks share (as ``litestar.testing`` is Litestar's).
+
+Everything here drives the real thing: ``serve`` as a subprocess on a free
+port, the real embedded engine, the spool's real append path. Nothing here
+is used by the service itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from ingest.events.table import DATABASE
+from ingest.storing import clickhouse
+from ingest.storing.spool import Spool
+
+__all__ = [
+    "REPO",
+    "SPEC",
+    "ServeProcess",
+    "Subprocess",
+    "append",
+    "free_port",
+    "query_dicts",
+    "refresh_views",
+    "refreshed_views",
+    "spec_example_urls",
+    "stored",
+]
+
+#: The repository (tests, bench and docs live beside the package).
+REPO = Path(__file__).resolve().parent.parent
+#: The vendor's published spec, vendored so the suite runs anywhere.
+SPEC = REPO / "tests" / "fixtures" / "pbx-webhooks.txt"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spec_example_urls() -> list[str]:
+    """The 17 example URLs of the vendor's spec, as published."""
+    return [line.strip() for line in SPEC.read_text().splitlines() if line.startswith("http://server/")]
+
+
+# ---- processes -------------------------------------------------------------------------
+
+
+class Subprocess:
+    """A web app in a subprocess on a free port of 127.0.0.1, ready once ``/healthz`` answers 200.
+
+    Its output goes to ``log_path``; :meth:`log` reads it for failure messages.
+    """
+
+    def __init__(self, cmd: Sequence[str], log_path: Path, port: int, *, cwd: Path | None = None,
+                 env: dict[str, str] | None = None, name: str = "serve") -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed by stop()
+        self.proc = subprocess.Popen(list(cmd), cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"{self.name} not ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
+        """Send ``sig`` (SIGTERM: a graceful stop), wait, and return the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class ServeProcess(Subprocess):
+    """``pbx-analytics serve`` on the embedded engine at ``data_dir``, as a PBX would see it."""
+
+    def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None,
+                 timeout: float = 60.0) -> None:
+        port = free_port()
+        self.dsn = f"chdb://{data_dir}"
+        #: ClickHouse's HTTP interface of this serve (a free port, never the default 8123).
+        self.query_port = free_port()
+        self.query_url = f"http://127.0.0.1:{self.query_port}"
+        cmd = [sys.executable, "-m", "ingest", "serve", "--port", str(port), "--query-port", str(self.query_port),
+               "--clickhouse", self.dsn, *extra_args]
+        super().__init__(cmd, data_dir.parent / f"serve-{port}.log", port, env=env)
+        self.wait_ready(timeout)
+
+
+# ---- the engine -------------------------------------------------------------------------
+
+
+def query_dicts(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Query results as dicts (column name -> value)."""
+    result = client.query(sql, parameters=parameters)
+    return [dict(zip(result.column_names, r)) for r in result.result_rows]
+
+
+def stored(dsn: str, sql: str = f"SELECT * FROM {DATABASE}.events ORDER BY received_at, event",
+           parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Rows of a query on the engine at ``dsn``, as dicts; the engine is opened for it and closed
+    (so only once the service that held it has stopped)."""
+    client = clickhouse.connect(dsn)
+    try:
+        return query_dicts(client, sql, parameters)
+    finally:
+        client.close()
+
+
+def refreshed_views(client: Client) -> list[str]:
+    """The refreshable materialized views of the schema, as ``pbx.<name>``."""
+    return [f"{DATABASE}.{r[0]}" for r in client.query(
+        f"SELECT name FROM system.tables WHERE database = '{DATABASE}' AND engine = 'MaterializedView' "
+        "AND create_table_query ILIKE '%REFRESH%' ORDER BY name").result_rows]
+
+
+def refresh_views(client: Client) -> None:
+    """Bring every refreshable view up to date with everything stored, now (what the schedule
+    does every few seconds).
+
+    A scheduled refresh may be running, started before the caller's last
+    insert: wait for it first, so the one requested here sees everything.
+    """
+    views = refreshed_views(client)
+    for view in views:
+        client.command(f"SYSTEM WAIT VIEW {view}")
+        client.command(f"SYSTEM REFRESH VIEW {view}")
+    for view in views:
+        client.command(f"SYSTEM WAIT VIEW {view}")
+
+
+# ---- the spool ----------------------------------------------------------------------------
+
+
+def append(spool: Spool, payloads: Sequence[bytes], rows: Sequence[Any] | None = None) -> None:
+    """Append ``payloads`` through the service's own path and return once they are durable.
+
+    :meth:`Spool.append` on an event loop, all at once, so they form group
+    commits exactly as concurrent webhooks do; ``rows`` (what each payload
+    encodes) go with them as the service hands them to the writer.
+    """
+
+    async def append_all() -> None:
+        spool.start(asyncio.get_running_loop())
+        given = rows if rows is not None else [None] * len(payloads)
+        await asyncio.gather(*(spool.append(p, r) for p, r in zip(payloads, given)))
+
+    asyncio.run(append_all())
