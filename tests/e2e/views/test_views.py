@@ -511,7 +511,7 @@ def test_full_recompute_command_rewrites_every_interval(ch: Client) -> None:
 
 def test_the_schedule_refreshes_by_itself(ch: Client) -> None:
     views = {r["view"] for r in rows(ch, "SELECT view FROM system.view_refreshes WHERE database = 'pbx'")}
-    assert views == {"queue_stats_15m_refresh", "agent_stats_15m_refresh", "queue_calls_refresh"}
+    assert views == {"queue_stats_15m_refresh", "agent_stats_15m_refresh", "queue_calls_refresh", "calls_refresh"}
     insert(ch, _visit_events("c", "sales", 0, answer=3, out=3, end=30))
     deadline = time.monotonic() + 30
     while not rows(ch, "SELECT answered FROM pbx.queue_stats_15m") and time.monotonic() < deadline:

@@ -21,8 +21,9 @@ __all__ = ["REFRESHED_VIEWS", "T0", "at", "ev", "insert", "refresh", "rows"]
 #: A fixed day for scenarios: 2026-11-02 09:00:00 UTC (an interval boundary).
 T0 = dt.datetime(2026, 11, 2, 9, 0, 0)
 
-#: The refreshable materialized views (15-minute stats, queue_calls history).
-REFRESHED_VIEWS = ("pbx.queue_stats_15m_refresh", "pbx.agent_stats_15m_refresh", "pbx.queue_calls_refresh")
+#: The refreshable materialized views (15-minute stats, queue_calls and calls history).
+REFRESHED_VIEWS = ("pbx.queue_stats_15m_refresh", "pbx.agent_stats_15m_refresh", "pbx.queue_calls_refresh",
+                   "pbx.calls_refresh")
 
 
 def at(seconds: float) -> dt.datetime:
