@@ -23,7 +23,7 @@ from tests.e2e.views.views_helpers import T0, at, columns, ev, insert, refresh, 
 # ----------------------------------------------------------------------------- schema
 
 CONTRACT = {
-    "pbx.queue_settings": ["queue_name", "sla_threshold_s", "short_abandon_s"],
+    "pbx.queue_settings": ["queue_name", "sla_threshold_s", "short_abandon_s", "sla_target_pct"],
     "pbx.queue_calls": ["call_id", "queue_name", "entered_at", "left_at", "answered_at", "agent", "wait_s",
                         "outcome", "in_sla"],
     "pbx.queue_stats_15m": ["interval_start", "queue_name", "offered", "answered", "abandoned", "short_abandoned",
@@ -212,9 +212,9 @@ def test_queue_settings_per_queue_newest_row_wins_and_stats_follow(ch: Client) -
     refresh(ch)
     before = rows(ch, "SELECT answered_in_sla, short_abandoned, abandoned FROM pbx.queue_stats_15m")
     assert before == [dict(answered_in_sla=0, short_abandoned=0, abandoned=1)]
-    ch.command("INSERT INTO pbx.queue_settings VALUES ('sales', 10, 10)")
+    ch.command("INSERT INTO pbx.queue_settings VALUES ('sales', 10, 10, 80)")
     time.sleep(0.01)  # rows are versioned by their insert time, to the millisecond
-    ch.command("INSERT INTO pbx.queue_settings VALUES ('sales', 30, 8)")
+    ch.command("INSERT INTO pbx.queue_settings VALUES ('sales', 30, 8, 80)")
     refresh(ch)
     assert rows(ch, "SELECT outcome, in_sla FROM pbx.queue_calls ORDER BY call_id") == [
         dict(outcome="answered", in_sla=1), dict(outcome="short_abandon", in_sla=0)]
@@ -439,7 +439,7 @@ def test_live_views_follow_the_latest_events(ch: Client) -> None:
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     ago = lambda s: now - dt.timedelta(seconds=s)  # noqa: E731
-    ch.command("INSERT INTO pbx.queue_settings VALUES ('vip', 10, 3)")
+    ch.command("INSERT INTO pbx.queue_settings VALUES ('vip', 10, 3, 80)")
     insert(ch, [
         ev("queue_in", ago(40), call_id="w1", queue_name="sales"),
         ev("queue_in", ago(25), call_id="w2", queue_name="sales"),
