@@ -131,7 +131,7 @@ ORDER BY (started_at, call_id);
 -- refresh (pbx.event_arrivals, with 15 s of overlap) and (b) the earliest
 -- event of any call with events in those hours (a late call_end changes a
 -- call that started earlier). Nothing new arrived: nothing is recomputed.
-CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.calls_refresh ${ON_CLUSTER}
+CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.calls_data_refresh ${ON_CLUSTER}
 REFRESH EVERY 5 SECOND APPEND TO pbx.calls_data AS
 WITH
     (SELECT max(computed_at) FROM pbx.calls_data) AS watermark,

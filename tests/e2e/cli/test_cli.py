@@ -65,7 +65,7 @@ def test_flags_override_environment_and_environment_overrides_defaults(tmp_path)
 
 def test_sql_runs_statements_that_return_no_rows(ch, dsn):
     ch.close()
-    inserted = run("sql", "-- per-queue targets\nINSERT INTO pbx.queue_settings VALUES ('helpdesk', 30, 8, 80)",
+    inserted = run("sql", "-- per-queue targets\nINSERT INTO pbx.queue_settings (queue_name, sla_threshold_s, short_abandon_s) VALUES ('helpdesk', 30, 8)",
                    "--clickhouse", dsn)
     assert inserted.returncode == 0, inserted.stderr
     out = run("sql", "SELECT queue_name, sla_threshold_s FROM pbx.queue_settings", "--format", "CSV",

@@ -212,9 +212,9 @@ def test_queue_settings_per_queue_newest_row_wins_and_stats_follow(ch: Client) -
     refresh(ch)
     before = rows(ch, "SELECT answered_in_sla, short_abandoned, abandoned FROM pbx.queue_stats_15m")
     assert before == [dict(answered_in_sla=0, short_abandoned=0, abandoned=1)]
-    ch.command("INSERT INTO pbx.queue_settings VALUES ('sales', 10, 10, 80)")
+    ch.command("INSERT INTO pbx.queue_settings (queue_name, sla_threshold_s, short_abandon_s) VALUES ('sales', 10, 10)")
     time.sleep(0.01)  # rows are versioned by their insert time, to the millisecond
-    ch.command("INSERT INTO pbx.queue_settings VALUES ('sales', 30, 8, 80)")
+    ch.command("INSERT INTO pbx.queue_settings (queue_name, sla_threshold_s, short_abandon_s) VALUES ('sales', 30, 8)")
     refresh(ch)
     assert rows(ch, "SELECT outcome, in_sla FROM pbx.queue_calls ORDER BY call_id") == [
         dict(outcome="answered", in_sla=1), dict(outcome="short_abandon", in_sla=0)]
@@ -439,7 +439,7 @@ def test_live_views_follow_the_latest_events(ch: Client) -> None:
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     ago = lambda s: now - dt.timedelta(seconds=s)  # noqa: E731
-    ch.command("INSERT INTO pbx.queue_settings VALUES ('vip', 10, 3, 80)")
+    ch.command("INSERT INTO pbx.queue_settings (queue_name, sla_threshold_s, short_abandon_s) VALUES ('vip', 10, 3)")
     insert(ch, [
         ev("queue_in", ago(40), call_id="w1", queue_name="sales"),
         ev("queue_in", ago(25), call_id="w2", queue_name="sales"),
@@ -511,7 +511,8 @@ def test_full_recompute_command_rewrites_every_interval(ch: Client) -> None:
 
 def test_the_schedule_refreshes_by_itself(ch: Client) -> None:
     views = {r["view"] for r in rows(ch, "SELECT view FROM system.view_refreshes WHERE database = 'pbx'")}
-    assert views == {"queue_stats_15m_refresh", "agent_stats_15m_refresh", "queue_calls_refresh", "calls_refresh"}
+    assert views == {"queue_stats_15m_refresh", "agent_stats_15m_refresh", "queue_calls_refresh",
+                     "calls_data_refresh"}
     insert(ch, _visit_events("c", "sales", 0, answer=3, out=3, end=30))
     deadline = time.monotonic() + 30
     while not rows(ch, "SELECT answered FROM pbx.queue_stats_15m") and time.monotonic() < deadline:

@@ -23,7 +23,7 @@ T0 = dt.datetime(2026, 11, 2, 9, 0, 0)
 
 #: The refreshable materialized views (15-minute stats, queue_calls and calls history).
 REFRESHED_VIEWS = ("pbx.queue_stats_15m_refresh", "pbx.agent_stats_15m_refresh", "pbx.queue_calls_refresh",
-                   "pbx.calls_refresh")
+                   "pbx.calls_data_refresh")
 
 
 def at(seconds: float) -> dt.datetime:
