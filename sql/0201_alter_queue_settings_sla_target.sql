@@ -5,5 +5,4 @@
 -- a queue wins as a whole, so a row written without it sets it back to 80.
 -- (An insert without a column list now needs a value for every column:
 -- name the columns, docs/metrics.md#pbxqueue_settings.)
-ALTER TABLE pbx.queue_settings ${ON_CLUSTER}
-    ADD COLUMN IF NOT EXISTS sla_target_pct Float64 DEFAULT 80;
+ALTER TABLE pbx.queue_settings ${ON_CLUSTER} ADD COLUMN IF NOT EXISTS sla_target_pct Float64 DEFAULT 80;

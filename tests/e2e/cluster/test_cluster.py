@@ -144,7 +144,8 @@ def test_migrate_with_cluster_on_the_embedded_engine_is_refused_clearly(tmp_path
 # -- the cluster layout computes what one server computes ---------------------------------------------
 
 #: Views whose rows depend only on the data (the live views also depend on the wall clock).
-COMPARED_VIEWS = ("queue_calls", "queue_stats_15m", "agent_stats_15m", "spy_sessions", "recording_audit")
+COMPARED_VIEWS = ("queue_calls", "queue_stats_15m", "agent_stats_15m", "spy_sessions", "recording_audit", "calls",
+                  "repeat_calls(window_s = 86400)", "staffing_15m")
 
 
 def _one_node_of_the_cluster(client: Client, statements: list[str]) -> None:
