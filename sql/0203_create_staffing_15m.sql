@@ -28,21 +28,22 @@
 
 CREATE VIEW IF NOT EXISTS pbx.staffing_15m ${ON_CLUSTER} AS
 WITH
-    stats AS
-    (
-        SELECT interval_start, toString(queue_name) AS queue_name, offered
-        FROM pbx.queue_stats_15m
-    ),
     handled AS
     (
-        -- Per interval of entry and queue, the calls of its answered visits.
-        SELECT
-            toStartOfInterval(toDateTime(v.entered_at), INTERVAL 15 MINUTE) AS interval_start,
-            toString(v.queue_name) AS queue_name,
-            avg(c.talk_s) AS aht_s
-        FROM pbx.queue_calls AS v
-        INNER JOIN pbx.calls AS c ON c.call_id = v.call_id
-        WHERE v.outcome = 'answered'
+        -- The talk of the call of every visit answered, by the visit's interval
+        -- of entry. (Calls probe, visits build the hash table: a time filter on
+        -- the view reaches the visits.)
+        SELECT v.interval_start AS interval_start, v.queue_name AS queue_name, avg(c.talk_s) AS aht_s
+        FROM pbx.calls AS c
+        INNER JOIN
+        (
+            SELECT
+                call_id,
+                toStartOfInterval(toDateTime(entered_at), INTERVAL 15 MINUTE) AS interval_start,
+                toString(queue_name) AS queue_name
+            FROM pbx.queue_calls
+            WHERE outcome = 'answered'
+        ) AS v ON v.call_id = c.call_id
         GROUP BY interval_start, queue_name
     ),
     settings AS
@@ -80,10 +81,10 @@ SELECT
 FROM
 (
     SELECT
-        g.interval_start AS interval_start,
-        g.queue_name AS queue_name,
-        s.offered AS offered,
-        h.aht_s AS aht_s,
+        k.interval_start AS interval_start,
+        toLowCardinality(k.queue_name) AS queue_name,
+        k.offered AS offered,
+        k.aht_s AS aht_s,
         if(offered = 0, toNullable(toFloat64(0)), offered * aht_s / 900) AS traffic_erlangs,
         ifNull(traffic_erlangs, 0) AS a,
         ifNull(aht_s, 0) AS aht,
@@ -91,14 +92,31 @@ FROM
         coalesce(q.sla_target_pct, 80) AS target_pct
     FROM
     (
-        SELECT
-            queue_name,
-            arrayJoin(arrayMap(i -> first_interval + toIntervalMinute(15 * i),
-                range(toUInt32(intDiv(toUnixTimestamp(greatest(last_interval, first_interval))
-                    - toUnixTimestamp(first_interval), 900) + 1)))) AS interval_start
-        FROM (SELECT queue_name, min(interval_start) AS first_interval FROM stats GROUP BY queue_name)
-    ) AS g
-    LEFT JOIN stats AS s ON s.queue_name = g.queue_name AND s.interval_start = g.interval_start
-    LEFT JOIN handled AS h ON h.queue_name = g.queue_name AND h.interval_start = g.interval_start
-    LEFT JOIN settings AS q ON q.queue_name = g.queue_name
+        -- One row per interval and queue: offered from the 15-minute view, the
+        -- handle time, and every interval from the queue's first visit to the
+        -- data's now (a filter on interval_start reaches all three).
+        SELECT interval_start, queue_name, sum(offered) AS offered, max(aht) AS aht_s
+        FROM
+        (
+            SELECT interval_start, toString(queue_name) AS queue_name, offered, CAST(NULL, 'Nullable(Float64)') AS aht
+            FROM pbx.queue_stats_15m
+            UNION ALL
+            SELECT interval_start, queue_name, 0, aht_s
+            FROM handled
+            UNION ALL
+            SELECT
+                arrayJoin(arrayMap(i -> first_interval + toIntervalMinute(15 * i),
+                    range(toUInt32(intDiv(toUnixTimestamp(greatest(last_interval, first_interval))
+                        - toUnixTimestamp(first_interval), 900) + 1)))),
+                queue_name, 0, NULL
+            FROM
+            (
+                SELECT toString(queue_name) AS queue_name, min(interval_start) AS first_interval
+                FROM pbx.queue_stats_15m
+                GROUP BY queue_name
+            )
+        )
+        GROUP BY interval_start, queue_name
+    ) AS k
+    LEFT JOIN settings AS q ON q.queue_name = k.queue_name
 );
