@@ -104,6 +104,7 @@ def run(*, days: int = 30, agents: int = 40, queues: int = 5, calls_per_hour: fl
     client = db.connect(f"chdb://{chdata}")
     try:
         db.apply_migrations(client)  # a cache built before these views: add them
+        _check_migrations(client, chdata)
         queries.refresh_views(client)
         end = dt.datetime.fromisoformat(info["end"])
         caller, agent = client.query(
@@ -133,6 +134,17 @@ def run(*, days: int = 30, agents: int = 40, queues: int = 5, calls_per_hour: fl
     finally:
         client.close()
     return out
+
+
+def _check_migrations(client: Any, chdata: Path) -> None:
+    """Refuse a cached engine whose applied migrations differ from ``sql/`` (it would time old views)."""
+    from ingest import db
+
+    applied = dict(client.query("SELECT version, checksum FROM pbx.schema_migrations").result_rows)
+    changed = [f"{m.version:04d}_{m.name}" for m in db.load_migrations() if applied.get(m.version) != m.checksum]
+    if changed:
+        raise RuntimeError(f"{chdata.parent} was built with other versions of {', '.join(changed)}: "
+                           "delete that directory and run again (the data is rebuilt)")
 
 
 def _strip(timed: dict[str, Any]) -> dict[str, Any]:
