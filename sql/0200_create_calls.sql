@@ -172,8 +172,9 @@ FROM
     FROM pbx.calls_since(since = lo)
     UNION ALL
     -- Calls stored before: deleted if the recomputation no longer has them.
-    SELECT DISTINCT call_id, '', started_at, NULL, '', '', '', [], NULL, NULL, [], NULL, NULL, NULL, '', 0, 0, 0
-    FROM pbx.calls_data
+    -- (FINAL: a row deleted before is not deleted again at every refresh.)
+    SELECT call_id, '', started_at, NULL, '', '', '', [], NULL, NULL, [], NULL, NULL, NULL, '', 0, 0, 0
+    FROM pbx.calls_data FINAL
     WHERE started_at >= lo
 )
 GROUP BY call_id, started_at;
