@@ -29,6 +29,7 @@ from typing import Any
 from bench import queries
 from bench._machine import load_average, machine
 from bench.cli import RESULTS, print_table
+from ingest.testing import refresh_views
 
 __all__ = ["QUERIES", "main", "run"]
 
@@ -98,14 +99,14 @@ def _timed(client: Any, sql: str, repeats: int) -> dict[str, Any]:
 
 def run(*, days: int = 30, agents: int = 40, queues: int = 5, calls_per_hour: float = 120,
         repeats: int = 5) -> dict[str, Any]:
-    from ingest import db
+    from ingest.storing import clickhouse, migrations
 
     chdata, info = queries.prepare(days, agents, queues, calls_per_hour)
-    client = db.connect(f"chdb://{chdata}")
+    client = clickhouse.connect(f"chdb://{chdata}")
     try:
-        db.apply_migrations(client)  # a cache built before these views: add them
+        migrations.apply_migrations(client)  # a cache built before these views: add them
         _check_migrations(client, chdata)
-        queries.refresh_views(client)
+        refresh_views(client)
         end = dt.datetime.fromisoformat(info["end"])
         caller, agent = client.query(
             "SELECT (SELECT caller_num FROM pbx.calls WHERE direction = 'inbound' GROUP BY caller_num "
@@ -138,10 +139,10 @@ def run(*, days: int = 30, agents: int = 40, queues: int = 5, calls_per_hour: fl
 
 def _check_migrations(client: Any, chdata: Path) -> None:
     """Refuse a cached engine whose applied migrations differ from ``sql/`` (it would time old views)."""
-    from ingest import db
+    from ingest.storing import migrations
 
     applied = dict(client.query("SELECT version, checksum FROM pbx.schema_migrations").result_rows)
-    changed = [f"{m.version:04d}_{m.name}" for m in db.load_migrations() if applied.get(m.version) != m.checksum]
+    changed = [f"{m.version:04d}_{m.name}" for m in migrations.load_migrations() if applied.get(m.version) != m.checksum]
     if changed:
         raise RuntimeError(f"{chdata.parent} was built with other versions of {', '.join(changed)}: "
                            "delete that directory and run again (the data is rebuilt)")

@@ -16,23 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from erlang_reference import agents_required
-from views_helpers import refresh, rows
 
-from ingest.importer import import_files
-from ingest.simulate import SimConfig, simulate, write_access_log
+from ingest.backfill.importer import import_files
+from ingest.simulation import SimConfig, simulate, write_access_log
+from tests.e2e.analytics.erlang_reference import agents_required
+from tests.e2e.views.views_helpers import refresh, rows
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory):
-    from ingest import db
+    from ingest.storing import clickhouse, migrations
 
     sim = simulate(SimConfig(seed=14, start=dt.datetime(2026, 11, 2, 6, tzinfo=dt.timezone.utc), hours=6,
                              queues=3, agents=10, calls_per_hour=30))
     log = tmp_path_factory.mktemp("logs") / "access.log"
     write_access_log(log, sim.events)
-    ch = db.connect(f"chdb://{tmp_path_factory.mktemp('chdata') / 'db'}")
-    db.apply_migrations(ch)
+    ch = clickhouse.connect(f"chdb://{tmp_path_factory.mktemp('chdata') / 'db'}")
+    migrations.apply_migrations(ch)
     import_files(ch, [log])
     refresh(ch)
     yield ch

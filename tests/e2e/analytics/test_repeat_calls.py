@@ -11,7 +11,8 @@ import datetime as dt
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from views_helpers import T0, at, ev, insert, refresh, rows
+
+from tests.e2e.views.views_helpers import T0, at, ev, insert, refresh, rows
 
 DAY = 86400
 

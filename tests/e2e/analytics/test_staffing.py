@@ -15,8 +15,9 @@ from fractions import Fraction
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from erlang_reference import agents_required, erlang_c, service_level
-from views_helpers import T0, ev, insert, refresh, rows
+
+from tests.e2e.analytics.erlang_reference import agents_required, erlang_c, service_level
+from tests.e2e.views.views_helpers import T0, ev, insert, refresh, rows
 
 INTERVAL = dt.timedelta(minutes=15)
 #: Settings by name: the table has more columns than these (and may grow).
