@@ -67,10 +67,10 @@ __all__ = [
     "DatasetBusy",
     "build",
     "copy_for_run",
+    "prepare",
     "day_events",
     "extend",
     "find",
-    "write_access_log_day",
 ]
 
 #: Simulated hours of each day: 00:00-23:30 UTC, then the centre drains and closes.
@@ -177,13 +177,6 @@ def _day_columns(centre: Centre, day: dt.date, hours: float, end_mode: str) -> t
     for visit in sim.truth["queue_visits"]:
         counts[f"visits_{visit['outcome']}"] = counts.get(f"visits_{visit['outcome']}", 0) + 1
     return list(zip(*rows)), counts
-
-
-def write_access_log_day(centre: Centre, day: dt.date, path: Path) -> int:
-    """One simulated day as a gzip access log (what a late ``import`` of that day reads)."""
-    from ingest.simulate import write_access_log
-
-    return write_access_log(path, day_events(centre, day).events)
 
 
 def _worker_init() -> None:
@@ -418,6 +411,24 @@ def extend(chdata: Path, centre: Centre, start: dt.date, until: dt.datetime, *, 
             "seconds": round(time.monotonic() - started, 1)}
 
 
+def prepare(dataset: Dataset, chdata: Path, until: dt.datetime, backfill_log: Path, *, jobs: int = 2,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Make a run's copy ready: caught up to ``until``, and the late day's access log written.
+
+    The late day is the day before the data's first day (a year back for a 365-day
+    dataset): importing it recomputes everything after it.
+    """
+    caught_up = extend(chdata, dataset.centre, dataset.end, until, jobs=jobs, log=log)
+    day = dataset.first_day - dt.timedelta(days=1)
+    sim = day_events(dataset.centre, day)
+    from ingest.simulate import write_access_log
+
+    lines = write_access_log(backfill_log, sim.events)
+    offered = sum(1 for v in sim.truth["queue_visits"] if v["outcome"] != "waiting")
+    return {"caught_up": caught_up, "until": until.isoformat(timespec="seconds"),
+            "backfill": {"day": day.isoformat(), "log": str(backfill_log), "lines": lines, "offered": offered}}
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
@@ -435,7 +446,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="last day (exclusive), YYYY-MM-DD (default: today UTC; an interrupted build resumes "
                    "only with the same end)")
     b.add_argument("--jobs", type=int, default=2, help="simulating processes (default 2)")
+    p = commands.add_parser("prepare", help="catch a run's copy up to now and write the late day's log")
+    p.add_argument("--dataset", type=Path, required=True, help="the built dataset's directory")
+    p.add_argument("--chdata", type=Path, required=True, help="the run's copy of its engine")
+    p.add_argument("--until", type=dt.datetime.fromisoformat, required=True, help="catch up to (ISO, UTC)")
+    p.add_argument("--backfill-log", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="JSON of what was done")
+    p.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.command == "prepare":
+        dataset = Dataset(args.dataset, json.loads((args.dataset / "READY.json").read_text()))
+        until = args.until if args.until.tzinfo else args.until.replace(tzinfo=dt.timezone.utc)
+        args.out.write_text(json.dumps(prepare(dataset, args.chdata, until, args.backfill_log, jobs=args.jobs)))
+        return 0
     try:
         build(args.dir, CENTRES[args.agents], args.days, end=args.end, jobs=args.jobs,
               log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))

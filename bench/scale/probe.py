@@ -1,0 +1,607 @@
+"""The measuring process of ``bench run scale``: one engine copy, one checkout's code.
+
+Run by :mod:`bench.scale.run` as ``<repo>/.venv/bin/python bench/scale/probe.py``
+with ``PYTHONPATH=<repo>``, so the ``ingest`` package, ``sql/`` migrations and
+``dashboards/`` measured are those of the checkout under test (``--repo``), while
+this file and the Grafana expansion (``tests/grafana_sim.py``) come from the
+checkout that holds the harness. It imports nothing else from ``bench``.
+
+The embedded engine belongs to one process, so this process is "``serve``": the
+product's app runs on uvicorn in a thread (as ``bench/freshness.py`` does) for
+the whole run, and measurements go through a second client of the same engine.
+Its CPU time and resident memory are the service's. Phases, in order (each one's
+result is a key of the JSON written to ``--out``):
+
+``open``      the checkout's migrations applied, then every refreshable view
+              brought up to date (the data was caught up to now before this ran);
+``panels``    every panel's SQL, expanded as Grafana would, for the last day and
+              the last 30 days: p50/max of ``--repeats`` runs, rows read;
+``refresh``   CPU-seconds per minute of this process with nothing arriving and at
+              ``--rate`` webhooks/s (the call-centre mix, ``bench/mix.lua``), each
+              with the refreshable views running and with them stopped;
+``backfill``  ``import`` of one simulated day just before the data's first day
+              (the late backfill that recomputes everything after it): until
+              ``pbx.queue_stats_15m`` shows the day, until every view is done,
+              rows read by the refreshes, peak RSS; then duplicate rows awaiting
+              merge and the visit panels' p50 before and after ``OPTIMIZE FINAL``;
+``settings``  a ``pbx.queue_settings`` change: the same figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import importlib
+import importlib.util
+import json
+import os
+import re
+import statistics
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+HARNESS = HERE.parent.parent  # the checkout holding the harness
+
+#: Views a settings change or late data makes the refresh recompute.
+DATA_TABLES = ("queue_calls_data", "queue_stats_15m_data", "agent_stats_15m_data")
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _first(*candidates: str) -> Any:
+    """``module:attr`` from the first module path that has it (the layout moves, issue 16)."""
+    for candidate in candidates:
+        module_name, _, attr = candidate.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, attr):
+            return getattr(module, attr)
+    raise ImportError(f"none of {candidates} in the checkout under test")
+
+
+class Code:
+    """What this process uses of the checkout under test."""
+
+    def __init__(self) -> None:
+        self.connect = _first("ingest.storing.clickhouse:connect", "ingest.db:connect")
+        self.load_migrations = _first("ingest.storing.migrations:load_migrations", "ingest.db:load_migrations")
+        self.apply_migrations = _first("ingest.storing.migrations:apply_migrations", "ingest.db:apply_migrations")
+        self.import_files = _first("ingest.backfill.importer:import_files", "ingest.importer:import_files")
+        self.create_app = _first("ingest.receiving.app:create_app", "ingest.app:create_app")
+        self.Settings = _first("ingest.config:Settings")
+
+
+# ---------------------------------------------------------------------------- process figures
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, every thread (the engine's included)."""
+    return time.process_time()
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss() -> bool:
+    """Start a new VmHWM window (Linux: ``5`` to ``clear_refs``)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class RssSampler:
+    """Samples this process's RSS every ``every`` s in a thread: the peak, even without VmHWM reset."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every = every
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scale-rss", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, _status_kib("VmRSS"))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> RssSampler:
+        self.peak_kib = _status_kib("VmRSS")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_kib = max(self.peak_kib, _status_kib("VmRSS"))
+
+
+# ---------------------------------------------------------------------------- the service
+
+
+class Serve:
+    """The product's app on uvicorn in a thread of this process, on a free port."""
+
+    def __init__(self, code: Code, dsn: str, workdir: Path) -> None:
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        fields = {f.name for f in dataclasses.fields(code.Settings)}
+        paths = {name: str(workdir / name) for name in fields if name.endswith(("_dir", "_path"))}
+        settings = code.Settings.from_env({}, clickhouse_url=dsn, log_level="WARNING", **paths)
+        config = uvicorn.Config(code.create_app(settings), host="127.0.0.1", port=self.port, access_log=False,
+                                log_config=None, lifespan="on", timeout_graceful_shutdown=10)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="scale-serve", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Serve:
+        self.thread.start()
+        deadline = time.monotonic() + 300
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("in-process serve did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(120)
+
+
+# ---------------------------------------------------------------------------- views
+
+
+def refreshed_views(client: Any) -> list[str]:
+    return [r[0] for r in client.query(
+        "SELECT name FROM system.tables WHERE database = 'pbx' AND engine = 'MaterializedView' "
+        "AND create_table_query ILIKE '%REFRESH%' ORDER BY name").result_rows]
+
+
+def refresh_all(client: Any) -> None:
+    """Per view: wait for a running refresh, request one, wait for it (``tests/views_helpers.refresh``)."""
+    for view in refreshed_views(client):
+        client.command(f"SYSTEM WAIT VIEW pbx.{view}")
+        client.command(f"SYSTEM REFRESH VIEW pbx.{view}")
+        client.command(f"SYSTEM WAIT VIEW pbx.{view}")
+
+
+class RefreshWatch:
+    """Every refresh of every refreshable view, from ``system.view_refreshes`` polled in a thread.
+
+    A refresh is keyed by its start second; while it runs its ``read_rows`` is the
+    maximum seen, once done the final figures (duration, rows read and written).
+    """
+
+    def __init__(self, code: Code, dsn: str, every: float = 0.1) -> None:
+        self.client = code.connect(dsn)
+        self.every = every
+        self.refreshes: dict[tuple[str, str], dict[str, Any]] = {}
+        #: (view, message) -> when first seen (monotonic).
+        self.errors: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        #: Cleared while CPU time is measured: the polling would be counted in it.
+        self.polling = threading.Event()
+        self.polling.set()
+        self._thread = threading.Thread(target=self._run, name="scale-refreshes", daemon=True)
+        self.lock = threading.Lock()
+
+    def _poll(self) -> None:
+        rows = self.client.query(
+            "SELECT view, status, toString(last_success_time), last_success_duration_ms, "
+            "toString(last_refresh_time), read_rows, written_rows, exception "
+            "FROM system.view_refreshes WHERE database = 'pbx'").result_rows
+        now = time.monotonic()
+        with self.lock:
+            for view, status, success, duration, attempt, read, written, exception in rows:
+                if status == "Running" and attempt:
+                    entry = self.refreshes.setdefault((view, attempt), {"view": view, "started": attempt,
+                                                                         "seen_running": now})
+                    entry["read_rows"] = max(entry.get("read_rows", 0), read or 0)
+                    entry["running"] = True
+                elif success:
+                    entry = self.refreshes.setdefault((view, success), {"view": view, "started": success})
+                    if entry.get("running", True) or "done_seen" not in entry:
+                        entry.update(running=False, duration_ms=duration, read_rows=read or 0,
+                                     written_rows=written or 0)
+                        entry.setdefault("done_seen", now)
+                if exception:
+                    self.errors.setdefault((view, exception[:300]), now)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.polling.wait(0.5):
+                continue
+            try:
+                self._poll()
+            except Exception:  # noqa: BLE001 - a failed poll is retried
+                pass
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> RefreshWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+
+    def since(self, monotonic: float) -> list[dict[str, Any]]:
+        """Refreshes completed after ``monotonic``, in completion order."""
+        with self.lock:
+            done = [dict(r) for r in self.refreshes.values() if not r.get("running", True)
+                    and r.get("done_seen", 0) > monotonic]
+        return sorted(done, key=lambda r: r["done_seen"])
+
+    def running(self) -> list[str]:
+        with self.lock:
+            return [r["view"] for r in self.refreshes.values() if r.get("running")]
+
+
+def views_settled(watch: RefreshWatch, views: list[str], t0: float, t1: float, t1_wall: float,
+                  heavy_rows: dict[str, int]) -> dict[str, Any] | None:
+    """Whether every view has caught up with a change made between ``t0`` and ``t1`` (monotonic).
+
+    A view has caught up when it completed a refresh that started after the change
+    (``t1_wall``, wall clock) and its latest refresh is light (read no more rows than
+    ``heavy_rows[view]``, i.e. it found nothing left to recompute). It was done at the
+    completion of its last heavy refresh, or of its first refresh after the change if
+    none was heavy (a design that recomputes little). Rows read count every refresh
+    completed after ``t0`` up to then. None while some view has not caught up.
+    """
+    done = watch.since(t0)
+    start_floor = dt.datetime.fromtimestamp(int(t1_wall), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    finish: dict[str, float] = {}
+    for view in views:
+        mine = [r for r in done if r["view"] == view]
+        after = [r for r in mine if r["done_seen"] > t1 and r["started"] >= start_floor]
+        if not after or mine[-1]["read_rows"] > heavy_rows.get(view, 0):
+            return None
+        heavy = [r for r in mine if r["read_rows"] > heavy_rows.get(view, 0)]
+        finish[view] = heavy[-1]["done_seen"] if heavy else after[0]["done_seen"]
+    counted = [r for r in done if r["done_seen"] <= finish[r["view"]]]
+    return {"finished": max(finish.values()), "refreshes": counted,
+            "heavy": [r for r in counted if r["read_rows"] > heavy_rows.get(r["view"], 0)]}
+
+
+# ---------------------------------------------------------------------------- panels
+
+
+def _timed(client: Any, sql: str, repeats: int) -> dict[str, Any]:
+    times: list[float] = []
+    rows = read_rows = 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = client.query(sql)
+        times.append((time.perf_counter() - started) * 1000)
+        rows = len(result.result_rows)
+        read_rows = int((result.summary or {}).get("read_rows", 0) or 0)
+    return {"p50_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1), "rows": rows,
+            "read_rows": read_rows}
+
+
+class Panels:
+    """Every panel query of the checkout's dashboards, expanded as Grafana would (``tests/grafana_sim.py``)."""
+
+    def __init__(self, repo: Path) -> None:
+        self.gs = _load("_scale_grafana_sim", HARNESS / "tests" / "grafana_sim.py")
+        self.queries = self.gs.panel_queries(self.gs.load_dashboards(repo / "dashboards" / "json"))
+
+    def ranges(self, now: dt.datetime) -> dict[str, Any]:
+        return {"1d": self.gs.TimeRange.of(now - dt.timedelta(days=1), now),
+                "30d": self.gs.TimeRange.of(now - dt.timedelta(days=30), now)}
+
+    def expand(self, client: Any, query: Any, rng: Any) -> str:
+        gs = self.gs
+        variables = []
+        for v in query.dashboard.get("templating", {}).get("list", []):
+            options = [str(r[0]) for r in client.query(gs.expand(v["query"], rng)).result_rows]
+            variables.append(gs.Variable(v["name"], [gs.ALL], options, multi=v.get("multi", False),
+                                         include_all=v.get("includeAll", False)))
+        return gs.expand(query.sql, rng, variables, query.interval_ms(rng))
+
+    def measure(self, client: Any, now: dt.datetime, repeats: int, only: set[str] | None = None) -> list[dict[str, Any]]:
+        results = []
+        for query in self.queries:
+            if only is not None and query.id not in only:
+                continue
+            entry: dict[str, Any] = {"id": query.id, "dashboard": query.dashboard.get("title"),
+                                     "panel": query.panel.get("title"), "visit_panel": False}
+            for label, rng in self.ranges(now).items():
+                try:
+                    sql = self.expand(client, query, rng)
+                    entry["visit_panel"] = bool(re.search(r"\bpbx\.queue_calls\b(?!_)", sql))
+                    entry[label] = _timed(client, sql, repeats)
+                except Exception as exc:  # noqa: BLE001 - a failing panel is reported, not hidden
+                    entry[label] = {"error": str(exc).splitlines()[0][:200]}
+            results.append(entry)
+        return results
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+def phase_open(code: Code, client: Any, repo: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    applied = code.apply_migrations(client, code.load_migrations(repo / "sql"))
+    migrated = time.monotonic()
+    refresh_all(client)
+    refreshed = time.monotonic()
+    return {"migrations_applied": [f"{m.version:04d}_{m.name}" for m in applied],
+            "migrate_s": round(migrated - started, 1), "first_refresh_s": round(refreshed - migrated, 1),
+            "events": client.query("SELECT count() FROM pbx.events").result_rows[0][0]}
+
+
+def _cpu_window(seconds: float) -> float:
+    c0, t0 = cpu_seconds(), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds() - c0) / (time.monotonic() - t0) * 60
+
+
+def _last_refreshes(client: Any) -> dict[str, Any]:
+    """Per view, the latest refresh's duration and rows read (one look, no polling)."""
+    return {view: {"last_ms": ms, "read_rows": read} for view, ms, read in client.query(
+        "SELECT view, last_success_duration_ms, read_rows FROM system.view_refreshes "
+        "WHERE database = 'pbx'").result_rows}
+
+
+def phase_refresh(client: Any, watch: RefreshWatch, serve: Serve, seconds: float, rate: float,
+                  wrk: ModuleType) -> dict[str, Any]:
+    """CPU-s per minute: idle and at ``rate`` webhooks/s, views running vs stopped, alternating halves."""
+    out: dict[str, Any] = {"seconds": seconds, "rate": rate}
+    half = seconds / 2
+    for label, load_rate in (("idle", None), ("load", rate)):
+        loader = None
+        if load_rate:
+            box: dict[str, Any] = {}
+            total = min(10.0, seconds) + 2 * seconds + 10  # warm-up, both conditions twice, the pauses
+            loader = threading.Thread(target=lambda: box.setdefault("wrk", wrk.run_wrk(
+                serve.url, total, connections=4, rate=load_rate)), name="scale-wrk", daemon=True)
+            loader.start()
+            time.sleep(min(10.0, seconds))  # warm-up: batches, first refreshes of the new events
+        running, stopped = [], []
+        watch.polling.clear()
+        for _ in range(2):
+            client.command("SYSTEM START VIEWS")
+            running.append(_cpu_window(half))
+            last = _last_refreshes(client)
+            client.command("SYSTEM STOP VIEWS")
+            time.sleep(1.0)
+            stopped.append(_cpu_window(half))
+        client.command("SYSTEM START VIEWS")
+        watch.polling.set()
+        entry = {
+            "cpu_s_per_min_views_running": round(statistics.mean(running), 2),
+            "cpu_s_per_min_views_stopped": round(statistics.mean(stopped), 2),
+            "rounds_running": [round(x, 2) for x in running], "rounds_stopped": [round(x, 2) for x in stopped],
+            "last_refreshes": last,
+        }
+        entry["cpu_s_per_min_refresh"] = round(entry["cpu_s_per_min_views_running"]
+                                               - entry["cpu_s_per_min_views_stopped"], 2)
+        if loader is not None:
+            loader.join(total + 60)
+            result = box.get("wrk")
+            entry["achieved_rps"] = round(result.rps, 1) if result else None
+            entry["errors"] = result.error_count if result else None
+        out[label] = entry
+    refresh_all(client)
+    return out
+
+
+def _idle_read_rows(watch: RefreshWatch, views: list[str], seconds: float = 12.0) -> dict[str, int]:
+    """Per view, the rows an idle refresh reads (the most of those seen in ``seconds``)."""
+    after = time.monotonic()
+    time.sleep(seconds)
+    seen: dict[str, int] = {}
+    for r in watch.since(after):
+        seen[r["view"]] = max(seen.get(r["view"], 0), r["read_rows"])
+    return {v: seen.get(v, 0) for v in views}
+
+
+def _duplicates(client: Any) -> dict[str, Any]:
+    out = {}
+    for table in DATA_TABLES:
+        exists = client.command(f"EXISTS TABLE pbx.{table}")
+        if not exists:
+            continue
+        rows = client.query(f"SELECT count() FROM pbx.{table}").result_rows[0][0]
+        final = client.query(f"SELECT count() FROM pbx.{table} FINAL").result_rows[0][0]
+        parts = client.query(f"SELECT count() FROM system.parts WHERE database = 'pbx' AND table = '{table}' "
+                             "AND active").result_rows[0][0]
+        out[table] = {"rows": rows, "rows_final": final, "awaiting_merge": rows - final, "parts": parts}
+    return out
+
+
+def _change(client: Any, code: Code, watch: RefreshWatch, views: list[str], idle_rows: dict[str, int],
+            act: Any, shows: Any, timeout: float) -> dict[str, Any]:
+    """Do ``act()``; time until ``shows()`` is true and until every view caught up; rows read; peak RSS."""
+    heavy_rows = {v: int(idle_rows.get(v, 0) * 1.5) + 100_000 for v in views}
+    hwm_reset = reset_peak_rss()
+    with RssSampler() as rss:
+        t0 = time.monotonic()
+        acted = act()
+        t1, t1_wall = time.monotonic(), time.time()
+        shown = settled = None
+        deadline = t1 + timeout
+        while time.monotonic() < deadline and (shown is None or settled is None):
+            if shown is None and shows():
+                shown = time.monotonic()
+            if settled is None:
+                settled = views_settled(watch, views, t0, t1, t1_wall, heavy_rows)
+            time.sleep(0.2)
+    per_view: dict[str, dict[str, Any]] = {}
+    for r in (settled or {}).get("refreshes", []):
+        v = per_view.setdefault(r["view"], {"refreshes": 0, "heavy": 0, "read_rows": 0, "written_rows": 0, "ms": 0})
+        v["refreshes"] += 1
+        v["heavy"] += int(r["read_rows"] > heavy_rows.get(r["view"], 0))
+        v["read_rows"] += r["read_rows"]
+        v["written_rows"] += r.get("written_rows", 0)
+        v["ms"] += r.get("duration_ms") or 0
+    return {
+        "act_s": round(t1 - t0, 1), "act": acted,
+        "until_queue_stats_s": None if shown is None else round(shown - t1, 1),
+        "until_all_views_s": None if settled is None else round(settled["finished"] - t1, 1),
+        "timed_out": settled is None or shown is None,
+        "read_rows": sum(v["read_rows"] for v in per_view.values()),
+        "per_view": per_view,
+        "heavy_threshold_rows": heavy_rows,
+        "peak_rss_mib": round((_status_kib("VmHWM") if hwm_reset else rss.peak_kib) / 1024, 1),
+        "peak_rss_sampled_mib": round(rss.peak_kib / 1024, 1),
+        "refresh_errors": [{"view": v, "exception": e} for (v, e), seen in watch.errors.items() if seen >= t0],
+    }
+
+
+def phase_backfill(code: Code, client: Any, watch: RefreshWatch, panels: Panels, before: list[dict[str, Any]],
+                   log_path: Path, day: dt.date, offered: int, repeats: int, timeout: float,
+                   observe_s: float) -> dict[str, Any]:
+    views = refreshed_views(client)
+    idle_rows = _idle_read_rows(watch, views, observe_s)
+    lo, hi = f"toDateTime('{day} 00:00:00', 'UTC')", f"toDateTime('{day + dt.timedelta(days=1)} 00:00:00', 'UTC')"
+
+    def act() -> dict[str, Any]:
+        stats = code.import_files(client, [log_path])
+        return {"lines": stats.lines, "imported": stats.imported}
+
+    def shows() -> bool:
+        # The day's visits as the simulation counted them (its truth); 1 % slack for definitions'
+        # edge cases, so a partial recompute (a refresh that ran mid-import) does not count.
+        return client.query(f"SELECT sum(offered) FROM pbx.queue_stats_15m WHERE interval_start >= {lo} "
+                            f"AND interval_start < {hi}").result_rows[0][0] >= 0.99 * offered
+
+    out = _change(client, code, watch, views, idle_rows, act, shows, timeout)
+    out["day"] = day.isoformat()
+    out["offered_simulated"] = offered
+    out["idle_read_rows"] = idle_rows
+    out["offered_shown"] = client.query(f"SELECT sum(offered) FROM pbx.queue_stats_15m WHERE interval_start >= {lo} "
+                                        f"AND interval_start < {hi}").result_rows[0][0]
+    # After this full recompute: rows awaiting merge and what they cost the visit panels.
+    visit_ids = {p["id"] for p in before if p.get("visit_panel")}
+    out["duplicates"] = _duplicates(client)
+    now = dt.datetime.now(dt.timezone.utc)
+    out["visit_panels_after_recompute"] = panels.measure(client, now, repeats, visit_ids)
+    t0 = time.monotonic()
+    for table in DATA_TABLES:
+        if client.command(f"EXISTS TABLE pbx.{table}"):
+            client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
+    out["optimize_final_s"] = round(time.monotonic() - t0, 1)
+    out["duplicates_after_optimize"] = _duplicates(client)
+    out["visit_panels_after_merge"] = panels.measure(client, now, repeats, visit_ids)
+    return out
+
+
+def phase_settings(code: Code, client: Any, watch: RefreshWatch, timeout: float, observe_s: float) -> dict[str, Any]:
+    views = refreshed_views(client)
+    idle_rows = _idle_read_rows(watch, views, observe_s)
+    queue = client.query("SELECT queue_name FROM pbx.queue_stats_15m_data GROUP BY queue_name "
+                         "ORDER BY count() DESC LIMIT 1").result_rows[0][0]
+    measure = f"SELECT sum(answered_in_sla) FROM pbx.queue_stats_15m WHERE queue_name = '{queue}'"
+    before = client.query(measure).result_rows[0][0]
+
+    def act() -> dict[str, Any]:
+        client.insert("pbx.queue_settings", [[queue, 30, 5]],
+                      column_names=["queue_name", "sla_threshold_s", "short_abandon_s"])
+        return {"queue": queue, "sla_threshold_s": 30}
+
+    def shows() -> bool:
+        return client.query(measure).result_rows[0][0] != before
+
+    out = _change(client, code, watch, views, idle_rows, act, shows, timeout)
+    out["answered_in_sla_before"] = before
+    out["answered_in_sla_after"] = client.query(measure).result_rows[0][0]
+    return out
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chdata", type=Path, required=True, help="the run's engine copy")
+    parser.add_argument("--repo", type=Path, required=True, help="the checkout under test")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results")
+    parser.add_argument("--phases", default="open,panels,refresh,backfill,settings")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--refresh-seconds", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--backfill-log", type=Path)
+    parser.add_argument("--backfill-day", type=dt.date.fromisoformat)
+    parser.add_argument("--backfill-offered", type=int, default=1, help="offered visits the simulation counted")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per backfill/settings phase")
+    args = parser.parse_args(argv)
+    phases = args.phases.split(",")
+    # How long idle refreshes are watched for their rows read (at least one 5-s period).
+    observe_s = max(6.0, min(12.0, args.refresh_seconds))
+    wrk = _load("_scale_wrk", HARNESS / "bench" / "_wrk.py")
+    code = Code()
+    dsn = f"chdb://{args.chdata}"
+    result: dict[str, Any] = {"pid": os.getpid(), "phases": {}}
+
+    def save() -> None:
+        args.out.write_text(json.dumps(result, indent=1, default=str))
+
+    client = code.connect(dsn)
+    try:
+        result["phases"]["open"] = phase_open(code, client, args.repo)
+        save()
+        with Serve(code, dsn, args.out.parent / "serve") as serve, RefreshWatch(code, dsn) as watch:
+            panels = Panels(args.repo)
+            before: list[dict[str, Any]] = []
+            for phase in phases:
+                started = time.monotonic()
+                try:
+                    if phase == "panels":
+                        before = panels.measure(client, dt.datetime.now(dt.timezone.utc), args.repeats)
+                        result["phases"]["panels"] = before
+                    elif phase == "refresh":
+                        result["phases"]["refresh"] = phase_refresh(client, watch, serve, args.refresh_seconds,
+                                                                    args.rate, wrk)
+                    elif phase == "backfill" and args.backfill_log:
+                        result["phases"]["backfill"] = phase_backfill(code, client, watch, panels, before,
+                                                                      args.backfill_log, args.backfill_day,
+                                                                      args.backfill_offered, args.repeats,
+                                                                      args.timeout, observe_s)
+                    elif phase == "settings":
+                        result["phases"]["settings"] = phase_settings(code, client, watch, args.timeout,
+                                                                      observe_s)
+                except Exception as exc:  # noqa: BLE001 - the other phases still run
+                    result["phases"][phase] = {"error": f"{type(exc).__name__}: {exc}"[:500],
+                                               "traceback": traceback.format_exc()[-2000:]}
+                result.setdefault("phase_seconds", {})[phase] = round(time.monotonic() - started, 1)
+                save()
+    finally:
+        client.close()
+    result["peak_rss_mib_process"] = round(_status_kib("VmHWM") / 1024, 1)
+    save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

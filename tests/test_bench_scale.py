@@ -1,0 +1,65 @@
+"""``python -m bench run scale``: its data is what ``import`` stores, and a tiny run prints every section.
+
+The real runs (a year of a 200-agent centre) take hours; these check the harness
+on one simulated day. No timing assertions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+from bench.scale import datasets
+from ingest.importer import ImportStats, read_rows
+from ingest.simulate import write_access_log
+
+
+def test_dataset_rows_are_the_rows_import_stores_for_the_same_days_access_log(tmp_path):
+    centre = datasets.Centre(agents=6, queues=2, calls_per_hour=30)
+    sim = datasets.day_events(centre, dt.date(2026, 3, 2), hours=3)
+    log = tmp_path / "day.log.gz"
+    write_access_log(log, sim.events)
+
+    direct = datasets._rows_of(sim.events)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    imported = [(row[0], int((row[1] - epoch) / dt.timedelta(milliseconds=1)), *row[2:])
+                for row in read_rows(log, ImportStats())]
+
+    assert len(direct) == len(sim.events) > 100
+    assert direct == imported
+
+
+def test_scale_run_on_one_day_prints_every_section_and_saves_positive_figures(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "scale", "--dir", str(tmp_path / "data"), "--agents", "40",
+         "--scale-days", "1", "--repeats", "1", "--refresh-seconds", "4", "--timeout", "120",
+         "--out", str(tmp_path / "results")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for section in ("| Data ", "| Panel p50 ms ", "| Refresh cost ", "| Backfill: the day before the data ",
+                    "| After a full recompute ", "| Settings change ", "| Import "):
+        assert section in out.stdout, (section, out.stdout[-3000:])
+
+    (saved,) = (tmp_path / "results").glob("*-scale.json")
+    result = json.loads(saved.read_text())["results"]["scale"]
+    (only,) = result["datasets"].values()
+    assert "error" not in only, only.get("error")
+    phases = only["probe"]["phases"]
+    assert only["data"]["events"] > 50_000
+    assert only["data"]["visits_stored"] == only["data"]["simulated"]["visits"]
+    assert all("p50_ms" in p["1d"] and "p50_ms" in p["30d"] for p in phases["panels"]), phases["panels"]
+    assert phases["refresh"]["idle"]["cpu_s_per_min_views_running"] > 0
+    assert phases["refresh"]["load"]["achieved_rps"] > 0
+    backfill = phases["backfill"]
+    assert not backfill["timed_out"], backfill
+    assert backfill["offered_shown"] >= 0.99 * backfill["offered_simulated"] > 0
+    assert backfill["until_all_views_s"] is not None and backfill["peak_rss_mib"] > 0
+    assert not phases["settings"]["timed_out"], phases["settings"]
+    # The run's copy is gone; the built dataset stays for the next run.
+    assert not (tmp_path / "data" / "runs").exists() or not any((tmp_path / "data" / "runs").iterdir())
+    assert list((tmp_path / "data").glob("*/READY.json"))
