@@ -41,7 +41,7 @@ def test_scale_run_on_one_day_prints_every_section_and_saves_positive_figures(tm
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for section in ("| Data ", "| Panel p50 ms ", "| Refresh cost ", "| Backfill: the day before the data ",
+    for section in ("| Data ", "| Panel p50 ms (CPU ms) ", "| Refresh cost ", "| Backfill: the day before the data ",
                     "| After a full recompute ", "| Settings change ", "| Import "):
         assert section in out.stdout, (section, out.stdout[-3000:])
 

@@ -295,12 +295,47 @@ def views_settled(watch: RefreshWatch, views: list[str], t0: float, t1: float, t
 # ---------------------------------------------------------------------------- panels
 
 
-def _timed(client: Any, sql: str, repeats: int) -> dict[str, Any]:
+#: Enables ``system.query_log`` (chdb has none otherwise): CPU time and memory per panel query.
+QUERY_LOG_CONFIG = """<clickhouse>
+  <query_log><database>system</database><table>query_log</table>
+    <flush_interval_milliseconds>7500</flush_interval_milliseconds></query_log>
+</clickhouse>
+"""
+
+
+def open_with_query_log(chdata: Path, config: Path) -> Any:
+    """Open the engine first through a raw chdb handle whose startup arguments add a query log.
+
+    The first handle of a path starts the engine for the whole process; the
+    clients opened later (ours, the app's) share it. Keep the handle open.
+    """
+    import chdb
+
+    config.write_text(QUERY_LOG_CONFIG)
+    return chdb.connect(f"{chdata}?config-file={config}")
+
+
+def query_log_figures(client: Any, prefix: str) -> dict[str, dict[str, Any]]:
+    """Per ``log_comment`` starting with ``prefix``: median CPU ms, peak memory MiB, rows read."""
+    try:
+        client.command("SYSTEM FLUSH LOGS")
+        rows = client.query(
+            "SELECT log_comment, quantileExact(0.5)(ProfileEvents['UserTimeMicroseconds'] "
+            "+ ProfileEvents['SystemTimeMicroseconds']) / 1000, max(memory_usage), max(read_rows) "
+            "FROM system.query_log WHERE type = 'QueryFinish' AND startsWith(log_comment, {p:String}) "
+            "GROUP BY log_comment", parameters={"p": prefix}).result_rows
+    except Exception:  # noqa: BLE001 - no query log: the figures are left out
+        return {}
+    return {tag: {"cpu_ms": round(cpu, 1), "memory_mib": round(mem / 2**20, 1), "read_rows": read}
+            for tag, cpu, mem, read in rows}
+
+
+def _timed(client: Any, sql: str, repeats: int, tag: str = "") -> dict[str, Any]:
     times: list[float] = []
     rows = read_rows = 0
     for _ in range(repeats):
         started = time.perf_counter()
-        result = client.query(sql)
+        result = client.query(sql, settings={"log_comment": tag} if tag else None)
         times.append((time.perf_counter() - started) * 1000)
         rows = len(result.result_rows)
         read_rows = int((result.summary or {}).get("read_rows", 0) or 0)
@@ -328,8 +363,10 @@ class Panels:
                                          include_all=v.get("includeAll", False)))
         return gs.expand(query.sql, rng, variables, query.interval_ms(rng))
 
-    def measure(self, client: Any, now: dt.datetime, repeats: int, only: set[str] | None = None) -> list[dict[str, Any]]:
+    def measure(self, client: Any, now: dt.datetime, repeats: int, only: set[str] | None = None,
+                tag: str = "panels") -> list[dict[str, Any]]:
         results = []
+        run_tag = f"scale:{tag}:{time.time_ns()}:"
         for query in self.queries:
             if only is not None and query.id not in only:
                 continue
@@ -339,10 +376,16 @@ class Panels:
                 try:
                     sql = self.expand(client, query, rng)
                     entry["visit_panel"] = bool(re.search(r"\bpbx\.queue_calls\b(?!_)", sql))
-                    entry[label] = _timed(client, sql, repeats)
+                    entry[label] = _timed(client, sql, repeats, f"{run_tag}{query.id}:{label}")
                 except Exception as exc:  # noqa: BLE001 - a failing panel is reported, not hidden
                     entry[label] = {"error": str(exc).splitlines()[0][:200]}
             results.append(entry)
+        logged = query_log_figures(client, run_tag)
+        for entry in results:
+            for label in ("1d", "30d"):
+                figures = logged.get(f"{run_tag}{entry['id']}:{label}")
+                if figures and "p50_ms" in entry.get(label, {}):
+                    entry[label].update(cpu_ms=figures["cpu_ms"], memory_mib=figures["memory_mib"])
         return results
 
 
@@ -506,14 +549,14 @@ def phase_backfill(code: Code, client: Any, watch: RefreshWatch, panels: Panels,
     visit_ids = {p["id"] for p in before if p.get("visit_panel")}
     out["duplicates"] = _duplicates(client)
     now = dt.datetime.now(dt.timezone.utc)
-    out["visit_panels_after_recompute"] = panels.measure(client, now, repeats, visit_ids)
+    out["visit_panels_after_recompute"] = panels.measure(client, now, repeats, visit_ids, "after-recompute")
     t0 = time.monotonic()
     for table in DATA_TABLES:
         if client.command(f"EXISTS TABLE pbx.{table}"):
             client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
     out["optimize_final_s"] = round(time.monotonic() - t0, 1)
     out["duplicates_after_optimize"] = _duplicates(client)
-    out["visit_panels_after_merge"] = panels.measure(client, now, repeats, visit_ids)
+    out["visit_panels_after_merge"] = panels.measure(client, now, repeats, visit_ids, "after-merge")
     return out
 
 
@@ -555,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backfill-day", type=dt.date.fromisoformat)
     parser.add_argument("--backfill-offered", type=int, default=1, help="offered visits the simulation counted")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per backfill/settings phase")
+    parser.add_argument("--no-query-log", dest="query_log", action="store_false",
+                        help="no system.query_log (then no CPU ms / memory per panel)")
     args = parser.parse_args(argv)
     phases = args.phases.split(",")
     # How long idle refreshes are watched for their rows read (at least one 5-s period).
@@ -567,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         args.out.write_text(json.dumps(result, indent=1, default=str))
 
+    raw = open_with_query_log(args.chdata, args.out.parent / "query_log.xml") if args.query_log else None
     client = code.connect(dsn)
     try:
         result["phases"]["open"] = phase_open(code, client, args.repo)
@@ -598,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
                 save()
     finally:
         client.close()
+        if raw is not None:
+            raw.close()
     result["peak_rss_mib_process"] = round(_status_kib("VmHWM") / 1024, 1)
     save()
     return 0

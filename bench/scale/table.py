@@ -109,8 +109,10 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
             for rng in ("1d", "30d"):
                 figure = f"{panel['dashboard']} / {panel['panel']} ({rng})"
                 cell = panel.get(rng, {})
-                put("Panel p50 ms", figure, _panel_target(panel, rng), label,
-                    cell.get("error", "error")[:40] if "p50_ms" not in cell else _cell(cell["p50_ms"]))
+                text = cell.get("error", "error")[:40] if "p50_ms" not in cell else _cell(cell["p50_ms"])
+                if "cpu_ms" in cell:
+                    text += f" ({_cell(cell['cpu_ms'], 0)})"
+                put("Panel p50 ms (CPU ms)", figure, _panel_target(panel, rng), label, text)
         refresh = phases.get("refresh", {})
         for load in ("idle", "load"):
             r = refresh.get(load)
