@@ -10,7 +10,7 @@ missing, unless ``--no-build``):
 3. the probe (:mod:`bench.scale.probe`, the checkout under test: ``--repo``,
    its own ``.venv`` when it has one) measures every phase in one process that
    holds the engine, as ``serve`` does, with a watchdog on its memory;
-4. the copy is removed (``--keep`` keeps it).
+4. the copy is removed (``--keep`` keeps it); the logs and JSON stay in ``DIR/runs/<run>/``.
 
 Then one table: a row per figure, a column per dataset (:mod:`bench.scale.table`).
 Several ``--repo`` run one after another on copies of the same data (ratios
@@ -143,7 +143,8 @@ def _measure(opts: Options, dataset: datasets.Dataset, repo: Path, run_dir: Path
         if probe_out.exists():
             result["probe"] = json.loads(probe_out.read_text())
         if done["returncode"] != 0:
-            result["error"] = f"probe {done['verdict'] or 'exit ' + str(done['returncode'])}"
+            tail = (work / "probe.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            result["error"] = f"probe {done['verdict'] or 'exit ' + str(done['returncode'])}: {tail[0][:300]}"
             log(f"  probe: {result['error']}; log {work / 'probe.log'}")
         else:
             log(f"  probe: {done['seconds']:.0f} s, peak RSS {done['peak_rss_mib']:.0f} MiB")
@@ -151,8 +152,9 @@ def _measure(opts: Options, dataset: datasets.Dataset, repo: Path, run_dir: Path
         result["error"] = f"{type(exc).__name__}: {exc}"[:800]
         log(f"  failed: {result['error']}")
     finally:
-        if not opts.keep:
+        if not opts.keep:  # the engine copy and the late day's log; logs and JSON stay
             shutil.rmtree(work / dataset.home.name, ignore_errors=True)
+            (work / "backfill.log.gz").unlink(missing_ok=True)
     return result
 
 
@@ -183,8 +185,6 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                     continue
                 log(f"{label}: {dataset.home.name} ({dataset.info['events']:,} events), checkout {repo}")
                 results[label] = _measure(opts, dataset, repo, run_dir, until, log)
-    if not opts.keep:
-        shutil.rmtree(run_dir, ignore_errors=True)
     rows = table.rows(results)
     ctx = table.Context(opts.data_dir, opts.repos[0], run_dir, smoke=False)
     rows = table.with_hooks(rows, ctx, log)
