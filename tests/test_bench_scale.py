@@ -33,6 +33,42 @@ def test_dataset_rows_are_the_rows_import_stores_for_the_same_days_access_log(tm
     assert direct == imported
 
 
+#: What differs between two computations of the same rows: when they were computed.
+VOLATILE = {"computed_at", "arrived_at"}
+
+
+def _table_rows(root, dataset):
+    from ingest import db
+
+    client = db.connect(f"chdb://{dataset.chdata}")
+    try:
+        out = {}
+        for table, column in datasets.TIME_COLUMNS.items():
+            if not column:
+                continue
+            names = [r[0] for r in client.query(f"DESCRIBE TABLE pbx.{table}").result_rows if r[0] not in VOLATILE]
+            final = "" if table == "events" else "FINAL"
+            out[table] = client.query(f"SELECT {', '.join(names)} FROM pbx.{table} {final} "
+                                      f"ORDER BY {', '.join(names)}").result_rows
+        return out
+    finally:
+        client.close()
+
+
+def test_a_dataset_cut_from_a_longer_one_holds_what_building_it_alone_holds(tmp_path):
+    centre = datasets.Centre(agents=6, queues=2, calls_per_hour=30, seed=3)
+    end = dt.date(2026, 3, 5)
+    longer = datasets.build(tmp_path / "a", centre, 3, end=end, jobs=1, log=lambda m: None)
+    cut = datasets.derive(tmp_path / "a", longer, 1, log=lambda m: None)
+    alone = datasets.build(tmp_path / "b", centre, 1, end=end, jobs=1, log=lambda m: None)
+
+    assert cut.info["events"] == alone.info["events"] > 1000
+    cut_rows, alone_rows = _table_rows(tmp_path / "a", cut), _table_rows(tmp_path / "b", alone)
+    for table in cut_rows:
+        assert cut_rows[table] == alone_rows[table], table
+    assert datasets.find_longer(tmp_path / "a", centre, 1).info["days"] == 3
+
+
 def test_scale_run_on_one_day_prints_every_section_and_saves_positive_figures(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "bench", "run", "scale", "--dir", str(tmp_path / "data"), "--agents", "40",

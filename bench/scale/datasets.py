@@ -69,8 +69,10 @@ __all__ = [
     "copy_for_run",
     "prepare",
     "day_events",
+    "derive",
     "extend",
     "find",
+    "find_longer",
 ]
 
 #: Simulated hours of each day: 00:00-23:30 UTC, then the centre drains and closes.
@@ -361,11 +363,98 @@ def _facts(client: Any) -> dict[str, Any]:
             "tables": {t: {"rows": r, "bytes": b, "parts": p} for t, r, b, p in tables}}
 
 
+#: Per table of the schema, the column that places a row in time (rows before a cutoff go when a
+#: shorter dataset is derived from a longer one). A table missing here stops a derivation.
+TIME_COLUMNS: dict[str, str | None] = {
+    "events": "received_at",
+    "event_arrivals": "hour",
+    "queue_calls_data": "entered_at",
+    "queue_stats_15m_data": "interval_start",
+    "agent_stats_15m_data": "interval_start",
+    "events_quarantine": None,  # emptied
+    "queue_settings": "",  # kept whole
+    "schema_migrations": "",
+}
+
+
+def derive(root: Path, source: Dataset, days: int, log: Callable[[str], None] = print) -> Dataset:
+    """The last ``days`` days of a longer dataset of the same centre and end, as a dataset of its own.
+
+    Days are independent simulations that drain before midnight (no call, visit or
+    agent session crosses a day boundary), so dropping the earlier days gives the
+    rows a build of only the last ``days`` would have written; view tables lose the
+    rows placed before the cutoff the same way (``tests/test_bench_scale.py`` checks
+    that against a build). Much faster than simulating them again.
+    """
+    centre, end = source.centre, source.end
+    if days >= source.info["days"]:
+        raise ValueError(f"derive: {days} days from a {source.info['days']}-day dataset")
+    key = centre.key(days, end)
+    home = root / key
+    if (home / "READY.json").exists():
+        return Dataset(home, json.loads((home / "READY.json").read_text()))
+    work = root / f"{key}.building"
+    cutoff = end - dt.timedelta(days=days)
+    started = time.monotonic()
+    with _locked(root / f"{key}.lock"):
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        subprocess.run(["cp", "-al", str(source.chdata), str(work / "chdata")], check=True)
+        client = _connect(work / "chdata")
+        try:
+            client.command("SYSTEM STOP VIEWS")
+            tables = [r[0] for r in client.query("SELECT name FROM system.tables WHERE database = 'pbx' "
+                                                 "AND engine LIKE '%MergeTree'").result_rows]
+            unknown = [t for t in tables if t not in TIME_COLUMNS]
+            if unknown:
+                raise RuntimeError(f"derive: no time column known for pbx.{unknown[0]}: add it to TIME_COLUMNS")
+            for table in tables:
+                column = TIME_COLUMNS[table]
+                if column is None:
+                    client.command(f"TRUNCATE TABLE pbx.{table}")
+                elif column:
+                    log(f"{key}: pbx.{table}: dropping rows before {cutoff}")
+                    client.command(f"ALTER TABLE pbx.{table} DELETE WHERE {column} < toDateTime('{cutoff}', 'UTC')",
+                                   settings={"mutations_sync": 2})
+            for table in tables:
+                client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
+            merge_wait = wait_for_merges(client)
+            facts = _facts(client)
+        finally:
+            client.close()
+        info = {
+            **{k: v for k, v in source.info.items() if k not in ("key", "days", "first_day", "simulated", "build_s")},
+            "key": key, "days": days, "first_day": cutoff.isoformat(), **facts,
+            "derived_from": source.info["key"],
+            "build_s": {"derive": round(time.monotonic() - started, 1), "merge_wait": merge_wait},
+            "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "bytes_on_disk": _du(work / "chdata"),
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        }
+        (work / "READY.json").write_text(json.dumps(info, indent=1))
+        work.rename(home)
+        log(f"{key}: derived from {source.info['key']}, {info['events']:,} events")
+        return Dataset(home, info)
+
+
 def find(root: Path, centre: Centre, days: int) -> Dataset | None:
     """The newest built dataset of ``days`` days of ``centre`` under ``root``."""
     prefix = centre.key(days, dt.date(2000, 1, 1))[: -len("20000101")]
     found = sorted(p for p in root.glob(prefix + "*") if (p / "READY.json").exists())
     return Dataset(found[-1], json.loads((found[-1] / "READY.json").read_text())) if found else None
+
+
+def find_longer(root: Path, centre: Centre, days: int) -> Dataset | None:
+    """The shortest built dataset of ``centre`` longer than ``days`` (newest end first): one to derive from."""
+    best: Dataset | None = None
+    for ready in root.glob(f"a{centre.agents}-q{centre.queues}-c{centre.calls_per_hour:g}-s{centre.seed}-d*/READY.json"):
+        candidate = Dataset(ready.parent, json.loads(ready.read_text()))
+        if candidate.info["days"] <= days or candidate.info.get("derived_from"):
+            continue
+        if best is None or (candidate.end, -candidate.info["days"]) > (best.end, -best.info["days"]):
+            best = candidate
+    return best
 
 
 # ---------------------------------------------------------------------------- a run's copy
@@ -446,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="last day (exclusive), YYYY-MM-DD (default: today UTC; an interrupted build resumes "
                    "only with the same end)")
     b.add_argument("--jobs", type=int, default=2, help="simulating processes (default 2)")
+    d = commands.add_parser("derive", help="cut a shorter dataset from a built longer one (same centre and end)")
+    d.add_argument("--dir", type=Path, required=True)
+    d.add_argument("--from", dest="source", type=Path, required=True, help="the built dataset's directory")
+    d.add_argument("--days", type=int, required=True, help="the last this many days")
     p = commands.add_parser("prepare", help="catch a run's copy up to now and write the late day's log")
     p.add_argument("--dataset", type=Path, required=True, help="the built dataset's directory")
     p.add_argument("--chdata", type=Path, required=True, help="the run's copy of its engine")
@@ -454,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="JSON of what was done")
     p.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.command == "derive":
+        source = Dataset(args.source, json.loads((args.source / "READY.json").read_text()))
+        derive(args.dir, source, args.days, log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
+        return 0
     if args.command == "prepare":
         dataset = Dataset(args.dataset, json.loads((args.dataset / "READY.json").read_text()))
         until = args.until if args.until.tzinfo else args.until.replace(tzinfo=dt.timezone.utc)

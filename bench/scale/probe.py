@@ -296,14 +296,16 @@ def views_settled(watch: RefreshWatch, views: list[str], t0: float, t1: float, t
 
 
 #: Enables ``system.query_log`` (chdb has none otherwise): CPU time and memory per panel query.
-QUERY_LOG_CONFIG = """<clickhouse>
+#: (chdb does not enforce ``max_server_memory_usage`` or a profile's ``max_memory_usage`` from
+#: here, so memory is bounded by the parent's watchdog instead.)
+ENGINE_CONFIG = """<clickhouse>
   <query_log><database>system</database><table>query_log</table>
     <flush_interval_milliseconds>7500</flush_interval_milliseconds></query_log>
 </clickhouse>
 """
 
 
-def open_with_query_log(chdata: Path, config: Path) -> Any:
+def open_engine(chdata: Path, config: Path) -> Any:
     """Open the engine first through a raw chdb handle whose startup arguments add a query log.
 
     The first handle of a path starts the engine for the whole process; the
@@ -311,8 +313,16 @@ def open_with_query_log(chdata: Path, config: Path) -> Any:
     """
     import chdb
 
-    config.write_text(QUERY_LOG_CONFIG)
+    config.write_text(ENGINE_CONFIG)
     return chdb.connect(f"{chdata}?config-file={config}")
+
+
+def volunteer_for_oom_killer() -> None:
+    """On a shared machine, if memory runs out, the kernel should kill this process, not a neighbour's."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:
+        pass
 
 
 def query_log_figures(client: Any, prefix: str) -> dict[str, dict[str, Any]]:
@@ -494,11 +504,14 @@ def _change(client: Any, code: Code, watch: RefreshWatch, views: list[str], idle
         t1, t1_wall = time.monotonic(), time.time()
         shown = settled = None
         deadline = t1 + timeout
-        while time.monotonic() < deadline and (shown is None or settled is None):
+        failed: list[dict[str, str]] = []
+        while time.monotonic() < deadline and (shown is None or settled is None) and not failed:
             if shown is None and shows():
                 shown = time.monotonic()
             if settled is None:
                 settled = views_settled(watch, views, t0, t1, t1_wall, heavy_rows)
+            failed = [{"view": v, "exception": e} for (v, e), seen in list(watch.errors.items())
+                      if seen >= t0 and "cancelled" not in e.lower()]
             time.sleep(0.2)
     per_view: dict[str, dict[str, Any]] = {}
     for r in (settled or {}).get("refreshes", []):
@@ -512,7 +525,8 @@ def _change(client: Any, code: Code, watch: RefreshWatch, views: list[str], idle
         "act_s": round(t1 - t0, 1), "act": acted,
         "until_queue_stats_s": None if shown is None else round(shown - t1, 1),
         "until_all_views_s": None if settled is None else round(settled["finished"] - t1, 1),
-        "timed_out": settled is None or shown is None,
+        "timed_out": (settled is None or shown is None) and not failed,
+        "failed": failed,
         "read_rows": sum(v["read_rows"] for v in per_view.values()),
         "per_view": per_view,
         "heavy_threshold_rows": heavy_rows,
@@ -598,8 +612,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backfill-day", type=dt.date.fromisoformat)
     parser.add_argument("--backfill-offered", type=int, default=1, help="offered visits the simulation counted")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per backfill/settings phase")
-    parser.add_argument("--no-query-log", dest="query_log", action="store_false",
-                        help="no system.query_log (then no CPU ms / memory per panel)")
     args = parser.parse_args(argv)
     phases = args.phases.split(",")
     # How long idle refreshes are watched for their rows read (at least one 5-s period).
@@ -612,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         args.out.write_text(json.dumps(result, indent=1, default=str))
 
-    raw = open_with_query_log(args.chdata, args.out.parent / "query_log.xml") if args.query_log else None
+    volunteer_for_oom_killer()
+    raw = open_engine(args.chdata, args.out.parent / "engine.xml")
     client = code.connect(dsn)
     try:
         result["phases"]["open"] = phase_open(code, client, args.repo)
@@ -622,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
             before: list[dict[str, Any]] = []
             for phase in phases:
                 started = time.monotonic()
+                result["running"] = phase  # what was running, if this process is killed
+                save()
                 try:
                     if phase == "panels":
                         before = panels.measure(client, dt.datetime.now(dt.timezone.utc), args.repeats)
@@ -641,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                     result["phases"][phase] = {"error": f"{type(exc).__name__}: {exc}"[:500],
                                                "traceback": traceback.format_exc()[-2000:]}
                 result.setdefault("phase_seconds", {})[phase] = round(time.monotonic() - started, 1)
+                result.pop("running", None)
                 save()
     finally:
         client.close()

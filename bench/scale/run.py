@@ -60,7 +60,7 @@ class Options:
     #: Per backfill / settings change: give up waiting after this long.
     timeout: float = 1800.0
     #: Kill the probe if its RSS passes this (GiB): the machine is shared.
-    memory_limit_gib: float = 16.0
+    memory_limit_gib: float = 12.0
     keep: bool = False
 
 
@@ -142,6 +142,9 @@ def _measure(opts: Options, dataset: datasets.Dataset, repo: Path, run_dir: Path
         result["probe_process"] = done
         if probe_out.exists():
             result["probe"] = json.loads(probe_out.read_text())
+            if done["verdict"] and "running" in result["probe"]:
+                phase = result["probe"]["running"]
+                result["probe"]["phases"][phase] = {"error": f"{done['verdict']} during {phase}"}
         if done["returncode"] != 0:
             tail = (work / "probe.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
             result["error"] = f"probe {done['verdict'] or 'exit ' + str(done['returncode'])}: {tail[0][:300]}"
@@ -168,13 +171,18 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     until = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     for agents in opts.agents:
         centre = datasets.CENTRES[agents]
-        for days in sorted(opts.days):
+        for days in sorted(opts.days, reverse=True):  # the longest first: the others are cut from it
             dataset = datasets.find(opts.data_dir, centre, days)
             if dataset is None and opts.build:
-                log(f"building {centre.label}, {days} days under {opts.data_dir} ...")
+                longer = datasets.find_longer(opts.data_dir, centre, days)
                 try:
-                    dataset = datasets.build(opts.data_dir, centre, days, jobs=opts.jobs,
-                                             log=lambda m: log(f"  {m}"))
+                    if longer is not None:
+                        log(f"deriving {centre.label}, {days} days from {longer.home.name} ...")
+                        dataset = datasets.derive(opts.data_dir, longer, days, log=lambda m: log(f"  {m}"))
+                    else:
+                        log(f"building {centre.label}, {days} days under {opts.data_dir} ...")
+                        dataset = datasets.build(opts.data_dir, centre, days, jobs=opts.jobs,
+                                                 log=lambda m: log(f"  {m}"))
                 except datasets.DatasetBusy as exc:
                     log(f"  {exc}")
             for repo in opts.repos:

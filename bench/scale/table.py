@@ -135,6 +135,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
             if key == "backfill":
                 put(section, "day imported (days back)", "", label, f"{b['day']}")
                 put(section, "import itself, s", "", label, _cell(b["act_s"]))
+            if b.get("failed"):
+                put(section, "refresh failed", "", label, b["failed"][0]["exception"][:60])
             put(section, "until pbx.queue_stats_15m shows it, s", "< 10" if key == "backfill" else "cheap", label,
                 _cell(b["until_queue_stats_s"]))
             put(section, "until every view is done, s", "", label, _cell(b["until_all_views_s"]))
