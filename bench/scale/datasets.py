@@ -20,9 +20,9 @@ and times the importer would give the same lines in an access log
 occurrence), ``source = 'import'``). The building process inserts them with the
 importer's own batch insert (``_Sink``: same column types, settings, dedup
 check). So the rows are exactly what ``simulate --access-log`` + ``import`` would
-store (``tests/test_bench_scale.py`` checks that on two hours), without writing,
-gzipping, re-reading and regex-matching ~10 GB of log text: simulation is ~22 us
-an event, decoding ~6 us, the log round trip would add ~10 us more.
+store (``tests/test_bench_scale.py`` checks that), without writing, gzipping,
+re-reading and regex-matching ~10 GB of log text (docs/benchmarks.md: that round
+trip would add ~16 us to the ~40 us an event costs).
 
 The refreshable views are paused while a week is inserted, then brought up to
 date (``SYSTEM REFRESH VIEW`` + ``WAIT``) -- as a live service would have had them,
