@@ -341,16 +341,15 @@ def query_log_figures(client: Any, prefix: str) -> dict[str, dict[str, Any]]:
 
 
 def _timed(client: Any, sql: str, repeats: int, tag: str = "") -> dict[str, Any]:
+    """p50/max wall ms of ``repeats`` runs and the rows returned (rows read: from the query log)."""
     times: list[float] = []
-    rows = read_rows = 0
+    rows = 0
     for _ in range(repeats):
         started = time.perf_counter()
         result = client.query(sql, settings={"log_comment": tag} if tag else None)
         times.append((time.perf_counter() - started) * 1000)
         rows = len(result.result_rows)
-        read_rows = int((result.summary or {}).get("read_rows", 0) or 0)
-    return {"p50_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1), "rows": rows,
-            "read_rows": read_rows}
+    return {"p50_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1), "rows": rows}
 
 
 class Panels:
@@ -395,7 +394,7 @@ class Panels:
             for label in ("1d", "30d"):
                 figures = logged.get(f"{run_tag}{entry['id']}:{label}")
                 if figures and "p50_ms" in entry.get(label, {}):
-                    entry[label].update(cpu_ms=figures["cpu_ms"], memory_mib=figures["memory_mib"])
+                    entry[label].update(figures)
         return results
 
 
