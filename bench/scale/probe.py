@@ -196,16 +196,23 @@ def refresh_all(client: Any) -> None:
 class RefreshWatch:
     """Every refresh of every refreshable view, from ``system.view_refreshes`` polled in a thread.
 
-    A refresh is keyed by its start second; while it runs its ``read_rows`` is the
-    maximum seen, once done the final figures (duration, rows read and written).
+    While a refresh runs, its row shows ``last_refresh_time`` = its start and its
+    rows read and written so far (kept as maxima here). It has completed when
+    ``last_success_time`` (the start of the latest success) becomes its start --
+    often while the next refresh is already running, when the schedule slipped,
+    so completion is not read from ``status``. A refresh is keyed by its start
+    second (two refreshes of a view never start in the same second: 5-s periods).
     """
 
     def __init__(self, code: Code, dsn: str, every: float = 0.1) -> None:
         self.client = code.connect(dsn)
         self.every = every
+        #: (view, start) -> {"view", "started", "duration_ms", "read_rows", "written_rows", "done_seen"}
         self.refreshes: dict[tuple[str, str], dict[str, Any]] = {}
         #: (view, message) -> when first seen (monotonic).
         self.errors: dict[tuple[str, str], float] = {}
+        self._running: dict[tuple[str, str], dict[str, int]] = {}
+        self._last_success: dict[str, str] = {}
         self._stop = threading.Event()
         #: Cleared while CPU time is measured: the polling would be counted in it.
         self.polling = threading.Event()
@@ -221,17 +228,19 @@ class RefreshWatch:
         now = time.monotonic()
         with self.lock:
             for view, status, success, duration, attempt, read, written, exception in rows:
-                if status == "Running" and attempt:
-                    entry = self.refreshes.setdefault((view, attempt), {"view": view, "started": attempt,
-                                                                         "seen_running": now})
-                    entry["read_rows"] = max(entry.get("read_rows", 0), read or 0)
-                    entry["running"] = True
-                elif success:
-                    entry = self.refreshes.setdefault((view, success), {"view": view, "started": success})
-                    if entry.get("running", True) or "done_seen" not in entry:
-                        entry.update(running=False, duration_ms=duration, read_rows=read or 0,
-                                     written_rows=written or 0)
-                        entry.setdefault("done_seen", now)
+                running = status == "Running"
+                if running and attempt:
+                    seen = self._running.setdefault((view, attempt), {"read_rows": 0, "written_rows": 0})
+                    seen["read_rows"] = max(seen["read_rows"], read or 0)
+                    seen["written_rows"] = max(seen["written_rows"], written or 0)
+                if success and self._last_success.get(view) != success:
+                    seen = self._running.pop((view, success), {"read_rows": 0, "written_rows": 0})
+                    if not running:  # the row still shows the completed refresh's own figures
+                        seen = {"read_rows": max(seen["read_rows"], read or 0),
+                                "written_rows": max(seen["written_rows"], written or 0)}
+                    self.refreshes[(view, success)] = {"view": view, "started": success, "duration_ms": duration,
+                                                       **seen, "done_seen": now}
+                    self._last_success[view] = success
                 if exception:
                     self.errors.setdefault((view, exception[:300]), now)
 
@@ -257,13 +266,8 @@ class RefreshWatch:
     def since(self, monotonic: float) -> list[dict[str, Any]]:
         """Refreshes completed after ``monotonic``, in completion order."""
         with self.lock:
-            done = [dict(r) for r in self.refreshes.values() if not r.get("running", True)
-                    and r.get("done_seen", 0) > monotonic]
+            done = [dict(r) for r in self.refreshes.values() if r["done_seen"] > monotonic]
         return sorted(done, key=lambda r: r["done_seen"])
-
-    def running(self) -> list[str]:
-        with self.lock:
-            return [r["view"] for r in self.refreshes.values() if r.get("running")]
 
 
 def views_settled(watch: RefreshWatch, views: list[str], t0: float, t1: float, t1_wall: float,
