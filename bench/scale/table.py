@@ -14,19 +14,22 @@ figures sit in the same table with the same machine and load::
 
     table.HOOKS["throughput"] = _throughput_rows
 
-Until a part registers, its rows are printed as placeholders naming the command
+and names its module in :data:`HOOK_MODULES` (the scale run imports those
+first). A hook's row with the (section, figure) of a placeholder replaces it;
+until a part registers, its rows are printed as placeholders naming the command
 that measures them today (:data:`PLACEHOLDERS`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ANY", "HOOKS", "PLACEHOLDERS", "Context", "Row", "render", "rows"]
+__all__ = ["ANY", "HOOKS", "HOOK_MODULES", "PLACEHOLDERS", "Context", "Row", "render", "rows", "with_hooks"]
 
 #: A value that does not depend on the dataset: printed in the first dataset column.
 ANY = "*"
@@ -53,6 +56,9 @@ class Context:
 
 #: name -> function(context) -> rows; called once per run, after the datasets' probes.
 HOOKS: dict[str, Callable[[Context], list[Row]]] = {}
+
+#: Modules that register hooks when imported (e.g. "bench.throughput"); none yet.
+HOOK_MODULES: list[str] = []
 
 #: Figures of issue 15 measured elsewhere today: (section, figure, target, how to measure it now).
 PLACEHOLDERS: list[tuple[str, str, str, str]] = [
@@ -170,6 +176,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
 def with_hooks(table_rows: list[Row], ctx: Context, log: Callable[[str], None] = print) -> list[Row]:
     """``table_rows`` plus every registered hook's rows, then the placeholders nobody filled."""
     out = list(table_rows)
+    for module in HOOK_MODULES:
+        importlib.import_module(module)
     for name, hook in HOOKS.items():
         try:
             out.extend(hook(ctx))
