@@ -99,3 +99,16 @@ def test_scale_run_on_one_day_prints_every_section_and_saves_positive_figures(tm
     # The run's engine copy is gone (its logs stay); the built dataset stays for the next run.
     assert not list((tmp_path / "data" / "runs").glob("*/*/chdata"))
     assert list((tmp_path / "data").glob("*/READY.json"))
+
+
+def test_a_registered_hook_fills_its_placeholder_row_and_the_others_stay(monkeypatch, tmp_path):
+    from bench.scale import table
+
+    section, figure, target, _ = table.PLACEHOLDERS[0]
+    monkeypatch.setitem(table.HOOKS, "throughput", lambda ctx: [table.Row(section, figure, target, {table.ANY: "0.61x"})])
+    ctx = table.Context(tmp_path, tmp_path, tmp_path, smoke=True)
+    rendered = table.render(table.with_hooks([], ctx), ["40 a, 30 d"])
+
+    cells = {(r[0], r[1]): r[3] for r in rendered[1:]}
+    assert cells[(section, figure)] == "0.61x"
+    assert all(cells[(s, f)].startswith("not in this run") for s, f, _, _ in table.PLACEHOLDERS[1:])
