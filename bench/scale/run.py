@@ -169,6 +169,7 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     columns: list[str] = []
     # A common "now" for every copy: the same data whichever checkout reads it.
     until = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    built: dict[tuple[int, int], datasets.Dataset | None] = {}
     for agents in opts.agents:
         centre = datasets.CENTRES[agents]
         for days in sorted(opts.days, reverse=True):  # the longest first: the others are cut from it
@@ -185,6 +186,10 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                                                  log=lambda m: log(f"  {m}"))
                 except datasets.DatasetBusy as exc:
                     log(f"  {exc}")
+            built[(agents, days)] = dataset
+    for agents in opts.agents:
+        for days in sorted(opts.days):
+            dataset = built[(agents, days)]
             for repo in opts.repos:
                 label = _label(agents, days, repo, opts.repos)
                 columns.append(label)

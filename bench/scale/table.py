@@ -168,8 +168,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
                     put("After a full recompute", f"visit panels p50 {when} / before (median, max)", "", label,
                         f"{statistics.median(ratios):.2f}x, {max(ratios):.2f}x" if ratios else "-")
         put("Run", "probe wall time, s", "", label, _cell(sum(probe.get("phase_seconds", {}).values()), 0))
-        put("Run", "peak RSS of the engine process over the run, MiB", "", label,
-            _cell(probe.get("peak_rss_mib_process"), 0))
+        put("Run", "peak RSS of the engine process over the run, MiB (sampled)", "", label,
+            _cell(res.get("probe_process", {}).get("peak_rss_mib"), 0))
     return out
 
 
