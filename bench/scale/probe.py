@@ -270,16 +270,30 @@ class RefreshWatch:
         return sorted(done, key=lambda r: r["done_seen"])
 
 
+@dataclasses.dataclass(frozen=True)
+class Idle:
+    """What a view's refresh reads and writes when there is nothing to do (seen before a change)."""
+
+    read_rows: dict[str, int]
+    written_rows: dict[str, int]
+
+    def did_work(self, refresh: dict[str, Any]) -> bool:
+        """A refresh recomputed something: it wrote more rows than an idle one, or read much more."""
+        view = refresh["view"]
+        return (refresh.get("written_rows", 0) > self.written_rows.get(view, 0)
+                or refresh["read_rows"] > 1.5 * self.read_rows.get(view, 0) + 100_000)
+
+
 def views_settled(watch: RefreshWatch, views: list[str], t0: float, t1: float, t1_wall: float,
-                  heavy_rows: dict[str, int]) -> dict[str, Any] | None:
+                  idle: Idle) -> dict[str, Any] | None:
     """Whether every view has caught up with a change made between ``t0`` and ``t1`` (monotonic).
 
     A view has caught up when it completed a refresh that started after the change
-    (``t1_wall``, wall clock) and its latest refresh is light (read no more rows than
-    ``heavy_rows[view]``, i.e. it found nothing left to recompute). It was done at the
-    completion of its last heavy refresh, or of its first refresh after the change if
-    none was heavy (a design that recomputes little). Rows read count every refresh
-    completed after ``t0`` up to then. None while some view has not caught up.
+    (``t1_wall``, wall clock) and its latest refresh did no work (:meth:`Idle.did_work`):
+    nothing was left to recompute, whether the design recomputes all at once or in
+    chunks. It was done when its last refresh that did work completed, or its first
+    refresh after the change if none did. Refreshes completed after ``t0`` up to then
+    are counted. None while some view has not caught up.
     """
     done = watch.since(t0)
     start_floor = dt.datetime.fromtimestamp(int(t1_wall), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
@@ -287,13 +301,12 @@ def views_settled(watch: RefreshWatch, views: list[str], t0: float, t1: float, t
     for view in views:
         mine = [r for r in done if r["view"] == view]
         after = [r for r in mine if r["done_seen"] > t1 and r["started"] >= start_floor]
-        if not after or mine[-1]["read_rows"] > heavy_rows.get(view, 0):
+        if not after or idle.did_work(mine[-1]):
             return None
-        heavy = [r for r in mine if r["read_rows"] > heavy_rows.get(view, 0)]
-        finish[view] = heavy[-1]["done_seen"] if heavy else after[0]["done_seen"]
+        worked = [r for r in mine if idle.did_work(r)]
+        finish[view] = worked[-1]["done_seen"] if worked else after[0]["done_seen"]
     counted = [r for r in done if r["done_seen"] <= finish[r["view"]]]
-    return {"finished": max(finish.values()), "refreshes": counted,
-            "heavy": [r for r in counted if r["read_rows"] > heavy_rows.get(r["view"], 0)]}
+    return {"finished": max(finish.values()), "refreshes": counted}
 
 
 # ---------------------------------------------------------------------------- panels
@@ -479,14 +492,16 @@ def phase_refresh(client: Any, watch: RefreshWatch, serve: Serve, seconds: float
     return out
 
 
-def _idle_read_rows(watch: RefreshWatch, views: list[str], seconds: float = 12.0) -> dict[str, int]:
-    """Per view, the rows an idle refresh reads (the most of those seen in ``seconds``)."""
+def _idle(watch: RefreshWatch, views: list[str], seconds: float = 12.0) -> Idle:
+    """Per view, the most rows an idle refresh read and wrote in ``seconds``."""
     after = time.monotonic()
     time.sleep(seconds)
-    seen: dict[str, int] = {}
+    read: dict[str, int] = dict.fromkeys(views, 0)
+    written: dict[str, int] = dict.fromkeys(views, 0)
     for r in watch.since(after):
-        seen[r["view"]] = max(seen.get(r["view"], 0), r["read_rows"])
-    return {v: seen.get(v, 0) for v in views}
+        read[r["view"]] = max(read.get(r["view"], 0), r["read_rows"])
+        written[r["view"]] = max(written.get(r["view"], 0), r.get("written_rows", 0))
+    return Idle(read, written)
 
 
 def _duplicates(client: Any) -> dict[str, Any]:
@@ -503,10 +518,9 @@ def _duplicates(client: Any) -> dict[str, Any]:
     return out
 
 
-def _change(client: Any, code: Code, watch: RefreshWatch, views: list[str], idle_rows: dict[str, int],
+def _change(client: Any, code: Code, watch: RefreshWatch, views: list[str], idle: Idle,
             act: Any, shows: Any, timeout: float) -> dict[str, Any]:
     """Do ``act()``; time until ``shows()`` is true and until every view caught up; rows read; peak RSS."""
-    heavy_rows = {v: int(idle_rows.get(v, 0) * 1.5) + 100_000 for v in views}
     hwm_reset = reset_peak_rss()
     with RssSampler() as rss:
         t0 = time.monotonic()
@@ -519,7 +533,7 @@ def _change(client: Any, code: Code, watch: RefreshWatch, views: list[str], idle
             if shown is None and shows():
                 shown = time.monotonic()
             if settled is None:
-                settled = views_settled(watch, views, t0, t1, t1_wall, heavy_rows)
+                settled = views_settled(watch, views, t0, t1, t1_wall, idle)
             failed = [{"view": v, "exception": e} for (v, e), seen in list(watch.errors.items())
                       if seen >= t0 and "cancelled" not in e.lower()]
             time.sleep(0.2)
@@ -527,7 +541,7 @@ def _change(client: Any, code: Code, watch: RefreshWatch, views: list[str], idle
     for r in (settled or {}).get("refreshes", []):
         v = per_view.setdefault(r["view"], {"refreshes": 0, "heavy": 0, "read_rows": 0, "written_rows": 0, "ms": 0})
         v["refreshes"] += 1
-        v["heavy"] += int(r["read_rows"] > heavy_rows.get(r["view"], 0))
+        v["heavy"] += int(idle.did_work(r))
         v["read_rows"] += r["read_rows"]
         v["written_rows"] += r.get("written_rows", 0)
         v["ms"] += r.get("duration_ms") or 0
@@ -539,7 +553,7 @@ def _change(client: Any, code: Code, watch: RefreshWatch, views: list[str], idle
         "failed": failed,
         "read_rows": sum(v["read_rows"] for v in per_view.values()),
         "per_view": per_view,
-        "heavy_threshold_rows": heavy_rows,
+        "idle": dataclasses.asdict(idle),
         "peak_rss_mib": round((_status_kib("VmHWM") if hwm_reset else rss.peak_kib) / 1024, 1),
         "peak_rss_sampled_mib": round(rss.peak_kib / 1024, 1),
         "refresh_errors": [{"view": v, "exception": e} for (v, e), seen in watch.errors.items() if seen >= t0],
@@ -550,7 +564,7 @@ def phase_backfill(code: Code, client: Any, watch: RefreshWatch, panels: Panels,
                    log_path: Path, day: dt.date, offered: int, repeats: int, timeout: float,
                    observe_s: float) -> dict[str, Any]:
     views = refreshed_views(client)
-    idle_rows = _idle_read_rows(watch, views, observe_s)
+    idle = _idle(watch, views, observe_s)
     lo, hi = f"toDateTime('{day} 00:00:00', 'UTC')", f"toDateTime('{day + dt.timedelta(days=1)} 00:00:00', 'UTC')"
 
     def act() -> dict[str, Any]:
@@ -563,10 +577,9 @@ def phase_backfill(code: Code, client: Any, watch: RefreshWatch, panels: Panels,
         return client.query(f"SELECT sum(offered) FROM pbx.queue_stats_15m WHERE interval_start >= {lo} "
                             f"AND interval_start < {hi}").result_rows[0][0] >= 0.99 * offered
 
-    out = _change(client, code, watch, views, idle_rows, act, shows, timeout)
+    out = _change(client, code, watch, views, idle, act, shows, timeout)
     out["day"] = day.isoformat()
     out["offered_simulated"] = offered
-    out["idle_read_rows"] = idle_rows
     out["offered_shown"] = client.query(f"SELECT sum(offered) FROM pbx.queue_stats_15m WHERE interval_start >= {lo} "
                                         f"AND interval_start < {hi}").result_rows[0][0]
     # After this full recompute: rows awaiting merge and what they cost the visit panels.
@@ -586,7 +599,7 @@ def phase_backfill(code: Code, client: Any, watch: RefreshWatch, panels: Panels,
 
 def phase_settings(code: Code, client: Any, watch: RefreshWatch, timeout: float, observe_s: float) -> dict[str, Any]:
     views = refreshed_views(client)
-    idle_rows = _idle_read_rows(watch, views, observe_s)
+    idle = _idle(watch, views, observe_s)
     queue = client.query("SELECT queue_name FROM pbx.queue_stats_15m_data GROUP BY queue_name "
                          "ORDER BY count() DESC LIMIT 1").result_rows[0][0]
     measure = f"SELECT sum(answered_in_sla) FROM pbx.queue_stats_15m WHERE queue_name = '{queue}'"
@@ -600,7 +613,7 @@ def phase_settings(code: Code, client: Any, watch: RefreshWatch, timeout: float,
     def shows() -> bool:
         return client.query(measure).result_rows[0][0] != before
 
-    out = _change(client, code, watch, views, idle_rows, act, shows, timeout)
+    out = _change(client, code, watch, views, idle, act, shows, timeout)
     out["answered_in_sla_before"] = before
     out["answered_in_sla_after"] = client.query(measure).result_rows[0][0]
     return out

@@ -148,7 +148,7 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
             put(section, "until every view is done, s", "", label, _cell(b["until_all_views_s"]))
             put(section, "rows read by the refreshes", "", label, _mrows(b["read_rows"]))
             heavy = sum(v["heavy"] for v in b["per_view"].values())
-            put(section, "recomputing refreshes (all views)", "", label, _cell(heavy))
+            put(section, "refreshes that recomputed something (all views)", "", label, _cell(heavy))
             put(section, "peak RSS of the engine process, MiB", "< 1536", label, _cell(b["peak_rss_mib"], 0))
             if key == "backfill":
                 dups = b.get("duplicates", {})
