@@ -15,14 +15,17 @@ result is a key of the JSON written to ``--out``):
 ``open``      the checkout's migrations applied, then every refreshable view
               brought up to date (the data was caught up to now before this ran);
 ``panels``    every panel's SQL, expanded as Grafana would, for the last day and
-              the last 30 days: p50/max of ``--repeats`` runs, rows read;
+              the last 30 days: p50/max of ``--repeats`` runs; CPU ms, memory and
+              rows read from the query log this process enables;
 ``refresh``   CPU-seconds per minute of this process with nothing arriving and at
               ``--rate`` webhooks/s (the call-centre mix, ``bench/mix.lua``), each
               with the refreshable views running and with them stopped;
 ``backfill``  ``import`` of one simulated day just before the data's first day
               (the late backfill that recomputes everything after it): until
-              ``pbx.queue_stats_15m`` shows the day, until every view is done,
-              rows read by the refreshes, peak RSS; then duplicate rows awaiting
+              ``pbx.queue_stats_15m`` shows the day, until every view has caught
+              up (:func:`views_settled`), rows read by the refreshes, peak RSS
+              (the harness kills this process past its memory limit, and this
+              process volunteers for the OOM killer); then duplicate rows awaiting
               merge and the visit panels' p50 before and after ``OPTIMIZE FINAL``;
 ``settings``  a ``pbx.queue_settings`` change: the same figures.
 """
