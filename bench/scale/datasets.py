@@ -20,7 +20,7 @@ and times the importer would give the same lines in an access log
 occurrence), ``source = 'import'``). The building process inserts them with the
 importer's own batch insert (``_Sink``: same column types, settings, dedup
 check). So the rows are exactly what ``simulate --access-log`` + ``import`` would
-store (``tests/test_bench_scale.py`` checks that), without writing, gzipping,
+store (``tests/e2e/bench/test_scale.py`` checks that), without writing, gzipping,
 re-reading and regex-matching ~10 GB of log text (docs/benchmarks.md: that round
 trip would add ~16 us to the ~40 us an event costs).
 
@@ -101,7 +101,7 @@ class Centre:
         return f"a{self.agents}-q{self.queues}-c{self.calls_per_hour:g}-s{self.seed}-d{days}-{end:%Y%m%d}"
 
     def day_config(self, day: dt.date, hours: float = DAY_HOURS, end_mode: str = "drain") -> Any:
-        from ingest.simulate import SimConfig
+        from ingest.simulation import SimConfig
 
         return SimConfig(
             seed=self.seed * 1_000_003 + day.toordinal(),
@@ -150,15 +150,16 @@ class Dataset:
 
 def day_events(centre: Centre, day: dt.date, hours: float = DAY_HOURS, end_mode: str = "drain") -> Any:
     """The simulation of one day (events in send order, and the truth)."""
-    from ingest.simulate import simulate
+    from ingest.simulation import simulate
 
     return simulate(centre.day_config(day, hours, end_mode))
 
 
 def _rows_of(events: list[Any]) -> list[tuple[Any, ...]]:
     """The ``pbx.events`` rows ``import`` would store for these events as one access-log file."""
-    from ingest.decode import decode, parse_query, to_row
-    from ingest.importer import line_event_id
+    from ingest.backfill.rows import line_event_id
+    from ingest.events.decode import decode, parse_query
+    from ingest.events.table import to_row
 
     seen: dict[tuple[int, str], int] = {}
     rows = []
@@ -193,14 +194,14 @@ def _worker_init() -> None:
 
 
 def _connect(chdata: Path) -> Any:
-    from ingest import db
+    from ingest.storing.clickhouse import connect
 
-    return db.connect(f"chdb://{chdata}")
+    return connect(f"chdb://{chdata}")
 
 
 def refresh_views(client: Any) -> None:
     """Every refreshable view up to date with everything stored (``bench/queries.py``)."""
-    from bench.queries import refresh_views as refresh
+    from ingest.testing import refresh_views as refresh
 
     refresh(client)
 
@@ -226,10 +227,10 @@ def _days_of(first: dt.date, end: dt.date) -> list[dt.date]:
 def _insert_days(client: Any, centre: Centre, days: list[tuple[dt.date, float, str]], jobs: int,
                  after_day: Callable[[int, dict[str, int]], None], log: Callable[[str], None]) -> dict[str, int]:
     """Simulate ``days`` (date, hours, end mode) in ``jobs`` processes, insert them in date order."""
-    from ingest import importer
+    from ingest.backfill import importer, rows
 
     totals: dict[str, int] = {}
-    stats = importer.ImportStats()
+    stats = rows.ImportStats()
     sink = importer._Sink(client, stats, importer.DEFAULT_BATCH_SIZE)  # the importer's batch insert
     ctx = multiprocessing.get_context("spawn")  # this process holds the engine and its threads
     try:
@@ -295,13 +296,13 @@ def build(root: Path, centre: Centre, days: int, *, end: dt.date | None = None, 
         progress_path = work / "progress.json"
         progress = json.loads(progress_path.read_text()) if progress_path.exists() else {
             "days_done": 0, "totals": {}, "seconds": {"insert": 0.0, "refresh": 0.0}}
-        from ingest import db
+        from ingest.storing.migrations import apply_migrations
 
         client = _connect(work / "chdata")
         all_days = _days_of(end - dt.timedelta(days=days), end)
         started = time.monotonic()
         try:
-            db.apply_migrations(client)
+            apply_migrations(client)
             log(f"{key}: building {days} days from {all_days[0]} to {end} (exclusive), "
                 f"{progress['days_done']} done before, {jobs} simulating processes")
             while progress["days_done"] < days:
@@ -383,7 +384,7 @@ def derive(root: Path, source: Dataset, days: int, log: Callable[[str], None] = 
     Days are independent simulations that drain before midnight (no call, visit or
     agent session crosses a day boundary), so dropping the earlier days gives the
     rows a build of only the last ``days`` would have written; view tables lose the
-    rows placed before the cutoff the same way (``tests/test_bench_scale.py`` checks
+    rows placed before the cutoff the same way (``tests/e2e/bench/test_scale.py`` checks
     that against a build). Much faster than simulating them again.
     """
     centre, end = source.centre, source.end
@@ -510,7 +511,7 @@ def prepare(dataset: Dataset, chdata: Path, until: dt.datetime, backfill_log: Pa
     caught_up = extend(chdata, dataset.centre, dataset.end, until, jobs=jobs, log=log)
     day = dataset.first_day - dt.timedelta(days=1)
     sim = day_events(dataset.centre, day)
-    from ingest.simulate import write_access_log
+    from ingest.simulation import write_access_log
 
     lines = write_access_log(backfill_log, sim.events)
     offered = sum(1 for v in sim.truth["queue_visits"] if v["outcome"] != "waiting")

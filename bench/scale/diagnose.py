@@ -151,18 +151,18 @@ def main(argv: list[str] | None = None) -> int:
         datasets.extend(chdata, dataset.centre, dataset.end, now, log=lambda m: None)
         import chdb
 
-        from ingest import db
+        from ingest.storing.clickhouse import connect
+        from ingest.storing.migrations import apply_migrations, load_migrations
+        from ingest.testing import refresh_views
 
         config = Path(tmp) / "engine.xml"
         config.write_text("<clickhouse><query_log><database>system</database><table>query_log</table>"
                           "</query_log></clickhouse>")
         raw = chdb.connect(f"{chdata}?config-file={config}")
-        client = db.connect(f"chdb://{chdata}")
+        client = connect(f"chdb://{chdata}")
         try:
             if args.repo:
-                db.apply_migrations(client, db.load_migrations(args.repo / "sql"))
-            from bench.queries import refresh_views
-
+                apply_migrations(client, load_migrations(args.repo / "sql"))
             refresh_views(client)
             client.command("SYSTEM STOP VIEWS")
             results = measure(raw, client, queries, args.repeats)

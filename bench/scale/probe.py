@@ -3,7 +3,7 @@
 Run by :mod:`bench.scale.run` as ``<repo>/.venv/bin/python bench/scale/probe.py``
 with ``PYTHONPATH=<repo>``, so the ``ingest`` package, ``sql/`` migrations and
 ``dashboards/`` measured are those of the checkout under test (``--repo``), while
-this file and the Grafana expansion (``tests/grafana_sim.py``) come from the
+this file and the Grafana expansion (``tests/e2e/dashboards/grafana_sim.py``) come from the
 checkout that holds the harness. It imports nothing else from ``bench``.
 
 The embedded engine belongs to one process, so this process is "``serve``": the
@@ -51,6 +51,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 HARNESS = HERE.parent.parent  # the checkout holding the harness
+#: Grafana's and the plugin's expansion of panel SQL, shared with the dashboard tests.
+GRAFANA_SIM = HARNESS / "tests" / "e2e" / "dashboards" / "grafana_sim.py"
 
 #: Views a settings change or late data makes the refresh recompute.
 DATA_TABLES = ("queue_calls_data", "queue_stats_15m_data", "agent_stats_15m_data")
@@ -380,10 +382,10 @@ def _timed(client: Any, sql: str, repeats: int, tag: str = "") -> dict[str, Any]
 
 
 class Panels:
-    """Every panel query of the checkout's dashboards, expanded as Grafana would (``tests/grafana_sim.py``)."""
+    """Every panel query of the checkout's dashboards, expanded as Grafana would (:data:`GRAFANA_SIM`)."""
 
     def __init__(self, repo: Path) -> None:
-        self.gs = _load("_scale_grafana_sim", HARNESS / "tests" / "grafana_sim.py")
+        self.gs = _load("_scale_grafana_sim", GRAFANA_SIM)
         self.queries = self.gs.panel_queries(self.gs.load_dashboards(repo / "dashboards" / "json"))
 
     def ranges(self, now: dt.datetime) -> dict[str, Any]:
