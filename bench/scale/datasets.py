@@ -182,14 +182,6 @@ def _day_columns(centre: Centre, day: dt.date, hours: float, end_mode: str) -> t
     return list(zip(*rows)), counts
 
 
-def _worker_init() -> None:
-    # Workers simulate; the inserting process must not wait behind them.
-    try:
-        os.nice(5)
-    except OSError:
-        pass
-
-
 # ---------------------------------------------------------------------------- engine helpers
 
 
@@ -234,7 +226,7 @@ def _insert_days(client: Any, centre: Centre, days: list[tuple[dt.date, float, s
     sink = importer._Sink(client, stats, importer.DEFAULT_BATCH_SIZE)  # the importer's batch insert
     ctx = multiprocessing.get_context("spawn")  # this process holds the engine and its threads
     try:
-        with cf.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx, initializer=_worker_init) as pool:
+        with cf.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
             window = max(1, jobs) + 1  # results waiting for the insert stay few
             pending: list[cf.Future[Any]] = []
             todo = iter(days)
