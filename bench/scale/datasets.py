@@ -408,6 +408,14 @@ def derive(root: Path, source: Dataset, days: int, log: Callable[[str], None] = 
                     client.command(f"TRUNCATE TABLE pbx.{table}")
                 elif column:
                     log(f"{key}: pbx.{table}: dropping rows before {cutoff}")
+                    # Whole partitions (months of pbx.events) first: free; then the rest by a mutation.
+                    for (partition,) in client.query(
+                            "SELECT partition_id FROM system.parts WHERE database = 'pbx' AND table = {t:String} "
+                            "AND active AND partition_id != 'all' GROUP BY partition_id "
+                            "HAVING max(max_time) < {c:DateTime}",
+                            parameters={"t": table, "c": dt.datetime(cutoff.year, cutoff.month, cutoff.day)},
+                    ).result_rows:
+                        client.command(f"ALTER TABLE pbx.{table} DROP PARTITION ID '{partition}'")
                     client.command(f"ALTER TABLE pbx.{table} DELETE WHERE {column} < toDateTime('{cutoff}', 'UTC')",
                                    settings={"mutations_sync": 2})
             for table in tables:
