@@ -267,6 +267,12 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _commit() -> str | None:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).parent)
+    return out.stdout.strip() or None
+
+
 def _du(path: Path) -> int:
     out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True)
     return int(out.stdout.split()[0]) if out.returncode == 0 and out.stdout else 0
@@ -337,6 +343,9 @@ def build(root: Path, centre: Centre, days: int, *, end: dt.date | None = None, 
                         "refresh": round(progress["seconds"]["refresh"], 1),
                         "optimize": optimize_s, "merge_wait": merge_wait, "this_session": round(time.monotonic() - started, 1)},
             "jobs": jobs, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            # The simulator and decoding that wrote these rows (a dataset built over several
+            # sessions may span commits: the last one is recorded).
+            "commit": _commit(),
             "bytes_on_disk": _du(work / "chdata"),
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
         }
