@@ -1,6 +1,7 @@
 """``python -m bench``: run the benchmarks, print tables, write JSON results.
 
     python -m bench run [throughput|freshness|queries|memory|query_load|all ...] [--duration S] [--smoke]
+    python -m bench run scale --dir DIR [--repo CHECKOUT ...]   (issue 15: a year of data; never in "all")
     python -m bench profile [--duration S] [--server uvicorn|granian] [--gil]
 
 Results go to ``bench/results/<UTC time>-<parts>.json`` (gitignored) with the
@@ -21,10 +22,13 @@ from typing import Any
 
 from bench import freshness, memory, profile, queries, query_load, throughput
 from bench._machine import load_average, machine
+from bench.scale import run as scale
 
 __all__ = ["main"]
 
 PARTS = ("throughput", "freshness", "queries", "memory", "query_load")
+#: Parts run only when named: they take hours and need a data directory.
+LONG_PARTS = ("scale",)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -45,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run benchmarks and print their tables",
                               description="Run the named benchmarks (default: all) and print a table each.")
     run.add_argument("parts", nargs="*", metavar="PART",
-                     help=f"any of {', '.join(PARTS)}, or all (default)")
+                     help=f"any of {', '.join(PARTS + LONG_PARTS)}, or all (default: {', '.join(PARTS)})")
     run.add_argument("--duration", type=float, default=None,
                      help="seconds of each measured load run (default 15; --smoke: 2)")
     run.add_argument("--smoke", action="store_true",
@@ -71,6 +75,34 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--calls-per-hour", dest="calls_per_hour", type=float, default=120,
                      help="queries: arrivals per queue per hour at the daily peak (default 120)")
     run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
+    sc = run.add_argument_group("scale (issue 15; docs/benchmarks.md#scale-a-year-of-data-issue-15)")
+    sc.add_argument("--dir", type=Path, default=None, metavar="DIR",
+                    help="scale: where the year datasets are built once and cached (tens of GB; outside the "
+                    "repo, e.g. /work/scale-data); each run works on hard-linked copies under DIR/runs/")
+    sc.add_argument("--repo", type=Path, action="append", default=[], metavar="CHECKOUT",
+                    help="scale: measure this checkout's sql/, dashboards/ and ingest (its .venv if it has one); "
+                    "repeat to compare checkouts in one run (default: this checkout)")
+    sc.add_argument("--agents", default="40,200", help="scale: centres, comma-separated: 40, 200 (default both)")
+    sc.add_argument("--scale-days", dest="scale_days", default="30,90,365",
+                    help="scale: simulated days of each dataset, comma-separated (default 30,90,365)")
+    sc.add_argument("--phases", default="panels,refresh,backfill,settings",
+                    help="scale: what to measure, comma-separated (default all: panels, refresh, backfill, "
+                    "settings)")
+    sc.add_argument("--repeats", type=int, default=5,
+                    help="scale: runs per panel query, p50 reported (default 5; 3 for queries over 5 s)")
+    sc.add_argument("--refresh-seconds", dest="refresh_seconds", type=float, default=60.0,
+                    help="scale: seconds of each refresh-cost measurement (default 60)")
+    sc.add_argument("--webhook-rate", dest="webhook_rate", type=float, default=50.0,
+                    help="scale: webhooks/s of the loaded refresh-cost measurement (default 50)")
+    sc.add_argument("--jobs", type=int, default=2, help="scale: simulating processes when building (default 2)")
+    sc.add_argument("--no-build", dest="build", action="store_false",
+                    help="scale: measure only datasets already built; report the others as missing")
+    sc.add_argument("--memory-limit", dest="memory_limit", type=float, default=12.0, metavar="GIB",
+                    help="scale: kill a measuring process whose RSS passes this, and report it (default 12 GiB; "
+                    "the machine is shared)")
+    sc.add_argument("--timeout", type=float, default=1800.0,
+                    help="scale: seconds to wait for the views after a backfill or settings change (default 1800)")
+    sc.add_argument("--keep", action="store_true", help="scale: keep the run's engine copies under DIR/runs/")
 
     prof = commands.add_parser("profile", help="profile serve under load with py-spy",
                                description="Sample serve with py-spy under the throughput load; print the "
@@ -100,12 +132,13 @@ def _serve_env(items: list[str]) -> dict[str, str]:
 
 def _parts(args: argparse.Namespace) -> list[str]:
     chosen = args.parts or ["all"]
-    unknown = [p for p in chosen if p not in (*PARTS, "all")]
+    unknown = [p for p in chosen if p not in (*PARTS, *LONG_PARTS, "all")]
     if unknown:
-        raise _Usage(f"unknown part {unknown[0]!r}: choose from {', '.join(PARTS)}, all")
+        raise _Usage(f"unknown part {unknown[0]!r}: choose from {', '.join(PARTS + LONG_PARTS)}, all")
     if args.smoke and "all" in chosen:
         return ["throughput", "freshness"]
-    return list(PARTS) if "all" in chosen else list(dict.fromkeys(chosen))
+    named = [p for p in chosen if p != "all"]
+    return list(dict.fromkeys([*PARTS, *named])) if "all" in chosen else list(dict.fromkeys(chosen))
 
 
 def _servers(args: argparse.Namespace, parts: list[str]) -> list[str]:
@@ -123,6 +156,8 @@ def _run(args: argparse.Namespace) -> int:
         serve_env = _serve_env(args.serve_env)
         parts = _parts(args)
         servers = _servers(args, parts)
+        if "scale" in parts:
+            args.scale_options = _scale_options(args)
     except _Usage as exc:
         print(f"python -m bench run: {exc}", file=sys.stderr)
         return 2
@@ -131,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"machine: {report['machine']['nproc']} × {report['machine']['cpu']}, "
           f"{report['machine']['ram_gib']} GiB, load average {report['machine']['load_average']}")
     with tempfile.TemporaryDirectory(prefix="pbx-bench-") as tmp:
-        for part in (p for p in PARTS if p in parts):
+        for part in (p for p in PARTS + LONG_PARTS if p in parts):
             _PART_RUNNERS[part](args, Path(tmp), seconds, servers, serve_env, report["results"])
     report["load_average_end"] = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -187,10 +222,48 @@ def _run_query_load(args: argparse.Namespace, workdir: Path, seconds: float, ser
     print_table("Webhook latency while dashboards query through serve", query_load.table(res))
 
 
-#: Each part of ``run``, in PARTS order.
+def _run_scale(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+               serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    opts = args.scale_options
+    res = results["scale"] = scale.run(opts, log=lambda m: print(m, flush=True))
+    print(f"\ndata: {opts.data_dir}; now = {res['until']}")
+    print_table("Scale (issue 15): one column per dataset", res["table"])
+
+
+def _csv_ints(text: str, name: str, allowed: Sequence[int] | None = None) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise _Usage(f"{name}: expected comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise _Usage(f"{name}: expected positive integers, got {text!r}")
+    if allowed is not None and any(v not in allowed for v in values):
+        raise _Usage(f"{name}: choose from {', '.join(map(str, allowed))}, got {text!r}")
+    return values
+
+
+def _scale_options(args: argparse.Namespace) -> scale.Options:
+    if args.dir is None:
+        raise _Usage("scale: --dir is required: where the year datasets are cached (e.g. /work/scale-data)")
+    repos = [r.resolve() for r in args.repo] or [scale.HARNESS]
+    for repo in repos:
+        if not (repo / "sql").is_dir() or not (repo / "dashboards" / "json").is_dir():
+            raise _Usage(f"--repo {repo}: not a pbx-analytics checkout (no sql/ or dashboards/json/)")
+    phases = [p for p in args.phases.split(",") if p]
+    known = ("panels", "refresh", "backfill", "settings")
+    if not phases or any(p not in known for p in phases):
+        raise _Usage(f"--phases: choose from {', '.join(known)}, got {args.phases!r}")
+    return scale.Options(
+        data_dir=args.dir.resolve(), repos=repos, agents=_csv_ints(args.agents, "--agents", sorted(scale.CENTRES)),
+        days=_csv_ints(args.scale_days, "--scale-days"), phases=phases, build=args.build, jobs=args.jobs,
+        repeats=args.repeats, refresh_seconds=args.refresh_seconds, rate=args.webhook_rate,
+        timeout=args.timeout, memory_limit_gib=args.memory_limit, keep=args.keep)
+
+
+#: Each part of ``run``, in PARTS + LONG_PARTS order.
 _PART_RUNNERS = {"throughput": _run_throughput, "freshness": _run_freshness, "queries": _run_queries,
                  "query_load": _run_query_load,
-                 "memory": _run_memory}
+                 "memory": _run_memory, "scale": _run_scale}
 
 
 def _profile(args: argparse.Namespace) -> int:

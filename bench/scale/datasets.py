@@ -1,0 +1,579 @@
+"""Year-sized datasets for ``bench run scale``: built once, cached, copied per run.
+
+A dataset is an embedded-engine directory holding ``days`` simulated days of one
+call centre (:class:`Centre`), ending at a UTC midnight, with every migration of
+the checkout that built it applied and every refreshable view brought up to date.
+
+How it is built, and why this way
+---------------------------------
+A 200-agent year is ~133 M events; the simulator keeps a run's events in memory,
+so a year is simulated **day by day**: each day is its own simulation (seed
+derived from the centre's seed and the date), 00:00-23:30 UTC with the simulator's
+"drain" ending (arrivals stop at 23:30, calls in progress finish, agents log out:
+a shift a day; at 23:30 the hourly profile is at 5 % of its peak). Days are
+independent, so ``jobs`` worker processes simulate them in parallel.
+
+A worker turns its day's webhooks into ``pbx.events`` rows with the service's own
+decoding path (``parse_query`` -> ``decode`` -> ``to_row``), with the ids, source
+and times the importer would give the same lines in an access log
+(``received_at`` = the second, ``event_id`` = ``line_event_id`` of (time, target,
+occurrence), ``source = 'import'``). The building process inserts them with the
+importer's own batch insert (``_Sink``: same column types, settings, dedup
+check). So the rows are exactly what ``simulate --access-log`` + ``import`` would
+store (``tests/e2e/bench/test_scale.py`` checks that), without writing, gzipping,
+re-reading and regex-matching ~10 GB of log text (docs/benchmarks.md: that round
+trip would add ~16 us to the ~40 us an event costs).
+
+The refreshable views are paused while a week is inserted, then brought up to
+date (``SYSTEM REFRESH VIEW`` + ``WAIT``) -- as a live service would have had them,
+in bounded steps, never one recompute of the whole year.
+
+Layout under the directory the user names (``--dir``)::
+
+    <dir>/<key>/chdata/        the engine (never modified after READY.json)
+    <dir>/<key>/READY.json     what it holds, how long it took
+    <dir>/<key>.building/      a build in progress (progress.json: resumable)
+    <dir>/runs/<run>/<key>/    a run's copy: hard links (cp -al), so a copy costs
+                               no space until the run writes; removed after the run
+
+Runs never write to a built dataset: they work on a hard-linked copy (ClickHouse
+never rewrites a data part's files in place; merges and mutations write new
+parts), so several checkouts can measure the same data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import datetime as dt
+import fcntl
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CENTRES",
+    "Centre",
+    "Dataset",
+    "DatasetBusy",
+    "build",
+    "copy_for_run",
+    "prepare",
+    "day_events",
+    "derive",
+    "extend",
+    "find",
+    "find_longer",
+]
+
+#: Simulated hours of each day: 00:00-23:30 UTC, then the centre drains and closes.
+DAY_HOURS = 23.5
+#: Days inserted between two refreshes of the views while building.
+REFRESH_EVERY_DAYS = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class Centre:
+    """One simulated call centre. Same centre + date -> the same day, event for event."""
+
+    #: Agents, and queues (each agent has one or two of them as skills).
+    agents: int
+    queues: int
+    #: Arrivals per queue per hour when the hourly profile is 1.0 (``simulate --calls-per-hour``).
+    calls_per_hour: float = 120.0
+    #: Base seed; each day's simulation seed is derived from it and the date.
+    seed: int = 15
+
+    @property
+    def label(self) -> str:
+        return f"{self.agents} agents"
+
+    def key(self, days: int, end: dt.date) -> str:
+        return f"a{self.agents}-q{self.queues}-c{self.calls_per_hour:g}-s{self.seed}-d{days}-{end:%Y%m%d}"
+
+    def day_config(self, day: dt.date, hours: float = DAY_HOURS, end_mode: str = "drain") -> Any:
+        from ingest.simulation import SimConfig
+
+        return SimConfig(
+            seed=self.seed * 1_000_003 + day.toordinal(),
+            start=dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc),
+            hours=hours, queues=self.queues, agents=self.agents, calls_per_hour=self.calls_per_hour,
+            end_mode=end_mode,
+        )
+
+
+#: The two centres of issue 15: 40 agents in 5 queues (the earlier benchmarks' centre) and
+#: 200 agents in 25 queues (the same load per queue and per agent, five times over: ~133 M
+#: events a year).
+CENTRES: dict[int, Centre] = {40: Centre(agents=40, queues=5), 200: Centre(agents=200, queues=25)}
+
+
+class DatasetBusy(RuntimeError):
+    """Another process is building this dataset."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A built dataset on disk."""
+
+    home: Path
+    info: dict[str, Any]
+
+    @property
+    def chdata(self) -> Path:
+        return self.home / "chdata"
+
+    @property
+    def end(self) -> dt.date:
+        return dt.date.fromisoformat(self.info["end"])
+
+    @property
+    def first_day(self) -> dt.date:
+        return self.end - dt.timedelta(days=self.info["days"])
+
+    @property
+    def centre(self) -> Centre:
+        return Centre(**self.info["centre"])
+
+
+# ---------------------------------------------------------------------------- one day's rows
+
+
+def day_events(centre: Centre, day: dt.date, hours: float = DAY_HOURS, end_mode: str = "drain") -> Any:
+    """The simulation of one day (events in send order, and the truth)."""
+    from ingest.simulation import simulate
+
+    return simulate(centre.day_config(day, hours, end_mode))
+
+
+def _rows_of(events: list[Any]) -> list[tuple[Any, ...]]:
+    """The ``pbx.events`` rows ``import`` would store for these events as one access-log file."""
+    from ingest.backfill.rows import line_event_id
+    from ingest.events.decode import decode, parse_query
+    from ingest.events.table import to_row
+
+    seen: dict[tuple[int, str], int] = {}
+    rows = []
+    for ev in events:
+        target = ev.target
+        n = seen.get((ev.t, target), 0)
+        seen[(ev.t, target)] = n + 1
+        rows.append(to_row(ev.event, decode(ev.event, parse_query(ev.query)), ev.t * 1000, "import",
+                           line_event_id(ev.t, target, n)))
+    return rows
+
+
+def _day_columns(centre: Centre, day: dt.date, hours: float, end_mode: str) -> tuple[list[Any], dict[str, int]]:
+    """Worker: one simulated day as insert columns, and its counts (events, visits by outcome)."""
+    sim = day_events(centre, day, hours, end_mode)
+    rows = _rows_of(sim.events)
+    counts: dict[str, int] = {"events": len(rows), "visits": len(sim.truth["queue_visits"])}
+    for visit in sim.truth["queue_visits"]:
+        counts[f"visits_{visit['outcome']}"] = counts.get(f"visits_{visit['outcome']}", 0) + 1
+    return list(zip(*rows)), counts
+
+
+# ---------------------------------------------------------------------------- engine helpers
+
+
+def _connect(chdata: Path) -> Any:
+    from ingest.storing.clickhouse import connect
+
+    return connect(f"chdb://{chdata}")
+
+
+def refresh_views(client: Any) -> None:
+    """Every refreshable view up to date with everything stored (``bench/queries.py``)."""
+    from ingest.testing import refresh_views as refresh
+
+    refresh(client)
+
+
+def wait_for_merges(client: Any, timeout: float = 600.0) -> float:
+    """Wait until no merge or mutation runs (up to ``timeout``); returns the seconds waited."""
+    started = time.monotonic()
+    quiet = 0
+    while time.monotonic() - started < timeout:
+        busy = client.query("SELECT (SELECT count() FROM system.merges) + "
+                            "(SELECT count() FROM system.mutations WHERE NOT is_done)").result_rows[0][0]
+        quiet = quiet + 1 if busy == 0 else 0
+        if quiet >= 3:
+            break
+        time.sleep(1.0)
+    return round(time.monotonic() - started, 1)
+
+
+def _days_of(first: dt.date, end: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((end - first).days)]
+
+
+def _insert_days(client: Any, centre: Centre, days: list[tuple[dt.date, float, str]], jobs: int,
+                 after_day: Callable[[int, dict[str, int]], None], log: Callable[[str], None]) -> dict[str, int]:
+    """Simulate ``days`` (date, hours, end mode) in ``jobs`` processes, insert them in date order."""
+    from ingest.backfill import importer, rows
+
+    totals: dict[str, int] = {}
+    stats = rows.ImportStats()
+    sink = importer._Sink(client, stats, importer.DEFAULT_BATCH_SIZE)  # the importer's batch insert
+    ctx = multiprocessing.get_context("spawn")  # this process holds the engine and its threads
+    try:
+        with cf.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
+            window = max(1, jobs) + 1  # results waiting for the insert stay few
+            pending: list[cf.Future[Any]] = []
+            todo = iter(days)
+            for index in range(len(days)):
+                while len(pending) < window:
+                    nxt = next(todo, None)
+                    if nxt is None:
+                        break
+                    pending.append(pool.submit(_day_columns, centre, *nxt))
+                columns, counts = pending.pop(0).result()
+                for start in range(0, len(columns[0]), importer.DEFAULT_BATCH_SIZE):
+                    sink.add([col[start:start + importer.DEFAULT_BATCH_SIZE] for col in columns])
+                del columns
+                sink.flush()
+                for name, value in counts.items():
+                    totals[name] = totals.get(name, 0) + value
+                after_day(index, counts)
+    finally:
+        sink.close()
+    totals["duplicates_skipped"] = stats.duplicates
+    return totals
+
+
+# ---------------------------------------------------------------------------- build
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatasetBusy(f"{path.parent}: being built by another process (lock {path})") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _commit() -> str | None:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).parent)
+    return out.stdout.strip() or None
+
+
+def _du(path: Path) -> int:
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True)
+    return int(out.stdout.split()[0]) if out.returncode == 0 and out.stdout else 0
+
+
+def build(root: Path, centre: Centre, days: int, *, end: dt.date | None = None, jobs: int = 2,
+          log: Callable[[str], None] = print) -> Dataset:
+    """Build (or finish building) ``days`` days of ``centre`` ending at ``end`` (default: today 00:00 UTC)."""
+    end = end or dt.datetime.now(dt.timezone.utc).date()
+    key = centre.key(days, end)
+    home = root / key
+    if (home / "READY.json").exists():
+        return Dataset(home, json.loads((home / "READY.json").read_text()))
+    work = root / f"{key}.building"
+    with _locked(root / f"{key}.lock"):
+        if (home / "READY.json").exists():  # built meanwhile
+            return Dataset(home, json.loads((home / "READY.json").read_text()))
+        work.mkdir(parents=True, exist_ok=True)
+        progress_path = work / "progress.json"
+        progress = json.loads(progress_path.read_text()) if progress_path.exists() else {
+            "days_done": 0, "totals": {}, "seconds": {"insert": 0.0, "refresh": 0.0}}
+        from ingest.storing.migrations import apply_migrations
+
+        client = _connect(work / "chdata")
+        all_days = _days_of(end - dt.timedelta(days=days), end)
+        started = time.monotonic()
+        try:
+            apply_migrations(client)
+            log(f"{key}: building {days} days from {all_days[0]} to {end} (exclusive), "
+                f"{progress['days_done']} done before, {jobs} simulating processes")
+            while progress["days_done"] < days:
+                first = progress["days_done"]
+                chunk = all_days[first:first + REFRESH_EVERY_DAYS]
+                client.command("SYSTEM STOP VIEWS")
+                t0 = time.monotonic()
+
+                def after_day(i: int, counts: dict[str, int], first: int = first) -> None:
+                    log(f"{key}: day {first + i + 1}/{days} {all_days[first + i]}: {counts['events']:,} events")
+
+                totals = _insert_days(client, centre, [(d, DAY_HOURS, "drain") for d in chunk], jobs, after_day, log)
+                t1 = time.monotonic()
+                client.command("SYSTEM START VIEWS")
+                refresh_views(client)
+                t2 = time.monotonic()
+                for name, value in totals.items():
+                    progress["totals"][name] = progress["totals"].get(name, 0) + value
+                progress["days_done"] = first + len(chunk)
+                progress["seconds"]["insert"] += t1 - t0
+                progress["seconds"]["refresh"] += t2 - t1
+                progress_path.write_text(json.dumps(progress, indent=1))
+                log(f"{key}: {progress['days_done']}/{days} days, {progress['totals'].get('events', 0):,} events; "
+                    f"insert {t1 - t0:.0f} s, refresh {t2 - t1:.0f} s")
+            # What background merges reach on a live server after months: each table merged.
+            t0 = time.monotonic()
+            for (table,) in client.query("SELECT name FROM system.tables WHERE database = 'pbx' "
+                                         "AND engine LIKE '%MergeTree'").result_rows:
+                client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
+            optimize_s = round(time.monotonic() - t0, 1)
+            merge_wait = wait_for_merges(client)
+            facts = _facts(client)
+        finally:
+            client.close()
+        info = {
+            "key": key, "centre": dataclasses.asdict(centre), "days": days, "end": end.isoformat(),
+            "first_day": all_days[0].isoformat(), "day_hours": DAY_HOURS, **facts,
+            "simulated": progress["totals"],
+            "build_s": {"insert": round(progress["seconds"]["insert"], 1),
+                        "refresh": round(progress["seconds"]["refresh"], 1),
+                        "optimize": optimize_s, "merge_wait": merge_wait, "this_session": round(time.monotonic() - started, 1)},
+            "jobs": jobs, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            # The simulator and decoding that wrote these rows (a dataset built over several
+            # sessions may span commits: the last one is recorded).
+            "commit": _commit(),
+            "bytes_on_disk": _du(work / "chdata"),
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        }
+        (work / "READY.json").write_text(json.dumps(info, indent=1))
+        work.rename(home)
+        log(f"{key}: ready, {info['events']:,} events, {info['bytes_on_disk'] / 2**30:.2f} GiB")
+        return Dataset(home, info)
+
+
+def _facts(client: Any) -> dict[str, Any]:
+    events, first, last = client.query("SELECT count(), min(received_at), max(received_at) FROM pbx.events").result_rows[0]
+    visits = client.query("SELECT count() FROM pbx.queue_calls").result_rows[0][0]
+    tables = client.query(
+        "SELECT table, sum(rows), sum(bytes_on_disk), count() FROM system.parts "
+        "WHERE database = 'pbx' AND active GROUP BY table ORDER BY table").result_rows
+    return {"events": events, "first_event": str(first), "last_event": str(last), "visits_stored": visits,
+            "tables": {t: {"rows": r, "bytes": b, "parts": p} for t, r, b, p in tables}}
+
+
+#: Per table of the schema, the column that places a row in time (rows before a cutoff go when a
+#: shorter dataset is derived from a longer one). A table missing here stops a derivation.
+TIME_COLUMNS: dict[str, str | None] = {
+    "events": "received_at",
+    "event_arrivals": "hour",
+    "queue_calls_data": "entered_at",
+    "queue_stats_15m_data": "interval_start",
+    "agent_stats_15m_data": "interval_start",
+    "events_quarantine": None,  # emptied
+    "queue_settings": "",  # kept whole
+    "schema_migrations": "",
+}
+
+
+def derive(root: Path, source: Dataset, days: int, log: Callable[[str], None] = print) -> Dataset:
+    """The last ``days`` days of a longer dataset of the same centre and end, as a dataset of its own.
+
+    Days are independent simulations that drain before midnight (no call, visit or
+    agent session crosses a day boundary), so dropping the earlier days gives the
+    rows a build of only the last ``days`` would have written; view tables lose the
+    rows placed before the cutoff the same way (``tests/e2e/bench/test_scale.py`` checks
+    that against a build). Much faster than simulating them again.
+    """
+    centre, end = source.centre, source.end
+    if days >= source.info["days"]:
+        raise ValueError(f"derive: {days} days from a {source.info['days']}-day dataset")
+    key = centre.key(days, end)
+    home = root / key
+    if (home / "READY.json").exists():
+        return Dataset(home, json.loads((home / "READY.json").read_text()))
+    work = root / f"{key}.building"
+    cutoff = end - dt.timedelta(days=days)
+    started = time.monotonic()
+    with _locked(root / f"{key}.lock"):
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        subprocess.run(["cp", "-al", str(source.chdata), str(work / "chdata")], check=True)
+        client = _connect(work / "chdata")
+        try:
+            client.command("SYSTEM STOP VIEWS")
+            tables = [r[0] for r in client.query("SELECT name FROM system.tables WHERE database = 'pbx' "
+                                                 "AND engine LIKE '%MergeTree'").result_rows]
+            unknown = [t for t in tables if t not in TIME_COLUMNS]
+            if unknown:
+                raise RuntimeError(f"derive: no time column known for pbx.{unknown[0]}: add it to TIME_COLUMNS")
+            for table in tables:
+                column = TIME_COLUMNS[table]
+                if column is None:
+                    client.command(f"TRUNCATE TABLE pbx.{table}")
+                elif column:
+                    log(f"{key}: pbx.{table}: dropping rows before {cutoff}")
+                    # Whole partitions (months of pbx.events) first: free; then the rest by a mutation.
+                    for (partition,) in client.query(
+                            "SELECT partition_id FROM system.parts WHERE database = 'pbx' AND table = {t:String} "
+                            "AND active AND partition_id != 'all' GROUP BY partition_id "
+                            "HAVING max(max_time) < {c:DateTime}",
+                            parameters={"t": table, "c": dt.datetime(cutoff.year, cutoff.month, cutoff.day)},
+                    ).result_rows:
+                        client.command(f"ALTER TABLE pbx.{table} DROP PARTITION ID '{partition}'")
+                    client.command(f"ALTER TABLE pbx.{table} DELETE WHERE {column} < toDateTime('{cutoff}', 'UTC')",
+                                   settings={"mutations_sync": 2})
+            for table in tables:
+                client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
+            merge_wait = wait_for_merges(client)
+            facts = _facts(client)
+        finally:
+            client.close()
+        info = {
+            **{k: v for k, v in source.info.items() if k not in ("key", "days", "first_day", "simulated", "build_s")},
+            "key": key, "days": days, "first_day": cutoff.isoformat(), **facts,
+            "derived_from": source.info["key"],
+            "build_s": {"derive": round(time.monotonic() - started, 1), "merge_wait": merge_wait},
+            "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "bytes_on_disk": _du(work / "chdata"),
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        }
+        (work / "READY.json").write_text(json.dumps(info, indent=1))
+        work.rename(home)
+        log(f"{key}: derived from {source.info['key']}, {info['events']:,} events")
+        return Dataset(home, info)
+
+
+def find(root: Path, centre: Centre, days: int) -> Dataset | None:
+    """The newest built dataset of ``days`` days of ``centre`` under ``root``."""
+    prefix = centre.key(days, dt.date(2000, 1, 1))[: -len("20000101")]
+    found = sorted(p for p in root.glob(prefix + "*") if (p / "READY.json").exists())
+    return Dataset(found[-1], json.loads((found[-1] / "READY.json").read_text())) if found else None
+
+
+def find_longer(root: Path, centre: Centre, days: int) -> Dataset | None:
+    """The shortest built dataset of ``centre`` longer than ``days`` (newest end first): one to derive from."""
+    best: Dataset | None = None
+    for ready in root.glob(f"a{centre.agents}-q{centre.queues}-c{centre.calls_per_hour:g}-s{centre.seed}-d*/READY.json"):
+        candidate = Dataset(ready.parent, json.loads(ready.read_text()))
+        if candidate.info["days"] <= days or candidate.info.get("derived_from"):
+            continue
+        if best is None or (candidate.end, -candidate.info["days"]) > (best.end, -best.info["days"]):
+            best = candidate
+    return best
+
+
+# ---------------------------------------------------------------------------- a run's copy
+
+
+def copy_for_run(dataset: Dataset, run_dir: Path) -> Path:
+    """A hard-linked copy of the dataset's engine for one run (same filesystem); returns its chdata."""
+    target = run_dir / dataset.home.name / "chdata"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    subprocess.run(["cp", "-al", str(dataset.chdata), str(target)], check=True)
+    return target
+
+
+def extend(chdata: Path, centre: Centre, start: dt.date, until: dt.datetime, *, jobs: int = 2,
+           log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Add the simulated days from ``start`` (00:00 UTC) up to ``until`` to a run's copy.
+
+    Whole days as when building; the last, partial day is cut at ``until`` (calls in
+    progress and logged-in agents stay so: the dashboards' "now" is inside the data).
+    The views are not refreshed here: the measuring process's first refresh does it.
+    """
+    days: list[tuple[dt.date, float, str]] = []
+    day = start
+    while dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc) + dt.timedelta(days=1) <= until:
+        days.append((day, DAY_HOURS, "drain"))
+        day += dt.timedelta(days=1)
+    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    hours = (until - midnight).total_seconds() / 3600
+    if hours > 0:
+        days.append((day, hours, "cut"))
+    if not days:
+        return {"days": 0, "events": 0}
+    client = _connect(chdata)
+    started = time.monotonic()
+    try:
+        client.command("SYSTEM STOP VIEWS")
+        totals = _insert_days(client, centre, days, jobs, lambda i, c: None, log)
+    finally:
+        client.close()
+    return {"days": round(sum(h for _, h, _ in days) / 24, 2), "events": totals.get("events", 0),
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def prepare(dataset: Dataset, chdata: Path, until: dt.datetime, backfill_log: Path, *, jobs: int = 2,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Make a run's copy ready: caught up to ``until``, and the late day's access log written.
+
+    The late day is the day before the data's first day (a year back for a 365-day
+    dataset): importing it recomputes everything after it.
+    """
+    caught_up = extend(chdata, dataset.centre, dataset.end, until, jobs=jobs, log=log)
+    day = dataset.first_day - dt.timedelta(days=1)
+    sim = day_events(dataset.centre, day)
+    from ingest.simulation import write_access_log
+
+    lines = write_access_log(backfill_log, sim.events)
+    offered = sum(1 for v in sim.truth["queue_visits"] if v["outcome"] != "waiting")
+    return {"caught_up": caught_up, "until": until.isoformat(timespec="seconds"),
+            "backfill": {"day": day.isoformat(), "log": str(backfill_log), "lines": lines, "offered": offered}}
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scale.datasets",
+        description="Build a cached year dataset for `python -m bench run scale` (normally that command "
+        "builds what it needs; this builds one alone, e.g. the largest in the background).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    b = commands.add_parser("build", help="build one dataset (resumes an interrupted build)")
+    b.add_argument("--dir", type=Path, required=True, help="where datasets are cached, e.g. /work/scale-data")
+    b.add_argument("--agents", type=int, choices=sorted(CENTRES), required=True, help="which centre")
+    b.add_argument("--days", type=int, required=True, help="simulated days, ending today 00:00 UTC")
+    b.add_argument("--end", type=dt.date.fromisoformat, default=None,
+                   help="last day (exclusive), YYYY-MM-DD (default: today UTC; an interrupted build resumes "
+                   "only with the same end)")
+    b.add_argument("--jobs", type=int, default=2, help="simulating processes (default 2)")
+    d = commands.add_parser("derive", help="cut a shorter dataset from a built longer one (same centre and end)")
+    d.add_argument("--dir", type=Path, required=True)
+    d.add_argument("--from", dest="source", type=Path, required=True, help="the built dataset's directory")
+    d.add_argument("--days", type=int, required=True, help="the last this many days")
+    p = commands.add_parser("prepare", help="catch a run's copy up to now and write the late day's log")
+    p.add_argument("--dataset", type=Path, required=True, help="the built dataset's directory")
+    p.add_argument("--chdata", type=Path, required=True, help="the run's copy of its engine")
+    p.add_argument("--until", type=dt.datetime.fromisoformat, required=True, help="catch up to (ISO, UTC)")
+    p.add_argument("--backfill-log", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="JSON of what was done")
+    p.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.command == "derive":
+        source = Dataset(args.source, json.loads((args.source / "READY.json").read_text()))
+        derive(args.dir, source, args.days, log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
+        return 0
+    if args.command == "prepare":
+        dataset = Dataset(args.dataset, json.loads((args.dataset / "READY.json").read_text()))
+        until = args.until if args.until.tzinfo else args.until.replace(tzinfo=dt.timezone.utc)
+        args.out.write_text(json.dumps(prepare(dataset, args.chdata, until, args.backfill_log, jobs=args.jobs)))
+        return 0
+    try:
+        build(args.dir, CENTRES[args.agents], args.days, end=args.end, jobs=args.jobs,
+              log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
+    except DatasetBusy as exc:
+        print(f"python -m bench.scale.datasets: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
