@@ -48,8 +48,11 @@ class SimConfig:
     calls_per_hour: float = 40.0
     #: Relative volume by UTC hour (24 values).
     hourly_profile: tuple[float, ...] = HOURLY_PROFILE
-    #: Mean talk time of answered calls (exponential, at least 10 s).
+    #: Mean talk time of answered calls (exponential, at least ``min_talk_s``, at most
+    #: ``max_talk_s`` when that is not 0).
     mean_talk_s: float = 150.0
+    min_talk_s: int = 10
+    max_talk_s: int = 0
     #: Mean caller patience from first queue entry (exponential, at least short_abandon_s).
     mean_patience_s: float = 90.0
     #: Share of callers who give up within the short-abandon threshold.
@@ -60,10 +63,30 @@ class SimConfig:
     ring_no_answer_share: float = 0.1
     #: A call waiting this long moves once to the next queue (0 = no overflow).
     overflow_after_s: int = 60
+    #: Agents log in within this many seconds of the start.
+    login_spread_s: int = 180
+    #: Share of callers who hang up in the IVR, before any queue (start_call, call_end).
+    ivr_hangup_share: float = 0.03
+    #: Share of abandoning callers who call again 1-10 minutes later (same number, same queue).
+    retry_share: float = 0.3
+    #: Share of answered callers who call back 1-30 hours after their call started; of those,
+    #: the share who call back within 30 s either side of 24 h (the repeat-call window's edge).
+    callback_share: float = 0.08
+    callback_window_edge_share: float = 0.2
+    #: Share of answered inbound calls of 40 s or more transferred: half to another agent
+    #: (attended: both on the call for a few seconds), half into another queue (blind).
+    transfer_share: float = 0.06
     #: Outbound calls per agent per logged-in hour.
     outbound_per_agent_hour: float = 1.0
-    #: Pauses per agent per hour (break, lunch, meeting, training).
+    #: Calls from one agent to another per agent per logged-in hour; share nobody answers.
+    internal_per_agent_hour: float = 0.3
+    internal_no_answer_share: float = 0.4
+    #: Share of calls ended by a hang-up whose call_end the PBX never sends.
+    lost_call_end_share: float = 0.02
+    #: Pauses per agent per hour (break, lunch, meeting, training, Coaching).
     pauses_per_agent_hour: float = 0.8
+    #: Share of pauses renamed once midway (e.g. break -> meeting): still paused, new name.
+    pause_rename_share: float = 0.15
     #: Share of agents who log out once mid-period and come back.
     mid_logout_share: float = 0.3
     #: Share of answered calls a supervisor spies on; of those, share never ended.
@@ -78,9 +101,10 @@ class SimConfig:
     #: "drain": after the period, calls in progress finish and agents log out when idle.
     #: "cut": the output stops at the period's end; open visits stay "waiting".
     end_mode: str = "drain"
-    #: Thresholds the truth uses (issue 4 defaults).
+    #: Thresholds the truth uses (issue 4 defaults; sla_target_pct: issue 14's staffing target).
     sla_threshold_s: int = 20
     short_abandon_s: int = 5
+    sla_target_pct: float = 80.0
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None:
@@ -100,9 +124,18 @@ class SimConfig:
             raise SimConfigError(f"end_mode must be 'drain' or 'cut', got {self.end_mode!r}")
         if self.ring_timeout_s < 10:
             raise SimConfigError("ring_timeout_s must be at least 10")
+        if self.min_talk_s < 1 or (self.max_talk_s and self.max_talk_s < self.min_talk_s):
+            raise SimConfigError(f"talk time bounds {self.min_talk_s}..{self.max_talk_s}: need 1 <= min <= max "
+                                 "(max 0: none)")
+        if self.login_spread_s < 0:
+            raise SimConfigError(f"login_spread_s must be >= 0, got {self.login_spread_s}")
+        if not 0 < self.sla_target_pct < 100:
+            raise SimConfigError(f"sla_target_pct must be within 0..100 (exclusive), got {self.sla_target_pct}")
         for name in ("short_abandon_share", "ring_no_answer_share", "mid_logout_share", "spy_share",
                      "spy_unended_share", "recording_share", "recording_restart_share",
-                     "recording_unstopped_share", "abandon_without_queue_out_share"):
+                     "recording_unstopped_share", "abandon_without_queue_out_share", "ivr_hangup_share",
+                     "retry_share", "callback_share", "callback_window_edge_share", "transfer_share", "internal_no_answer_share",
+                     "lost_call_end_share", "pause_rename_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SimConfigError(f"{name} must be within 0..1, got {getattr(self, name)}")
 

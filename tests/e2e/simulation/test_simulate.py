@@ -89,7 +89,8 @@ def test_scenario_has_the_cases_the_views_must_handle(default_sim, busy_cut_sim)
 def test_drain_mode_ends_everything_it_started(default_sim):
     counts = default_sim.truth["event_counts"]
     assert counts["pbx_agent_login"] == counts["pbx_agent_logout"]
-    assert counts["start_call"] == counts["call_end"]
+    lost = sum(c["ended_at"] is None for c in default_sim.truth["calls"])  # call_end lost by the PBX
+    assert counts["start_call"] == counts["call_end"] + lost and 0 < lost < counts["start_call"] / 20
     assert all(v["outcome"] != "waiting" for v in default_sim.truth["queue_visits"])
     assert default_sim.truth["period"]["until"] is None
 
@@ -132,7 +133,7 @@ def literal_visits(sim, short_abandon_s: int = 5, sla: int = 20) -> list[dict]:
 def test_truth_queue_visits_follow_the_definitions_literally(which, request):
     sim = request.getfixturevalue(which)
     assert sim.truth["queue_visits"] == literal_visits(sim)
-    assert sim.truth["thresholds"] == {"sla_threshold_s": 20, "short_abandon_s": 5}
+    assert sim.truth["thresholds"] == {"sla_threshold_s": 20, "short_abandon_s": 5, "sla_target_pct": 80.0}
     stats = sim.truth["queue_stats_15m"]
     outcomes = Counter(v["outcome"] for v in sim.truth["queue_visits"])
     assert sum(r["offered"] for r in stats) == len(sim.truth["queue_visits"]) - outcomes["waiting"]
@@ -212,15 +213,19 @@ def test_truth_recordings_and_spy_sessions_follow_the_definitions(default_sim):
         cid = rec["call_id"]
         mine = [(t, e) for t, e, p in hooks if p.get("call_id") == cid]
         answer = min(t for t, e in mine if e in ("answered_internal", "answered_external"))
-        end = next(t for t, e in mine if e == "call_end")
+        end = next((t for t, e in mine if e == "call_end"), None)  # None: the PBX lost it
         marks = [(t, e) for t, e in mine if e.startswith("call_recording_")]
         total, unstopped = 0, False
         for i, (t, e) in enumerate(marks):
             if e == "call_recording_start":
                 stop = next((t2 for t2, e2 in marks[i + 1:] if e2 == "call_recording_stop"), None)
                 unstopped |= stop is None
-                total += max(0, min(stop if stop is not None else end, end) - max(t, answer))
-        assert (rec["answered_at"], rec["ended_at"], rec["talk_s"]) == (iso(answer), iso(end), end - answer)
+                if end is not None:
+                    total += max(0, min(stop if stop is not None else end, end) - max(t, answer))
+        if end is None and marks:
+            total = None  # recorded, not ended: no bound to clip at
+        talk = None if end is None else end - answer
+        assert (rec["answered_at"], rec["ended_at"], rec["talk_s"]) == (iso(answer), iso(end), talk)
         assert (rec["recording_s"], rec["unstopped"]) == (total, unstopped)
         assert rec["segments"] == sum(e == "call_recording_start" for _, e in marks)
     starts = [(t, p) for t, e, p in hooks if e == "call_spy_start"]
