@@ -9,8 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["HOURLY_PROFILE", "INTERVAL_S", "READY_STATES", "RNA_BLOCK_S", "SimConfig", "SimConfigError", "parse_start"]
+__all__ = [
+    "HOURLY_PROFILE",
+    "INTERVAL_S",
+    "READY_STATES",
+    "RNA_BLOCK_S",
+    "SimConfig",
+    "SimConfigError",
+    "parse_start",
+    "scenario",
+]
 
 #: States of ``pbx_agent_set_state`` that count as ready (case-insensitive), per issue 4.
 READY_STATES = frozenset({"available", "online", "ready"})
@@ -98,6 +111,9 @@ class SimConfig:
     recording_unstopped_share: float = 0.12
     #: Share of abandons for which the PBX sends only call_end (no queue_out).
     abandon_without_queue_out_share: float = 0.1
+    #: In "drain" mode, an agent due to leave while busy or with callers waiting checks again
+    #: this many seconds later.
+    drain_check_s: int = 10
     #: "drain": after the period, calls in progress finish and agents log out when idle.
     #: "cut": the output stops at the period's end; open visits stay "waiting".
     end_mode: str = "drain"
@@ -127,6 +143,8 @@ class SimConfig:
         if self.min_talk_s < 1 or (self.max_talk_s and self.max_talk_s < self.min_talk_s):
             raise SimConfigError(f"talk time bounds {self.min_talk_s}..{self.max_talk_s}: need 1 <= min <= max "
                                  "(max 0: none)")
+        if self.drain_check_s < 1:
+            raise SimConfigError(f"drain_check_s must be >= 1, got {self.drain_check_s}")
         if self.login_spread_s < 0:
             raise SimConfigError(f"login_spread_s must be >= 0, got {self.login_spread_s}")
         if not 0 < self.sla_target_pct < 100:
@@ -155,3 +173,60 @@ def parse_start(text: str) -> dt.datetime:
     except ValueError:
         raise SimConfigError(f"start {text!r}: expected an ISO date-time such as 2026-11-02T08:00") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+#: A live-only period starts this many seconds after the command does (its start-up).
+LIVE_LEAD_S = 2
+
+#: The CLI's own flags for SimConfig fields (the rest go through ``--set NAME=VALUE``).
+_FLAGS = ("seed", "queues", "agents", "calls_per_hour", "end_mode")
+
+
+def scenario(flags: Mapping[str, Any], settings: Iterable[str] = (), *, live: bool = False,
+             now: float | None = None) -> SimConfig:
+    """The ``simulate`` command's scenario: its flags (``seed``, ``start``, ``hours``,
+    ``live_hours``, ...), ``NAME=VALUE`` settings of any other field, and the period.
+
+    Without ``start`` the period ends ``now``: it starts ``hours`` before it and, when ``live``
+    (a target to send to), runs ``live_hours`` (default 1) beyond it. ``hours`` 0 with ``live``:
+    live only, from :data:`LIVE_LEAD_S` on. With ``start`` it is ``hours`` long from there.
+    """
+    fields = {f.name: f for f in dataclasses.fields(SimConfig)}
+    values: dict[str, Any] = {k: flags[k] for k in _FLAGS if flags.get(k) is not None}
+    for item in settings:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields or name in ("start", "hours"):
+            known = ", ".join(n for n in fields if n not in ("start", "hours"))
+            raise SimConfigError(f"--set {item!r}: expected NAME=VALUE with NAME one of: {known}")
+        values[name] = _parse(name, text.strip(), type(getattr(SimConfig, name)))
+    hours = 1.0 if flags.get("hours") is None else float(flags["hours"])
+    live_hours = flags.get("live_hours")
+    if flags.get("start") is not None:
+        if live_hours is not None:
+            raise SimConfigError("--live-hours: the live part follows a period that ends now; with --start, "
+                                 "--hours is the whole period (what is due is imported, the rest sent live)")
+        return SimConfig(start=parse_start(flags["start"]), hours=hours, **values)
+    if live_hours is not None and not live:
+        raise SimConfigError("--live-hours needs --target (the service to send the live part to)")
+    live_hours = (1.0 if live else 0.0) if live_hours is None else float(live_hours)
+    if hours < 0 or live_hours < 0:
+        raise SimConfigError(f"hours must be >= 0, got --hours {hours:g} --live-hours {live_hours:g}")
+    if hours + live_hours <= 0:
+        raise SimConfigError("hours must be positive: nothing to simulate")
+    now_s = math.floor(time.time() if now is None else now)
+    # Live only: from two seconds on, so nothing is due (to import) when sending starts.
+    start = now_s - round(hours * 3600) if hours > 0 else now_s + LIVE_LEAD_S
+    return SimConfig(start=dt.datetime.fromtimestamp(start, dt.timezone.utc), hours=hours + live_hours, **values)
+
+
+def _parse(name: str, text: str, kind: type) -> Any:
+    try:
+        if name == "hourly_profile":  # 24 comma-separated values, or one for every hour
+            values = tuple(float(v) for v in text.split(","))
+            return values * 24 if len(values) == 1 else values
+        if kind is bool:
+            return {"1": True, "true": True, "0": False, "false": False}[text.lower()]
+        return kind(text)
+    except (KeyError, ValueError):
+        raise SimConfigError(f"--set {name}={text!r}: expected a {kind.__name__}") from None

@@ -546,7 +546,7 @@ class _Sim:
             return
         # Stay while calls of the agent's queues are waiting, so the period drains.
         if any(c.state in ("waiting", "ringing") for q in agent.skills for c in self.waiting[q]) or self.busy(agent):
-            self.at(self.now + 10, self.end_shift, agent)
+            self.at(self.now + self.cfg.drain_check_s, self.end_shift, agent)
             return
         self.logout(agent, "end_of_shift")
 

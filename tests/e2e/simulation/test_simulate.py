@@ -18,9 +18,8 @@ import pytest
 from ingest.cli import main
 from ingest.events.decode import decode, parse_query
 from ingest.events.spec import EVENTS
-from ingest.simulation import SimConfig, SimConfigError, send_to_target, simulate
+from ingest.simulation import SimConfig, SimConfigError, simulate
 from ingest.simulation.config import READY_STATES
-from ingest.testing import stored
 
 UTC = dt.timezone.utc
 
@@ -274,8 +273,16 @@ def test_truth_file_and_access_log_from_the_command_line(tmp_path, capsys):
         pytest.param(["--hours", "0"], "hours must be positive", id="hours"),
         pytest.param(["--start", "yesterday"], "expected an ISO date-time", id="start"),
         pytest.param(["--tz-offset", "Mars/Olympus"], "expected +HHMM", id="tz"),
-        pytest.param(["--speed", "-1"], "speed must be >= 0", id="speed"),
+        pytest.param(["--speed", "60", "--target", "http://127.0.0.1:9"], "--speed is gone", id="speed"),
         pytest.param(["--concurrency", "0"], "concurrency must be at least 1", id="concurrency"),
+        pytest.param(["--jitter-ms", "-1"], "--jitter-ms must be within 0..10000", id="jitter"),
+        pytest.param(["--live-hours", "1"], "--live-hours needs --target", id="live-without-target"),
+        pytest.param(["--start", "2026-11-02T08:00", "--live-hours", "1", "--target", "http://127.0.0.1:9"],
+                     "with --start, --hours is the whole period", id="live-with-start"),
+        pytest.param(["--hours", "0"], "nothing to simulate", id="nothing"),
+        pytest.param(["--set", "mean_talk_s"], "expected NAME=VALUE", id="set-without-value"),
+        pytest.param(["--set", "no_such=1"], "expected NAME=VALUE with NAME one of", id="set-unknown"),
+        pytest.param(["--set", "max_talk_s=ten"], "expected a int", id="set-type"),
     ],
 )
 def test_bad_flags_are_named(flags, message, capsys):
@@ -286,12 +293,3 @@ def test_bad_flags_are_named(flags, message, capsys):
 def test_a_scenario_outside_the_model_is_refused():
     with pytest.raises(SimConfigError):
         SimConfig(end_mode="later")
-
-
-def test_sending_to_a_running_service_stores_every_event(serve):
-    sim = simulate(SimConfig(seed=9, hours=0.25))
-    sent, failed = send_to_target(sim.events, serve.url, speed=9000, concurrency=4)  # 15 min in 0.1 s
-    assert (sent, failed) == (len(sim.events), 0)
-    assert serve.stop() == 0
-    got = {r["event"]: r["n"] for r in stored(serve.dsn, "SELECT event, count() AS n FROM pbx.events GROUP BY event")}
-    assert got == sim.truth["event_counts"]
