@@ -53,6 +53,10 @@ DENSE = ["--seed", "4", "--hours", "0", "--live-hours", "0.0034", "--queues", "3
          "--set", "mean_talk_s=6", "--set", "min_talk_s=3", "--set", "max_talk_s=10",
          "--set", "mean_patience_s=6", "--set", "short_abandon_share=0.2", "--set", "overflow_after_s=5",
          "--set", "ring_timeout_s=10", "--set", "drain_check_s=1"]
+#: serve applies every migration on a fresh engine before it answers (a minute or more on a
+#: loaded machine, for a schema with many views).
+SERVE_START_S = 300
+
 #: Arrivals later than this behind their second could reorder events the simulator keeps a
 #: second apart because their order matters (docs/simulator.md, same-second ties).
 MAX_DEVIATION_S = 1.0
@@ -75,7 +79,7 @@ def _simulate(*args: str) -> subprocess.CompletedProcess[str]:
 def live(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The dense scenario sent live to serve; then serve stopped and the views read."""
     tmp = tmp_path_factory.mktemp("live")
-    serve = ServeProcess(tmp / "chdata")
+    serve = ServeProcess(tmp / "chdata", timeout=SERVE_START_S)
     try:
         run = _simulate("--target", serve.url, "--jitter-ms", str(JITTER_MS), "--truth", str(tmp / "truth.json"),
                         "--clickhouse", f"chdb://{tmp / 'unused'}", *DENSE)
@@ -221,7 +225,7 @@ def test_agent_talk_and_idle_time_match_the_truth_within_the_jitter_per_call(liv
 def test_the_past_part_is_imported_with_its_own_times_and_the_rest_sent_live(tmp_path: Path) -> None:
     """A period ending now plus a few live seconds: the events already due land in the engine
     of --clickhouse at their own seconds, the rest reach the service live, none twice."""
-    serve = ServeProcess(tmp_path / "served")
+    serve = ServeProcess(tmp_path / "served", timeout=SERVE_START_S)
     past_dsn = f"chdb://{tmp_path / 'past'}"
     try:
         run = _simulate("--target", serve.url, "--clickhouse", past_dsn, "--truth", str(tmp_path / "truth.json"),
@@ -243,7 +247,7 @@ def test_the_past_part_is_imported_with_its_own_times_and_the_rest_sent_live(tmp
 
 
 def test_a_past_part_while_serve_holds_the_embedded_engine_is_refused_before_sending(tmp_path: Path) -> None:
-    serve = ServeProcess(tmp_path / "chdata")
+    serve = ServeProcess(tmp_path / "chdata", timeout=SERVE_START_S)
     try:
         run = _simulate("--target", serve.url, "--clickhouse", serve.dsn, "--hours", "0.05", "--live-hours", "0.01")
     finally:
