@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from ingest.simulation import SimConfig, simulate
-from ingest.storing import clickhouse
+from ingest.storing import clickhouse, migrations
 from ingest.testing import REPO, ServeProcess, query_dicts, refresh_views, stored
 
 UTC = dt.timezone.utc
@@ -227,6 +227,9 @@ def test_the_past_part_is_imported_with_its_own_times_and_the_rest_sent_live(tmp
     of --clickhouse at their own seconds, the rest reach the service live, none twice."""
     serve = ServeProcess(tmp_path / "served", timeout=SERVE_START_S)
     past_dsn = f"chdb://{tmp_path / 'past'}"
+    client = clickhouse.connect(past_dsn)  # migrated beforehand: the import itself takes a moment
+    migrations.apply_migrations(client)
+    client.close()
     try:
         run = _simulate("--target", serve.url, "--clickhouse", past_dsn, "--truth", str(tmp_path / "truth.json"),
                         "--seed", "2", "--hours", "0.01", "--live-hours", "0.002", "--queues", "2", "--agents", "4",
