@@ -290,8 +290,10 @@ def _simulate(settings: Settings, flags: dict[str, Any]) -> int:
                               "--access-log and `import`")
         config = scenario(given, settings=given.get("set", ()), live=bool(given.get("target")))
         # A live-only period (--hours 0) has nothing to import: events late at the start go out late.
+        # A file of a period that ends now holds nothing after now (its drain included).
+        end_by = config.end_s if "start" not in given and "target" not in given else None
         options = SimulateOptions(**outputs, backfill=given.get("hours", 1) > 0 or "start" in given,
-                                  backfill_to=settings.clickhouse_url)
+                                  backfill_to=settings.clickhouse_url, end_by=end_by)
     except (SimConfigError, ConfigError) as exc:
         print(f"pbx-analytics simulate: {exc}", file=sys.stderr)
         return 2

@@ -254,6 +254,9 @@ class SimulateOptions:
     progress: bool | None = None
     #: Write the expected metrics (the truth) here as JSON.
     truth: str | None = None
+    #: Without ``target``: move the period earlier until its last event (a drained call, a
+    #: logout) is at or before this epoch second ("the period ends now"). None: as given.
+    end_by: float | None = None
 
     def __post_init__(self) -> None:
         try:

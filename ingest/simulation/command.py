@@ -16,6 +16,8 @@ SLA, answer times of milliseconds).
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import datetime as dt
 import sys
 import tempfile
 import time
@@ -26,7 +28,7 @@ from typing import IO
 from ingest.config import SimulateOptions
 from ingest.simulation.config import SimConfig
 from ingest.simulation.engine import simulate
-from ingest.simulation.model import SimEvent
+from ingest.simulation.model import SimEvent, Simulation
 from ingest.simulation.outputs import write_access_log, write_truth
 from ingest.simulation.sender import plan_live, quiet_http_log, send_planned
 
@@ -46,7 +48,8 @@ def run(config: SimConfig, options: SimulateOptions, *, out: IO[str] | None = No
     ``out``/``err``: default ``sys.stdout``/``sys.stderr`` as they are at the call."""
     out, err = out or sys.stdout, err or sys.stderr
     started = time.perf_counter()
-    result = simulate(config)
+    result = _ending_by(config, options.end_by) if options.end_by is not None and not options.target else simulate(config)
+    config = result.config
     elapsed = time.perf_counter() - started
     if options.truth:
         write_truth(options.truth, result.truth)
@@ -86,6 +89,22 @@ def run(config: SimConfig, options: SimulateOptions, *, out: IO[str] | None = No
     out.write(report.summary(options.target, jitter_s) + "\n")
     out.flush()
     return 1 if report.failed else 0
+
+
+def _ending_by(config: SimConfig, end_by: float) -> Simulation:
+    """The scenario moved earlier until its last event is at or before ``end_by``: a period
+    that ends now, drain included. The drain's length depends on the start (arrivals follow
+    the hour of day), so the start moves by the overshoot a few times; if that does not
+    settle, the output is cut at the period's end instead."""
+    result = simulate(config)
+    for _ in range(5):
+        late = result.events[-1].t - end_by if result.events else 0
+        if late <= 0:
+            return result
+        config = dataclasses.replace(config, start=config.start - dt.timedelta(seconds=late))
+        result = simulate(config)
+    return simulate(dataclasses.replace(config, end_mode="cut", start=config.start - dt.timedelta(
+        seconds=max(0, config.end_s - int(end_by)))))
 
 
 def _check_target(target: str) -> None:

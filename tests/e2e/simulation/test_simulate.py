@@ -267,6 +267,17 @@ def test_truth_file_and_access_log_from_the_command_line(tmp_path, capsys):
     assert lines[0].endswith('HTTP/1.1" 200 3') and "/Jul/2026:0" in lines[0] and "-0500]" in lines[0]
 
 
+def test_without_start_the_file_ends_now(tmp_path, capsys):
+    """Today's figures for the dashboards' default ranges; nothing stamped in the future."""
+    log = tmp_path / "now.log"
+    before = time.time()
+    assert main(["simulate", "--hours", "0.5", "--agents", "3", "--access-log", str(log)]) == 0
+    times = [dt.datetime.strptime(line.split("[", 1)[1][:26], "%d/%b/%Y:%H:%M:%S %z").timestamp()
+             for line in log.read_text().splitlines()]
+    assert before - 3 * 3600 < times[0] < before - 0.4 * 3600 and max(times) <= time.time()
+    assert max(times) > before - 3600
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
