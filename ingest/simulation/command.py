@@ -48,7 +48,8 @@ def run(config: SimConfig, options: SimulateOptions, *, out: IO[str] | None = No
     ``out``/``err``: default ``sys.stdout``/``sys.stderr`` as they are at the call."""
     out, err = out or sys.stdout, err or sys.stderr
     started = time.perf_counter()
-    result = _ending_by(config, options.end_by) if options.end_by is not None and not options.target else simulate(config)
+    ends_by = options.end_by is not None and not options.target
+    result = _ending_by(config, options.end_by) if ends_by else simulate(config)  # type: ignore[arg-type]
     config = result.config
     elapsed = time.perf_counter() - started
     if options.truth:

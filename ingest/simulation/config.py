@@ -2,7 +2,8 @@
 
 Same config (seed included) -> same events, byte for byte. ``docs/simulator.md``
 describes the model; the output options (access log, target, truth) are
-``ingest.config.SimulateOptions``.
+``ingest.config.SimulateOptions``. :func:`scenario` turns the command's flags
+into a config, with its default period: one that ends now.
 """
 
 from __future__ import annotations
@@ -152,8 +153,8 @@ class SimConfig:
         for name in ("short_abandon_share", "ring_no_answer_share", "mid_logout_share", "spy_share",
                      "spy_unended_share", "recording_share", "recording_restart_share",
                      "recording_unstopped_share", "abandon_without_queue_out_share", "ivr_hangup_share",
-                     "retry_share", "callback_share", "callback_window_edge_share", "transfer_share", "internal_no_answer_share",
-                     "lost_call_end_share", "pause_rename_share"):
+                     "retry_share", "callback_share", "callback_window_edge_share", "transfer_share",
+                     "internal_no_answer_share", "lost_call_end_share", "pause_rename_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SimConfigError(f"{name} must be within 0..1, got {getattr(self, name)}")
 
