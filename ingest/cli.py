@@ -149,15 +149,22 @@ def _add_backfill_commands(commands: Any) -> None:
 
     sim = commands.add_parser(
         "simulate",
-        help="generate a realistic, seeded call-centre day of webhooks",
+        help="generate a realistic, seeded call centre: an access log, a live PBX, the expected figures",
         description="Simulate queues, callers and agents and emit the PBX webhooks: to an access log "
-        "that `import` reads, and/or to a running service. --truth writes the metrics the simulator "
-        "expects (docs/simulator.md). Same seed, same output.",
+        "that `import` reads, and/or to a running service as the PBX does (--target: in real time, "
+        "concurrently, jittered). By default the period ends now: with --target its past part is "
+        "imported with its own times and the simulation continues live. --truth writes the metrics "
+        "the simulator expects (docs/simulator.md). Same seed and --start, same output.",
     )
+    _add_engine_flag(sim)
     sim.add_argument("--seed", dest="sim_seed", type=int, help="random seed (default 1)")
     sim.add_argument("--start", dest="sim_start", help="simulated start, ISO date-time, UTC unless an offset "
-                     "is given (default 2026-11-02T08:00)")
-    sim.add_argument("--hours", dest="sim_hours", type=float, help="simulated hours of arrivals (default 1)")
+                     "is given; the period is then --hours long (default: --hours before now, so the period "
+                     "ends now)")
+    sim.add_argument("--hours", dest="sim_hours", type=float,
+                     help="hours of arrivals: before now, or from --start (default 1; 0 with --target: live only)")
+    sim.add_argument("--live-hours", dest="sim_live_hours", type=float,
+                     help="with --target: hours of arrivals after now, sent live in real time (default 1)")
     sim.add_argument("--queues", dest="sim_queues", type=int, help="number of queues (default 3)")
     sim.add_argument("--agents", dest="sim_agents", type=int, help="number of agents (default 8)")
     sim.add_argument("--calls-per-hour", dest="sim_calls_per_hour", type=float,
@@ -165,6 +172,9 @@ def _add_backfill_commands(commands: Any) -> None:
     sim.add_argument("--end-mode", dest="sim_end_mode", choices=["drain", "cut"],
                      help="drain (default): calls in progress finish after the period; cut: output stops "
                      "at the period's end, leaving calls waiting")
+    sim.add_argument("--set", dest="sim_set", action="append", metavar="NAME=VALUE",
+                     help="any other scenario setting (docs/simulator.md: SimConfig), e.g. --set mean_talk_s=60; "
+                     "repeatable")
     sim.add_argument("--access-log", dest="sim_access_log", metavar="FILE",
                      help="write an nginx access log (gzip if FILE ends in .gz)")
     sim.add_argument("--log-format", dest="sim_log_format", choices=["combined", "common"],
@@ -173,12 +183,19 @@ def _add_backfill_commands(commands: Any) -> None:
                      help="time zone of the access log: +HHMM, -HHMM, UTC or a zone such as Europe/Prague "
                      "(default +0000)")
     sim.add_argument("--target", dest="sim_target", metavar="URL",
-                     help="also send every webhook as a GET to a running service, e.g. http://127.0.0.1:8080")
-    sim.add_argument("--speed", dest="sim_speed", type=float,
-                     help="with --target: 1 = real time, 60 = a minute per second, 0 = no waiting (default 0)")
+                     help="a running service, e.g. http://127.0.0.1:8080: events due from now on are sent "
+                     "there in real time; those already due are imported into --clickhouse with their own "
+                     "times (on the embedded engine, that needs serve stopped: see docs/simulator.md)")
+    sim.add_argument("--jitter-ms", dest="sim_jitter_ms", type=float,
+                     help="with --target: each request goes out up to this much after its second, at random, "
+                     "so events of one instant arrive in either order (default 150)")
     sim.add_argument("--concurrency", dest="sim_concurrency", type=int,
-                     help="with --target: requests in flight at once (default 8)")
+                     help="with --target: requests in flight at once (default 32)")
+    sim.add_argument("--no-progress", dest="sim_progress", action="store_const", const=False,
+                     help="no progress line (shown only when stderr is a terminal anyway)")
     sim.add_argument("--truth", dest="sim_truth", metavar="FILE", help="write the expected metrics as JSON")
+    # Gone: a compressed send stored compressed times as if they were real. Refused with the reason.
+    sim.add_argument("--speed", dest="sim_speed", help=argparse.SUPPRESS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,18 +276,24 @@ def _import(settings: Settings, flags: dict[str, Any]) -> int:
 
 def _simulate(settings: Settings, flags: dict[str, Any]) -> int:
     from ingest.simulation.command import run
-    from ingest.simulation.config import SimConfig, SimConfigError, parse_start
+    from ingest.simulation.config import SimConfigError, scenario
 
     given = {k.removeprefix("sim_"): v for k, v in flags.items() if v is not None}
-    scenario = {f.name: given[f.name] for f in dataclasses.fields(SimConfig) if f.name in given}
     outputs = {f.name: given[f.name] for f in dataclasses.fields(SimulateOptions) if f.name in given}
     if "tz_offset" in given:
         outputs["tz"] = given["tz_offset"]
     try:
-        if "start" in scenario:
-            scenario["start"] = parse_start(scenario["start"])
-        config = SimConfig(**scenario)
-        options = SimulateOptions(**outputs)
+        if "speed" in given:
+            raise ConfigError("--speed is gone: a compressed send stored compressed arrival times as if they "
+                              "were real. With --target, events already due are imported with their own times "
+                              "and the rest are sent in real time (docs/simulator.md#live); for a file, use "
+                              "--access-log and `import`")
+        config = scenario(given, settings=given.get("set", ()), live=bool(given.get("target")))
+        # A live-only period (--hours 0) has nothing to import: events late at the start go out late.
+        # A file of a period that ends now holds nothing after now (its drain included).
+        end_by = config.end_s if "start" not in given and "target" not in given else None
+        options = SimulateOptions(**outputs, backfill=given.get("hours", 1) > 0 or "start" in given,
+                                  backfill_to=settings.clickhouse_url, end_by=end_by)
     except (SimConfigError, ConfigError) as exc:
         print(f"pbx-analytics simulate: {exc}", file=sys.stderr)
         return 2

@@ -237,14 +237,26 @@ class SimulateOptions:
     log_format: str = "combined"
     #: Time zone of the access log: +HHMM, -HHMM, UTC or an IANA zone such as Europe/Prague.
     tz: str = "+0000"
-    #: Also send every webhook as a GET to a running service at this URL.
+    #: Send the events due from now on, live, to a running service at this URL; those already
+    #: due are stored through the import path, with their own times, at ``backfill_to``.
     target: str | None = None
-    #: With ``target``: 1 = real time, 60 = a minute per second, 0 = no waiting.
-    speed: float = 0.0
+    #: With ``target``: store the events already due through the import path at ``backfill_to``
+    #: (a ClickHouse DSN, as ``--clickhouse``). Off (a live-only period): send every event,
+    #: those due already behind plan.
+    backfill: bool = True
+    backfill_to: str = ""
+    #: With ``target``: each request goes out up to this many milliseconds after its
+    #: simulated second (random, seeded), so events of one instant arrive in either order.
+    jitter_ms: float = 150.0
     #: With ``target``: requests in flight at once.
-    concurrency: int = 8
+    concurrency: int = 32
+    #: The progress line; None: only when stderr is a terminal.
+    progress: bool | None = None
     #: Write the expected metrics (the truth) here as JSON.
     truth: str | None = None
+    #: Without ``target``: move the period earlier until its last event (a drained call, a
+    #: logout) is at or before this epoch second ("the period ends now"). None: as given.
+    end_by: float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -253,7 +265,7 @@ class SimulateOptions:
             raise ConfigError(str(exc)) from None
         if self.log_format not in FORMATS:
             raise ConfigError(f"log format {self.log_format!r}: expected combined or common")
-        if self.speed < 0:
-            raise ConfigError(f"speed must be >= 0, got {self.speed}")
+        if not 0 <= self.jitter_ms <= 10_000:
+            raise ConfigError(f"--jitter-ms must be within 0..10000, got {self.jitter_ms:g}")
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")

@@ -146,8 +146,7 @@ def stored(dsn: str, sql: str = f"SELECT * FROM {DATABASE}.events ORDER BY recei
 def refreshed_views(client: Client) -> list[str]:
     """The refreshable materialized views of the schema, as ``pbx.<name>``."""
     return [f"{DATABASE}.{r[0]}" for r in client.query(
-        f"SELECT name FROM system.tables WHERE database = '{DATABASE}' AND engine = 'MaterializedView' "
-        "AND create_table_query ILIKE '%REFRESH%' ORDER BY name").result_rows]
+        f"SELECT view FROM system.view_refreshes WHERE database = '{DATABASE}' ORDER BY view").result_rows]
 
 
 def refresh_views(client: Client) -> None:

@@ -6,8 +6,11 @@ day; they wait with a patience (some give up within seconds), overflow once to
 the next queue after ``overflow_after_s``, and are rung to a free, ready agent
 with the queue among its skills (longest idle first). A ring may go
 unanswered (``exten_paused``, the agent is blocked for a while). Agents log in
-and out, pause with named states, make outbound calls; supervisors spy on
-calls; calls are recorded, some stopped and restarted, some never stopped.
+and out, pause with named states (some renamed midway), make outbound calls and
+call each other; some calls are transferred to another agent or queue; some
+callers hang up in the IVR, retry after giving up or call back hours later;
+supervisors spy on calls; calls are recorded, some stopped and restarted, some
+never stopped; the PBX loses a few ``call_end`` webhooks.
 
 Time runs in whole seconds (the access log's resolution). Every webhook it
 emits is one of ``ingest.events.spec.EVENTS`` with parameters the spec defines
@@ -37,7 +40,10 @@ _AGENT_NAMES = ("martin", "karel", "jana", "petra", "tomas", "lucie", "eva", "pa
 # Display names with non-ASCII letters exercise percent-encoded UTF-8 end to end.
 _DISPLAY = {"tomas": "Tomáš", "jiri": "Jiří", "tereza": "Tereza Nováková", "klara": "Klára"}
 _SUPERVISORS = (("supervisor1", "200"), ("supervisor2", "201"))
-_PAUSES = (("break", 300, 900, 5), ("lunch", 1800, 2700, 1), ("meeting", 600, 1200, 1), ("training", 600, 1800, 1))
+_PAUSES = (("break", 300, 900, 5), ("lunch", 1800, 2700, 1), ("meeting", 600, 1200, 1), ("training", 600, 1800, 1),
+           ("Coaching", 300, 900, 1))
+#: What a pause may be renamed to midway (never lunch: once a day, planned).
+_RENAMES = ("meeting", "training", "Coaching")
 _READY_NAMES = ("available", "available", "available", "Online", "ready")
 _LOGOUT_REASONS = ("pause", "manual", "end_of_shift")
 _SPY_TYPES = ("spy", "bargein", "whisper")
@@ -67,6 +73,7 @@ class _Sim:
         # Facts for the truth, in processing order: (t, agent, kind, arg).
         self.agent_log: list[tuple[int, str, str, Any]] = []
         self.rings: list[tuple[int, str, str]] = []
+        self.answers: list[tuple[int, str, str, str]] = []  # (t, agent, call_id, event)
         self.spies: list[dict[str, Any]] = []
 
     # -- setup
@@ -102,11 +109,11 @@ class _Sim:
         self.cel += self.rng.randint(1, 9)
         return str(self.cel)
 
-    def new_call(self, caller_num: str, did: str) -> Call:
+    def new_call(self, caller_num: str, did: str, kind: str = "inbound") -> Call:
         self.call_seq += 1
         alphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
         custom = "".join(self.rng.choice(alphabet) for _ in range(8))
-        call = Call(f"{self.now}.{self.call_seq}", custom, caller_num, did)
+        call = Call(f"{self.now}.{self.call_seq}", custom, caller_num, did, started_at=self.now, kind=kind)
         self.calls.append(call)
         return call
 
@@ -115,13 +122,14 @@ class _Sim:
         for q in self.queue_names:
             self.at(self.now, self.arrival, q)
         for agent in self.agents:
-            self.at(self.now + self.rng.randint(0, 180), self.login, agent)
+            self.at(self.now + self.rng.randint(0, cfg.login_spread_s), self.login, agent)
             if cfg.hours >= 0.5 and self.rng.random() < cfg.mid_logout_share:
                 lo, hi = self.now + 900, self.end - 900
                 if hi > lo:
                     self.at(self.rng.randint(lo, hi), self.mid_logout, agent)
             self.schedule_pause(agent, self.now + 240)
             self.schedule_outbound(agent, self.now + 240)
+            self.schedule_random(agent, self.now + 300, cfg.internal_per_agent_hour, self.internal_due)
             if cfg.end_mode == "drain":
                 self.at(self.end, self.end_shift, agent)
         while self.heap:
@@ -153,21 +161,38 @@ class _Sim:
 
     def inbound(self, queue: str) -> None:
         self.arrival(queue)  # the next one of this queue
-        caller = "+4206" + "".join(str(self.rng.randint(0, 9)) for _ in range(8))
+        self.call_in(queue, "+4206" + "".join(str(self.rng.randint(0, 9)) for _ in range(8)))
+
+    def call_in(self, queue: str, caller: str) -> None:
+        """A caller dials ``queue``'s number: a new arrival, a retry or a call-back."""
         call = self.new_call(caller, self.dids[queue])
         self.emit("start_call", [
             ("caller_type", "external"), ("caller_num", call.caller_num), ("dialed_num", call.did),
             ("target_num", call.did), ("call_id", call.call_id), ("cel_id", self.next_cel()),
         ])
-        # Patience runs from the first queue entry; a share of callers give up within seconds.
-        if self.rng.random() < self.cfg.short_abandon_share:
-            patience = self.rng.randint(1, max(1, self.cfg.short_abandon_s - 1))
-        else:
-            patience = self.cfg.short_abandon_s + int(self.rng.expovariate(1 / self.cfg.mean_patience_s))
         ivr = self.rng.randint(1, 6)
-        call.patience_until = self.now + ivr + patience
+        if self.rng.random() < self.cfg.ivr_hangup_share:
+            self.at(self.now + ivr, self.ivr_hangup, call)
+            return
+        # Patience runs from the first queue entry; a share of callers give up within seconds.
+        call.patience_until = self.now + ivr + self.patience()
         self.at(self.now + ivr, self.enter_queue, call, queue)
         self.at(call.patience_until, self.abandon, call)
+
+    def patience(self) -> int:
+        if self.rng.random() < self.cfg.short_abandon_share:
+            return self.rng.randint(1, max(1, self.cfg.short_abandon_s - 1))
+        return self.cfg.short_abandon_s + int(self.rng.expovariate(1 / self.cfg.mean_patience_s))
+
+    def ivr_hangup(self, call: Call) -> None:
+        """The caller hangs up in the IVR, before reaching a queue."""
+        call.state = "done"
+        self.end_call(call)
+
+    def call_again(self, call: Call, at: int) -> None:
+        """The caller of ``call`` dials the same queue again at ``at`` (if arrivals still run then)."""
+        if at < self.end and call.visits:
+            self.at(at, self.call_in, call.visits[0].queue_name, call.caller_num)
 
     def enter_queue(self, call: Call, queue: str) -> None:
         if call.state != "ivr":
@@ -228,8 +253,13 @@ class _Sim:
         call.state = "done"
         call.ringing_agent = None
         self.end_call(call)
+        if call.answered_at is None and self.rng.random() < self.cfg.retry_share:
+            self.call_again(call, self.now + self.rng.randint(60, 600))
 
-    def end_call(self, call: Call) -> None:
+    def end_call(self, call: Call, may_be_lost: bool = False) -> None:
+        """``call_end``; after a hang-up (``may_be_lost``) the PBX sometimes never sends it."""
+        if may_be_lost and self.rng.random() < self.cfg.lost_call_end_share:
+            return
         call.ended_at = self.now
         self.emit("call_end", [
             ("call_id", call.call_id), ("cel_id", self.next_cel()), ("custom_call_id", call.custom_id),
@@ -282,8 +312,7 @@ class _Sim:
     def answer(self, agent: Agent, call: Call) -> None:
         if call.ringing_agent is not agent or call.state != "ringing":
             return
-        call.state, call.ringing_agent, agent.ringing, agent.call = "talk", None, None, call
-        call.answered_at = self.now
+        call.state, call.ringing_agent, agent.ringing = "talk", None, None
         visit = call.visit
         assert visit is not None
         visit.answered_at, visit.agent = self.now, agent.userid
@@ -294,36 +323,68 @@ class _Sim:
             ("call_id", call.call_id), ("cel_id", self.next_cel()), ("caller_type", "external"),
             ("direction", "incoming"),
         ])
+        self.took(agent, call, "answered_internal")
         self.leave_queue(call)
-        self.talk(agent, call, self.cfg.recording_share, self.cfg.spy_share)
+        first_leg = not call.transferred
+        self.talk(agent, call, self.cfg.recording_share if first_leg else 0.0, self.cfg.spy_share if first_leg else 0.0)
+
+    def took(self, agent: Agent, call: Call, event: str) -> None:
+        """``agent`` answered ``call`` now (``event`` just emitted): it holds the call and talks."""
+        agent.call, call.holder = call, agent
+        if call.answered_at is None:
+            call.answered_at = self.now
+        call.answers.append((self.now, agent.userid))
+        self.answers.append((self.now, agent.userid, call.call_id, event))
+        self.agent_log.append((self.now, agent.userid, "talk_start", call.call_id))
+
+    def talk_time(self) -> int:
+        d = max(self.cfg.min_talk_s, int(self.rng.expovariate(1 / self.cfg.mean_talk_s)))
+        return min(d, self.cfg.max_talk_s) if self.cfg.max_talk_s else d
 
     def talk(self, agent: Agent, call: Call, recording_share: float, spy_share: float) -> None:
-        """The agent is on ``call`` from now: plan its recording, spying and hang-up."""
-        self.agent_log.append((self.now, agent.userid, "talk_start", call.call_id))
-        d = max(10, int(self.rng.expovariate(1 / self.cfg.mean_talk_s)))
+        """The agent is on ``call`` from now: plan its recording, spying, transfer and hang-up."""
+        d = self.talk_time()
         t0, end = self.now, self.now + d
+        call.leg += 1
+        leg = call.leg
+        # A transfer happens at t_x; a blind one (into a queue) ends this agent's part there,
+        # so the recording and spying of this leg fit before it.
+        transfer, t_x, part_end = "", 0, end
+        if (call.kind == "inbound" and not call.transferred and d >= 40
+                and self.rng.random() < self.cfg.transfer_share):
+            call.transferred = True
+            t_x = t0 + self.rng.randint(8, d - 30)
+            transfer = self.rng.choice(("agent", "queue"))
+            if transfer == "queue":
+                part_end = t_x
+        part = part_end - t0
         if self.rng.random() < recording_share:
             start = t0 + self.rng.choice((0, 0, 0, 1, 2))
             self.at(start, self.record, call, "call_recording_start")
-            if d >= 40 and self.rng.random() < self.cfg.recording_restart_share:
-                stop = start + self.rng.randint(5, d // 3)
-                restart = stop + self.rng.randint(3, d // 3)
+            if part >= 40 and self.rng.random() < self.cfg.recording_restart_share:
+                stop = start + self.rng.randint(5, part // 3)
+                restart = stop + self.rng.randint(3, part // 3)
                 self.at(stop, self.record, call, "call_recording_stop")
                 self.at(restart, self.record, call, "call_recording_start")
             if self.rng.random() >= self.cfg.recording_unstopped_share:
-                self.at(end, self.record, call, "call_recording_stop")
-        if d >= 30 and self.rng.random() < spy_share:
+                self.at(part_end, self.record, call, "call_recording_stop")
+        if part >= 30 and self.rng.random() < spy_share:
             sup, sup_exten = self.rng.choice(_SUPERVISORS)
             spy = {
                 "call_id": call.call_id, "spying_userid": sup, "spying_target_userid": agent.userid,
                 "spying_exten": sup_exten, "spying_target_exten": agent.exten,
                 "spy_type": self.rng.choice(_SPY_TYPES),
             }
-            s0 = t0 + self.rng.randint(3, d // 3)
+            s0 = t0 + self.rng.randint(3, part // 3)
             self.at(s0, self.spy, spy, "call_spy_start")
             if self.rng.random() >= self.cfg.spy_unended_share:
-                self.at(self.rng.randint(s0 + 5, end - 1), self.spy, spy, "call_spy_end")
-        self.at(end, self.hangup, agent, call)
+                self.at(self.rng.randint(s0 + 5, part_end - 1), self.spy, spy, "call_spy_end")
+        if transfer == "queue":
+            self.at(t_x, self.transfer_to_queue, agent, call, leg)
+            return
+        if transfer == "agent":
+            self.at(t_x, self.transfer_to_agent, agent, call, leg)
+        self.at(end, self.finish, call, leg)
 
     def record(self, call: Call, event: str) -> None:
         call.rec_events.append((self.now, event))
@@ -333,6 +394,7 @@ class _Sim:
         self.emit(event, [(k, spy[k]) for k in ("call_id", "spying_exten", "spying_target_exten", "spying_userid",
                                                  "spying_target_userid", "spy_type")])
         if event == "call_spy_start":
+            next(c for c in reversed(self.calls) if c.call_id == spy["call_id"]).spied = True
             self.spies.append({**spy, "started_at": self.now, "ended_at": None})
         else:
             for s in reversed(self.spies):
@@ -340,18 +402,87 @@ class _Sim:
                     s["ended_at"] = self.now
                     break
 
-    def hangup(self, agent: Agent, call: Call) -> None:
+    # -- transfers: the caller moves on, the first agent hangs up
+
+    def transfer_to_queue(self, agent: Agent, call: Call, leg: int) -> None:
+        """Blind transfer: the agent hangs up and the caller enters another queue a second later."""
+        if call.leg != leg:
+            return
+        self.leave(agent, call)
+        call.holder, call.state = None, "ivr"
+        served = [q for q in self.queue_names if q != call.queue and any(q in a.skills for a in self.agents)]
+        if not served:  # nobody else to take it: the call ends with this agent
+            self.end_call(call)
+            call.state = "done"
+            return
+        self.at(self.now + 1, self.enter_queue, call, self.rng.choice(served))
+        self.at(self.now + 1 + self.patience(), self.abandon, call)
+
+    def transfer_to_agent(self, agent: Agent, call: Call, leg: int) -> None:
+        """Attended transfer: ring a free colleague; once it answers, the agent hangs up."""
+        if call.leg != leg:
+            return
+        free = sorted((a for a in self.agents if a is not agent and self.dispatchable(a)),
+                      key=lambda a: (a.free_since, a.exten))
+        if not free:
+            return  # nobody free: the agent keeps the call
+        other = free[0]
+        other.ringing = call
+        self.rings.append((self.now, other.userid, call.call_id))
+        self.emit("start_int_dial", self._transfer_params(agent, other, call))
+        self.at(self.now + self.rng.randint(2, 6), self.transfer_answer, agent, other, call, leg)
+
+    def _transfer_params(self, agent: Agent, other: Agent, call: Call) -> list[tuple[str, str]]:
+        return [
+            ("caller_num", call.caller_num), ("caller_exten", agent.exten), ("caller_name", agent.display),
+            ("dialed_num", other.exten), ("dialed_exten", other.exten), ("line_num", other.exten),
+            ("line_name", other.display), ("line_userid", other.userid), ("custom_call_id", call.custom_id),
+            ("call_id", call.call_id), ("cel_id", self.next_cel()), ("direction", "internal"),
+        ]
+
+    def transfer_answer(self, agent: Agent, other: Agent, call: Call, leg: int) -> None:
+        other.ringing = None
+        self.emit("answered_internal", [*self._transfer_params(agent, other, call), ("caller_type", "external")])
+        self.took(other, call, "answered_internal")
+        # Both talk a few seconds (the hand-over), then the first agent hangs up.
+        self.at(self.now + self.rng.randint(2, 10), self.leave, agent, call)
+
+    # -- the end of a call
+
+    def finish(self, call: Call, leg: int) -> None:
+        """The planned end of talk leg ``leg``: its holder hangs up and the call ends."""
+        if call.leg == leg and call.holder is not None:
+            self.hangup(call.holder, call)
+
+    def leave(self, agent: Agent, call: Call) -> None:
+        """``agent``'s line hangs up (``hangup_internal``); the call may go on without it."""
         self.emit("hangup_internal", [
             ("line_num", agent.exten), ("line_userid", agent.userid), ("custom_call_id", call.custom_id),
             ("call_id", call.call_id), ("cel_id", self.next_cel()),
         ])
-        if call.answered_at is not None:
+        self.release(agent, call)
+
+    def release(self, agent: Agent, call: Call) -> None:
+        """``agent`` is off ``call`` now: its talk (if it answered) ends, wrap-up follows."""
+        if any(a == agent.userid for _, a in call.answers):
             self.agent_log.append((self.now, agent.userid, "talk_end", call.call_id))
-        call.state = "done"
-        self.end_call(call)
         agent.call = None
+        if call.holder is agent:
+            call.holder = None
         # Wrap-up: never rung in the second of its hang-up (see docs: same-second ties).
         self.block(agent, self.now + self.rng.randint(3, 12))
+
+    def hangup(self, agent: Agent, call: Call) -> None:
+        """``agent`` hangs up and the call ends (its ``call_end`` now and then lost)."""
+        self.leave(agent, call)
+        call.state = "done"
+        self.end_call(call, may_be_lost=True)
+        if call.kind == "inbound" and call.answered_at is not None and self.rng.random() < self.cfg.callback_share:
+            if self.rng.random() < self.cfg.callback_window_edge_share:  # at a one-day window's edge
+                delay = 86400 + self.rng.choice((-1, 1)) * self.rng.randint(0, 30)
+            else:
+                delay = self.rng.randint(3600, 30 * 3600)
+            self.call_again(call, max(self.now + 60, call.started_at + delay))
 
     def block(self, agent: Agent, until: int) -> None:
         agent.blocked_until = max(agent.blocked_until, until)
@@ -415,7 +546,7 @@ class _Sim:
             return
         # Stay while calls of the agent's queues are waiting, so the period drains.
         if any(c.state in ("waiting", "ringing") for q in agent.skills for c in self.waiting[q]) or self.busy(agent):
-            self.at(self.now + 10, self.end_shift, agent)
+            self.at(self.now + self.cfg.drain_check_s, self.end_shift, agent)
             return
         self.logout(agent, "end_of_shift")
 
@@ -457,6 +588,18 @@ class _Sim:
         self.agent_log.append((self.now, agent.userid, "state", name))
         self.emit("pbx_agent_set_state", [("userid", agent.userid), ("state_name", name)])
         self.at(self.now + duration, self.resume, agent, agent.pause_token)
+        if self.rng.random() < self.cfg.pause_rename_share:
+            new = self.rng.choice([n for n in _RENAMES if n != name])
+            self.at(self.now + self.rng.randint(60, duration - 60), self.rename_pause, agent, agent.pause_token, new)
+
+    def rename_pause(self, agent: Agent, token: int, name: str) -> None:
+        """Still paused, under another name (the pause's own end stays planned)."""
+        if token != agent.pause_token or not agent.logged_in or agent.ready:
+            return
+        if not self.state_event_ok(agent, self.rename_pause, token, name):
+            return
+        self.agent_log.append((self.now, agent.userid, "state", name))
+        self.emit("pbx_agent_set_state", [("userid", agent.userid), ("state_name", name)])
 
     def resume(self, agent: Agent, token: int) -> None:
         if token != agent.pause_token or not agent.logged_in:
@@ -485,7 +628,7 @@ class _Sim:
 
     def outbound(self, agent: Agent) -> None:
         number = "+4207" + "".join(str(self.rng.randint(0, 9)) for _ in range(8))
-        call = self.new_call(agent.exten, number)
+        call = self.new_call(agent.exten, number, "outbound")
         call.state = "dialing"
         agent.call = call
         self.emit("start_call", [
@@ -511,9 +654,67 @@ class _Sim:
             self.at(self.now + ring, self.hangup, agent, call)
 
     def ext_answer(self, agent: Agent, call: Call) -> None:
-        call.state, call.answered_at = "talk", self.now
+        call.state = "talk"
         self.emit("answered_external", self._dial_params(agent, call))
+        self.took(agent, call, "answered_external")
         self.talk(agent, call, self.cfg.recording_share / 2, 0.0)
+
+    # -- internal: one agent calls another
+
+    def internal_due(self, agent: Agent) -> None:
+        self.schedule_random(agent, self.now + 300, self.cfg.internal_per_agent_hour, self.internal_due)
+        others = [a for a in self.agents if a is not agent and self.dispatchable(a)]
+        if not self.dispatchable(agent) or not others:
+            return
+        callee = self.rng.choice(others)
+        call = self.new_call(agent.exten, callee.exten, "internal")
+        call.state, agent.call = "dialing", call
+        self.emit("start_call", [
+            ("caller_type", "internal"), ("caller_num", agent.exten), ("caller_userid", agent.userid),
+            ("dialed_num", callee.exten), ("target_num", callee.exten), ("call_id", call.call_id),
+            ("cel_id", self.next_cel()),
+        ])
+        self.at(self.now + 1, self.internal_ring, agent, callee, call)
+
+    def _internal_params(self, agent: Agent, callee: Agent, call: Call) -> list[tuple[str, str]]:
+        return [
+            ("caller_num", agent.exten), ("caller_exten", agent.exten), ("caller_name", agent.display),
+            ("dialed_num", callee.exten), ("dialed_exten", callee.exten), ("line_num", callee.exten),
+            ("line_name", callee.display), ("line_userid", callee.userid), ("custom_call_id", call.custom_id),
+            ("call_id", call.call_id), ("cel_id", self.next_cel()), ("direction", "internal"),
+        ]
+
+    def internal_ring(self, agent: Agent, callee: Agent, call: Call) -> None:
+        if not self.dispatchable(callee):  # became busy meanwhile: the caller gives up unheard
+            self.hangup(agent, call)
+            return
+        callee.ringing = call
+        self.rings.append((self.now, callee.userid, call.call_id))
+        self.emit("start_int_dial", self._internal_params(agent, callee, call))
+        if self.rng.random() < self.cfg.internal_no_answer_share:
+            self.at(self.now + self.rng.randint(10, 20), self.internal_unanswered, agent, callee, call)
+        else:
+            self.at(self.now + self.rng.randint(2, 8), self.internal_answer, agent, callee, call)
+
+    def internal_unanswered(self, agent: Agent, callee: Agent, call: Call) -> None:
+        callee.ringing = None
+        self.hangup(agent, call)
+        self.dispatch()
+
+    def internal_answer(self, agent: Agent, callee: Agent, call: Call) -> None:
+        callee.ringing, call.state = None, "talk"
+        self.emit("answered_internal", [*self._internal_params(agent, callee, call), ("caller_type", "internal")])
+        self.took(callee, call, "answered_internal")
+        self.at(self.now + self.talk_time(), self.internal_end, agent, callee, call)
+
+    def internal_end(self, agent: Agent, callee: Agent, call: Call) -> None:
+        """One of the two hangs up (the callee's talk then ends at its hang-up or at call_end)."""
+        self.leave(self.rng.choice((agent, callee)), call)
+        for a in (agent, callee):
+            if a.call is call:
+                self.release(a, call)
+        call.state = "done"
+        self.end_call(call)
 
 
 def simulate(config: SimConfig | None = None) -> Simulation:

@@ -45,9 +45,11 @@ class Call:
     call_id: str
     custom_id: str
     caller_num: str
-    did: str
+    did: str  # the number dialled: the queue's (inbound), the remote one (outbound), an extension (internal)
+    started_at: int = 0
+    kind: str = "inbound"  # inbound, outbound, internal
     queue: str = ""
-    state: str = "ivr"  # ivr, waiting, ringing, talk, dialing (outbound), done
+    state: str = "ivr"  # ivr, waiting, ringing, talk, dialing (outbound, internal), done
     visit: Visit | None = None
     visits: list[Visit] = dataclasses.field(default_factory=list)
     ringing_agent: Agent | None = None
@@ -56,6 +58,13 @@ class Call:
     answered_at: int | None = None
     ended_at: int | None = None
     rec_events: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    #: Every answer (answered_internal / answered_external): (time, agent).
+    answers: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    spied: bool = False
+    transferred: bool = False
+    #: The agent holding the call now, and the number of its talk leg (a stale plan checks it).
+    holder: Agent | None = None
+    leg: int = 0
 
 
 @dataclasses.dataclass(eq=False)

@@ -29,7 +29,7 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.simulation import SimConfig, SimEvent, send_to_target, simulate
+from ingest.simulation import SimConfig, SimEvent, send_now, simulate
 from ingest.storing import clickhouse
 from ingest.testing import ServeProcess
 from tests.e2e.dashboards import grafana_sim as gs
@@ -89,7 +89,7 @@ def hostile_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
     serve = ServeProcess(tmp / "chdata")
     try:
         # One at a time, in order: the service stamps arrival time and pairs events in that order.
-        sent, failed = send_to_target(events, serve.url, concurrency=1)
+        sent, failed = send_now(events, serve.url, concurrency=1)
         assert (sent, failed) == (len(events), 0), serve.log()[-2000:]
     finally:
         assert serve.stop() == 0, serve.log()[-2000:]  # SIGTERM: the spool is written to the engine
