@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmarks, print tables, write JSON results.
 
-    python -m bench run [throughput|freshness|queries|memory|all ...] [--duration S] [--smoke]
+    python -m bench run [throughput|freshness|queries|memory|import|all ...] [--duration S] [--smoke]
     python -m bench profile [--duration S] [--server uvicorn|granian] [--gil]
 
 Results go to ``bench/results/<UTC time>-<parts>.json`` (gitignored) with the
@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, memory, profile, queries, throughput
+from bench import freshness, importing, memory, profile, queries, throughput
 from bench._machine import load_average, machine
 
 __all__ = ["main"]
 
-PARTS = ("throughput", "freshness", "queries", "memory")
+PARTS = ("throughput", "freshness", "queries", "memory", "import")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--days", type=int, default=30, help="queries: simulated days (default 30)")
     run.add_argument("--calls-per-hour", dest="calls_per_hour", type=float, default=120,
                      help="queries: arrivals per queue per hour at the daily peak (default 120)")
+    run.add_argument("--import-days", dest="import_days", type=int, default=3,
+                     help="import: simulated days of access logs, one gzip file each (~90k lines a day; "
+                     "default 3)")
+    run.add_argument("--repeat", type=int, default=3,
+                     help="import: runs of each speed measurement, medians reported (default 3)")
+    run.add_argument("--memory-lines", dest="memory_lines", default="",
+                     help="import: comma-separated log lengths (lines) whose peak RSS to measure, e.g. "
+                     "500000,3000000 (default none: minutes each)")
     run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
 
     prof = commands.add_parser("profile", help="profile serve under load with py-spy",
@@ -118,11 +126,22 @@ def _servers(args: argparse.Namespace, parts: list[str]) -> list[str]:
     return servers
 
 
+def _memory_lines(text: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise _Usage(f"--memory-lines {text!r}: expected comma-separated line counts") from None
+    if any(n <= 0 for n in counts):
+        raise _Usage(f"--memory-lines {text!r}: line counts must be positive")
+    return counts
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         serve_env = _serve_env(args.serve_env)
         parts = _parts(args)
         servers = _servers(args, parts)
+        args.memory_lines = _memory_lines(args.memory_lines)
     except _Usage as exc:
         print(f"python -m bench run: {exc}", file=sys.stderr)
         return 2
@@ -180,9 +199,19 @@ def _run_memory(args: argparse.Namespace, workdir: Path, seconds: float, servers
     print_table("Memory soak", memory.table(res))
 
 
+def _run_import(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+                serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    res = results["import"] = importing.run(workdir / "import", days=args.import_days, repeat=args.repeat,
+                                            memory_lines=args.memory_lines)
+    print_table(f"Import speed ({res['lines']:,} lines, {res['files']} gzip files, median of {res['repeat']})",
+                importing.table(res))
+    if res["memory"]:
+        print_table("Import memory (pbx-analytics import, one log)", importing.memory_table(res))
+
+
 #: Each part of ``run``, in PARTS order.
 _PART_RUNNERS = {"throughput": _run_throughput, "freshness": _run_freshness, "queries": _run_queries,
-                 "memory": _run_memory}
+                 "memory": _run_memory, "import": _run_import}
 
 
 def _profile(args: argparse.Namespace) -> int:
