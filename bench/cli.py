@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmarks, print tables, write JSON results.
 
-    python -m bench run [throughput|freshness|queries|memory|query_load|all ...] [--duration S] [--smoke]
+    python -m bench run [throughput|freshness|queries|memory|query_load|import|all ...] [--duration S] [--smoke]
     python -m bench run scale --dir DIR [--repo CHECKOUT ...]   (issue 15: a year of data; never in "all")
     python -m bench profile [--duration S] [--server uvicorn|granian] [--gil]
 
@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, memory, profile, queries, query_load, throughput
+from bench import freshness, importing, memory, profile, queries, query_load, throughput
 from bench._machine import load_average, machine
 from bench.scale import run as scale
 
 __all__ = ["main"]
 
-PARTS = ("throughput", "freshness", "queries", "memory", "query_load")
+PARTS = ("throughput", "freshness", "queries", "memory", "query_load", "import")
 #: Parts run only when named: they take hours and need a data directory.
 LONG_PARTS = ("scale",)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--days", type=int, default=30, help="queries: simulated days (default 30)")
     run.add_argument("--calls-per-hour", dest="calls_per_hour", type=float, default=120,
                      help="queries: arrivals per queue per hour at the daily peak (default 120)")
+    run.add_argument("--import-days", dest="import_days", type=int, default=3,
+                     help="import: simulated days of access logs, one gzip file each (~90k lines a day; "
+                     "default 3)")
+    run.add_argument("--repeat", type=int, default=3,
+                     help="import: runs of each speed measurement, medians reported (default 3)")
+    run.add_argument("--memory-lines", dest="memory_lines", default="",
+                     help="import: comma-separated log lengths (lines) whose peak RSS to measure, e.g. "
+                     "500000,3000000 (default none: minutes each)")
     run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
     sc = run.add_argument_group("scale (issue 15; docs/benchmarks.md#scale-a-year-of-data-issue-15)")
     sc.add_argument("--dir", type=Path, default=None, metavar="DIR",
@@ -151,6 +159,16 @@ def _servers(args: argparse.Namespace, parts: list[str]) -> list[str]:
     return servers
 
 
+def _memory_lines(text: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise _Usage(f"--memory-lines {text!r}: expected comma-separated line counts") from None
+    if any(n <= 0 for n in counts):
+        raise _Usage(f"--memory-lines {text!r}: line counts must be positive")
+    return counts
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         serve_env = _serve_env(args.serve_env)
@@ -158,6 +176,7 @@ def _run(args: argparse.Namespace) -> int:
         servers = _servers(args, parts)
         if "scale" in parts:
             args.scale_options = _scale_options(args)
+        args.memory_lines = _memory_lines(args.memory_lines)
     except _Usage as exc:
         print(f"python -m bench run: {exc}", file=sys.stderr)
         return 2
@@ -260,10 +279,20 @@ def _scale_options(args: argparse.Namespace) -> scale.Options:
         timeout=args.timeout, memory_limit_gib=args.memory_limit, keep=args.keep)
 
 
+def _run_import(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+                serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    res = results["import"] = importing.run(workdir / "import", days=args.import_days, repeat=args.repeat,
+                                            memory_lines=args.memory_lines)
+    print_table(f"Import speed ({res['lines']:,} lines, {res['files']} gzip files, median of {res['repeat']})",
+                importing.table(res))
+    if res["memory"]:
+        print_table("Import memory (pbx-analytics import, one log)", importing.memory_table(res))
+
+
 #: Each part of ``run``, in PARTS + LONG_PARTS order.
 _PART_RUNNERS = {"throughput": _run_throughput, "freshness": _run_freshness, "queries": _run_queries,
                  "query_load": _run_query_load,
-                 "memory": _run_memory, "scale": _run_scale}
+                 "memory": _run_memory, "import": _run_import, "scale": _run_scale}
 
 
 def _profile(args: argparse.Namespace) -> int:

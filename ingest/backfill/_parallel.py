@@ -2,37 +2,27 @@
 
 Used by ``ingest.backfill.importer`` when there are CPUs to spare
 (:func:`auto_jobs`); the importing process keeps the engine and the inserts.
+A record batch crosses the process boundary as Arrow's IPC form (pickle of a
+``RecordBatch``): buffers, no per-row objects.
 """
 
 from __future__ import annotations
 
-import gc
 import io
 import os
 from collections.abc import Iterator, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from ingest.backfill.rows import ImportStats, Progress, read_rows
-from ingest.events.table import Row
+import pyarrow as pa
 
-__all__ = ["CHUNK_ROWS", "PARALLEL_MIN_BYTES", "auto_jobs", "parallel_chunks", "to_columns"]
+from ingest.backfill.batches import read_batches
+from ingest.backfill.rows import ImportStats, Progress
 
-#: Rows a decoding process sends at a time.
-CHUNK_ROWS = 10_000
+__all__ = ["PARALLEL_MIN_BYTES", "auto_jobs", "parallel_batches"]
 
 #: Below this much input (bytes, as stored: gzip counts compressed), decode in this process.
 PARALLEL_MIN_BYTES = 8 << 20
-
-
-def to_columns(rows: list[Row]) -> list[Sequence[Any]]:
-    """Rows -> columns, as tuples.
-
-    The driver reads any sequence; copying each column into a list measured at
-    about a third of the transposition's cost.
-    """
-    return list(zip(*rows))
 
 
 class _Collect(io.StringIO):
@@ -48,24 +38,22 @@ class _Collect(io.StringIO):
 _FILE_COUNTS = ("files", "lines", "skipped", "unparsed", "bad", "file_errors")
 
 
-def _decode_worker(tasks: Any, results: Any, chunk_rows: int) -> None:
-    """A decoding process: file names from ``tasks`` -> column chunks on ``results``."""
-    gc.disable()  # see importer.import_files
+def _decode_worker(tasks: Any, results: Any) -> None:
+    """A decoding process: file names from ``tasks`` -> record batches on ``results``."""
     try:
         while (name := tasks.get()) is not None:
             stats, errors = ImportStats(), _Collect()
-            decoded = read_rows(Path(name), stats, errors)
-            while rows := list(islice(decoded, chunk_rows)):
-                results.put(("rows", to_columns(rows), errors.take()))
+            for batch in read_batches(Path(name), stats, errors):
+                results.put(("rows", batch, errors.take()))
             results.put(("file", {k: getattr(stats, k) for k in _FILE_COUNTS}, errors.take()))
     except BaseException as exc:  # reported to the parent, which raises it
         results.put(("error", f"{type(exc).__name__}: {exc}", ""))
     results.put(("exit", None, ""))
 
 
-def parallel_chunks(files: list[Path], jobs: int, stats: ImportStats, errors: IO[str] | None,
-                     bar: Progress) -> Iterator[list[Sequence[Any]]]:
-    """Column chunks decoded by ``jobs`` processes, one file each at a time, in arrival order.
+def parallel_batches(files: list[Path], jobs: int, stats: ImportStats, errors: IO[str] | None,
+                     bar: Progress) -> Iterator[pa.RecordBatch]:
+    """Record batches decoded by ``jobs`` processes, one file each at a time, in arrival order.
 
     The order does not change the result: ids are per line, and the sink drops
     ids already stored, which also covers a line decoded by two processes.
@@ -80,7 +68,7 @@ def parallel_chunks(files: list[Path], jobs: int, stats: ImportStats, errors: IO
         tasks.put(str(path))
     for _ in range(jobs):
         tasks.put(None)
-    procs = [ctx.Process(target=_decode_worker, args=(tasks, results, CHUNK_ROWS), daemon=True,
+    procs = [ctx.Process(target=_decode_worker, args=(tasks, results), daemon=True,
                          name=f"pbx-import-decode-{i}") for i in range(jobs)]
     for proc in procs:
         proc.start()
@@ -97,7 +85,7 @@ def parallel_chunks(files: list[Path], jobs: int, stats: ImportStats, errors: IO
             if reports and errors is not None:
                 errors.write(reports)
             if kind == "rows":
-                rows += len(payload[0])
+                rows += payload.num_rows
                 bar.update(f"{done}/{len(files)} files", rows, done / len(files))
                 yield payload
             elif kind == "file":
@@ -125,6 +113,7 @@ def auto_jobs(files: Sequence[Path]) -> int:
     plus shipping rows), one process doing both ~70k. So with 2 CPUs one
     decoding process gains little, and loses when the machine is busy: 0
     there. Small inputs are decoded here too: a process costs ~0.3 s to start.
+    (Figures of the line-by-line decoder; docs/benchmarks.md has today's.)
     """
     cpus = os.cpu_count() or 1
     if cpus < 3 or sum(p.stat().st_size for p in files) < PARALLEL_MIN_BYTES:

@@ -1,10 +1,11 @@
 """``pbx-analytics import``: backfill ``pbx.events`` from web-server access logs.
 
 PBX admins often already point the webhooks at nginx or Apache; their access
-logs hold months of history. ``ingest.backfill.rows`` turns each file into the
-rows the live service would have stored (decoding processes do that for
-several files at once, ``_parallel``); this module inserts them through the
-one insert of ``pbx.events`` (``ingest.events.table.EventsInsert``).
+logs hold months of history. ``ingest.backfill.batches`` turns each file into
+the rows the live service would have stored, many lines at a time (decoding
+processes do that for several files at once, ``_parallel``); a sink
+(``ingest.backfill.sink``) stores them: today ``EngineSink``, through the one
+insert of ``pbx.events`` (``ingest.events.table.EventsInsert``).
 
 Idempotency (details and limits in ``docs/import.md``): a line's ``event_id``
 is derived from the line, so the same line read twice gets the same id, and
@@ -13,162 +14,29 @@ ids already stored are filtered out before each insert.
 
 from __future__ import annotations
 
-import gc
 import re
 import sys
 import time
-import uuid
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import chain, islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from clickhouse_connect.driver.client import Client
 
-from ingest.backfill._parallel import auto_jobs, parallel_chunks, to_columns
+from ingest.backfill._parallel import auto_jobs, parallel_batches
 from ingest.backfill.accesslog import LogFileError
-from ingest.backfill.rows import ImportStats, Progress, read_rows
+from ingest.backfill.batches import read_batches
+from ingest.backfill.rows import ImportStats, Progress
+from ingest.backfill.sink import EngineSink, Sink
 from ingest.config import ImportOptions
-from ingest.events.table import TABLE, EventsInsert, ms_to_datetime
+from ingest.events.table import TABLE
 from ingest.storing import clickhouse, migrations
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ImportStats", "LogFileError", "import_files", "run"]
 
 #: Rows per insert: large blocks are what ClickHouse likes (fewer parts to write,
-#: fsync and merge: 100k rows took 13 % less CPU per line than 50k), and 100k rows
-#: of ~30 short columns add ~50 MB of Python objects at peak.
+#: fsync and merge: 100k rows took 13 % less CPU per line than 50k).
 DEFAULT_BATCH_SIZE = ImportOptions.batch_size
-
-#: Tries of one insert (server hiccups); retries reuse the dedup token.
-INSERT_ATTEMPTS = 3
-
-
-class _Sink:
-    """Inserts rows in batches, dropping rows whose event_id is already stored.
-
-    One batch is inserted on a background thread while the next is decoded
-    (the engine's share of the work runs without the GIL). At most one batch is
-    in flight, so each batch's "already stored?" query sees every earlier batch.
-    """
-
-    def __init__(self, client: Client, stats: ImportStats, batch_size: int) -> None:
-        self._client = client
-        self._stats = stats
-        self._batch_size = batch_size
-        self._chunks: list[list[Sequence[Any]]] = []
-        self._ranges: list[tuple[int, int]] = []  # received_at ms range of each chunk
-        self._pending = 0
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pbx-import")
-        self._inflight: Future[None] | None = None
-        # On a cluster: the next batch's "already stored?" check must see this batch.
-        self._insert = EventsInsert(wait_for_shards=True)
-        self._batches = 0
-        # The dedup token is reused for retries of one batch within this run only, so a
-        # retried insert that did land is dropped. Not derived from the content: a
-        # re-import after deleting rows would then be dropped by the dedup window.
-        self._run_id = uuid.uuid4().hex
-
-    @property
-    def pending(self) -> int:
-        """Rows queued for the next insert."""
-        return self._pending
-
-    def add(self, columns: list[Sequence[Any]]) -> None:
-        """Queue a column-oriented chunk (see :func:`_to_columns`); inserts once a batch is full."""
-        if not columns or not columns[0]:
-            return
-        self._chunks.append(columns)
-        self._ranges.append((min(columns[1]), max(columns[1])))
-        self._pending += len(columns[0])
-        if self._pending >= self._batch_size:
-            self.flush(wait=False)
-
-    def flush(self, wait: bool = True) -> None:
-        chunks, self._chunks, self._pending = self._chunks, [], 0
-        ranges, self._ranges = _merge_ranges(self._ranges), []
-        self._wait()
-        if chunks:
-            columns = chunks[0] if len(chunks) == 1 else [
-                list(chain.from_iterable(chunk[i] for chunk in chunks)) for i in range(len(chunks[0]))
-            ]
-            self._batches += 1
-            token = f"import:{self._run_id}:{self._batches}"
-            self._inflight = self._pool.submit(self._write, columns, ranges, token)
-        if wait:
-            self._wait()
-
-    def close(self) -> None:
-        try:
-            self._wait()
-        finally:
-            self._pool.shutdown()
-
-    def _wait(self) -> None:
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            inflight.result()  # re-raises an insert error here, in the importing thread
-
-    def _write(self, columns: list[Sequence[Any]], ranges: list[tuple[int, int]], token: str) -> None:
-        rows = len(columns[0])
-        columns = self._not_stored(columns, ranges)
-        kept = len(columns[0]) if columns else 0
-        self._stats.duplicates += rows - kept
-        if not kept:
-            return
-        for attempt in range(INSERT_ATTEMPTS):
-            try:
-                self._insert(self._client, columns, token)
-                break
-            except Exception:
-                if attempt + 1 == INSERT_ATTEMPTS:
-                    raise
-                time.sleep(0.5 * 2**attempt)
-        stats = self._stats
-        stats.imported += kept
-        first, last = ms_to_datetime(min(columns[1])), ms_to_datetime(max(columns[1]))
-        stats.first_time = first if stats.first_time is None else min(stats.first_time, first)
-        stats.last_time = last if stats.last_time is None else max(stats.last_time, last)
-
-    def _not_stored(self, columns: list[Sequence[Any]], ranges: list[tuple[int, int]]) -> list[Sequence[Any]]:
-        """``columns`` without the rows whose id is already stored or earlier in the batch."""
-        ids = columns[0]
-        # Imported ids are deterministic; only source='import' rows can collide. The time
-        # ranges of the batch's chunks (files decoded in parallel interleave) prune
-        # partitions and granules. Measured: fetching the ranges' ids and diffing here is
-        # ~10x cheaper than sending an IN list of 50k ids.
-        params: dict[str, Any] = {}
-        where = []
-        for i, (lo, hi) in enumerate(ranges):
-            params[f"lo{i}"], params[f"hi{i}"] = ms_to_datetime(lo), ms_to_datetime(hi)
-            where.append(f"received_at BETWEEN {{lo{i}:DateTime64(3, 'UTC')}} AND {{hi{i}:DateTime64(3, 'UTC')}}")
-        stored = self._client.query(
-            # as UInt128: the same int as the row's id, and ~10x cheaper to read than UUID objects
-            f"SELECT toUInt128(event_id) FROM {TABLE} WHERE source = 'import' AND ({' OR '.join(where)})",
-            parameters=params,
-        ).result_columns
-        drop = set(stored[0]) if stored else set()
-        if not drop and len(set(ids)) == len(ids):
-            return columns
-        keep: list[int] = []
-        for i, event_id in enumerate(ids):
-            if event_id not in drop:
-                drop.add(event_id)  # the same line twice within the batch
-                keep.append(i)
-        if len(keep) == len(ids):
-            return columns
-        return [[col[i] for i in keep] for col in columns] if keep else []
-
-
-def _merge_ranges(ranges: list[tuple[int, int]], gap_ms: int = 60_000) -> list[tuple[int, int]]:
-    """Overlapping or nearby (within ``gap_ms``) ranges merged, in order."""
-    merged: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges):
-        if merged and lo <= merged[-1][1] + gap_ms:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
-    return merged
 
 
 def import_files(
@@ -193,6 +61,21 @@ def import_files(
     (measured: 10-20 % of the import's time). Only for an engine no one else
     watches meanwhile -- the embedded one, which the import holds alone.
     """
+    stats = ImportStats()
+    sink = EngineSink(client, stats, batch_size)
+    if pause_views:
+        client.command("SYSTEM STOP VIEWS")
+    try:
+        return import_into(sink, paths, stats, errors=errors, progress=progress, jobs=jobs)
+    finally:
+        if pause_views:
+            _start_views(client)
+
+
+def import_into(sink: Sink, paths: Sequence[str | Path], stats: ImportStats | None = None, *,
+                errors: IO[str] | None = None, progress: IO[str] | None = None,
+                jobs: int | None = None) -> ImportStats:
+    """Decode access-log files and hand their rows to ``sink`` (see :func:`import_files`)."""
     files = [Path(p) for p in paths]
     for path in files:
         try:
@@ -200,38 +83,25 @@ def import_files(
                 pass
         except OSError as exc:
             raise LogFileError(f"{path}: cannot open: {exc.strerror or exc}") from exc
-    stats = ImportStats()
+    stats = ImportStats() if stats is None else stats
     started = time.perf_counter()
     bar = Progress(progress)
-    sink = _Sink(client, stats, batch_size)
     jobs = auto_jobs(files) if jobs is None else max(0, min(jobs, len(files)))
-    # Batches hold ~100k rows of tuples and dicts: the cyclic garbage collector kept
-    # rescanning them (measured: 7x slower column building, 16% slower decoding).
-    # Rows have no reference cycles, so it is paused for the import.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    if pause_views:
-        client.command("SYSTEM STOP VIEWS")
     try:
         if jobs > 0:
-            for columns in parallel_chunks(files, jobs, stats, errors, bar):
-                sink.add(columns)
+            for batch in parallel_batches(files, jobs, stats, errors, bar):
+                sink.add(batch)
         else:
             for path in files:
-                decoded = read_rows(path, stats, errors, bar)
-                while rows := list(islice(decoded, batch_size - sink.pending)):
-                    sink.add(to_columns(rows))
+                for batch in read_batches(path, stats, errors, bar):
+                    sink.add(batch)
         sink.flush()
     finally:
         try:
             sink.close()
         finally:
-            if gc_was_enabled:
-                gc.enable()
             bar.close()
             stats.seconds = time.perf_counter() - started
-            if pause_views:
-                _start_views(client)
     return stats
 
 

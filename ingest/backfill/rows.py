@@ -1,8 +1,10 @@
-"""One access-log file -> its ``pbx.events`` rows, every line counted.
+"""What a log line means, one line at a time: the import's rules, counts and reports.
 
 Each line whose path is one of the 17 webhooks becomes the row the live
 service would have stored: decoded by the same code (``ingest.events``), with
 ``source = 'import'`` and ``received_at`` = the line's own time in UTC.
+:class:`LineDecoder` is those rules for one line; ``ingest.backfill.batches``
+applies them to many lines at a time and gives it the lines it leaves to Python.
 
 A line's ``event_id`` is a hash of (UTC time, request target, occurrence index
 of that exact pair in the file), so the same line read twice -- the same file
@@ -14,18 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
-from ingest.backfill.accesslog import LINE, LogTimes, open_log, origin_form
+from ingest.backfill.accesslog import LINE, LogTimes, origin_form
 from ingest.events.decode import DecodeError, decode, parse_query
-from ingest.events.spec import EVENTS
-from ingest.events.table import Row, to_row
+from ingest.events.spec import EVENTS, Event
 
-__all__ = ["MAX_REPORTED_PER_FILE", "ImportStats", "Progress", "line_event_id", "read_rows"]
+__all__ = ["MAX_REPORTED_PER_FILE", "Decoded", "ImportStats", "LineDecoder", "Progress", "line_event_id"]
 
 #: Bad lines reported per file before the rest are only counted.
 MAX_REPORTED_PER_FILE = 50
@@ -101,22 +99,39 @@ class Progress:
             self._stream.flush()
 
 
-class _FileRows:
-    """The state of decoding one file: caches, the occurrence counts, the bad-line reports."""
+class Decoded(NamedTuple):
+    """A webhook line decoded: everything its row needs but the id."""
+
+    lineno: int
+    #: The line's time, UTC epoch seconds.
+    epoch: int
+    #: The request target as logged, in origin form (``/path?query``): part of the id.
+    target: str
+    event: str
+    decoded: Event
+
+
+class LineDecoder:
+    """The exact reading of one file's lines, one at a time.
+
+    This is the rule book the batch decoder (``ingest.backfill.batches``) must
+    agree with line for line, and what it hands the lines it does not decode
+    itself (text that is not plain ASCII, repeated parameters with different
+    values, a missing required parameter...). Counts every line it is given
+    into ``stats``; bad webhook lines are reported to ``errors`` as
+    ``FILE:LINE: message`` (the first :data:`MAX_REPORTED_PER_FILE`).
+    """
 
     def __init__(self, name: str, stats: ImportStats, errors: IO[str] | None) -> None:
         self.name = name
         self.stats = stats
         self.errors = errors
         self.times = LogTimes()
-        self.event_of: dict[str, str] = {}  # request path -> webhook name (a few known paths)
-        # "<ms>|<target>|" (the id's hash input but the occurrence) -> occurrences so far
-        self.seen: dict[str, int] = {}
-        self.newest = 0
+        self.event_of: dict[str, str | None] = {}  # request path -> webhook name (a few known paths)
         self.reported = 0
 
-    def row(self, line: str, lineno: int) -> Row | None:
-        """The row of one log line, or None (counted as unparsed, skipped or bad)."""
+    def line(self, line: str, lineno: int) -> Decoded | None:
+        """One log line (text) -> its :class:`Decoded`, or None (counted as unparsed, skipped or bad)."""
         m = LINE.match(line)
         if m is None:
             self.stats.unparsed += 1
@@ -124,7 +139,7 @@ class _FileRows:
         date, clock, offset, target = m.groups()
         target = origin_form(target)
         path, _, query = target.partition("?")
-        event = self.event_of.get(path) or self._event(path)
+        event = self.event(path)
         if event is None:
             self.stats.skipped += 1
             return None
@@ -132,31 +147,29 @@ class _FileRows:
         if epoch is None:
             self.stats.unparsed += 1
             return None
+        ev = self.query(event, query, lineno)
+        return None if ev is None else Decoded(lineno, epoch, target, event, ev)
+
+    def query(self, event: str, query: str, lineno: int) -> Event | None:
+        """The webhook's parameters decoded as the service decodes them; None if bad (reported)."""
         try:
-            ev = decode(event, parse_query(query))
+            return decode(event, parse_query(query))
         except DecodeError as exc:
-            self._bad(lineno, exc)
+            self.bad(lineno, exc)
             return None
-        if epoch > self.newest:  # noqa: PLR1730 - hot loop: cheaper than max()
-            self.newest = epoch
-        ms = epoch * 1000
-        key = f"{ms}|{target}|"
-        n = self.seen.get(key, 0)
-        self.seen[key] = n + 1
-        # line_event_id(epoch, target, n), inlined: this runs once per line.
-        event_id = int.from_bytes(_blake2b((key + str(n)).encode(), digest_size=16).digest())
-        return to_row(event, ev, ms, "import", event_id)
 
-    def _event(self, path: str) -> str | None:
-        """The webhook a request path names (its last segment), remembered; None if none."""
-        event = path.rstrip("/").rpartition("/")[2]
-        if event not in EVENTS:
-            return None
-        if len(self.event_of) < 1000:
-            self.event_of[path] = event
-        return event
+    def event(self, path: str) -> str | None:
+        """The webhook a request path names (its last segment); None if none."""
+        try:
+            return self.event_of[path]
+        except KeyError:
+            event = path.rstrip("/").rpartition("/")[2]
+            found = event if event in EVENTS else None
+            if len(self.event_of) < 1000:
+                self.event_of[path] = found
+            return found
 
-    def _bad(self, lineno: int, exc: DecodeError) -> None:
+    def bad(self, lineno: int, exc: DecodeError) -> None:
         self.stats.bad += 1
         if self.errors is not None:
             if self.reported < MAX_REPORTED_PER_FILE:
@@ -164,44 +177,3 @@ class _FileRows:
             elif self.reported == MAX_REPORTED_PER_FILE:
                 self.errors.write(f"{self.name}: more bad lines; only counted from here\n")
         self.reported += 1
-
-    def trim(self) -> None:
-        """Bound the caches: only same-second repeats matter; keep the last few minutes."""
-        if len(self.seen) > 200_000:
-            keep_from = (self.newest - 300) * 1000
-            self.seen = {k: v for k, v in self.seen.items() if int(k[: k.index("|")]) > keep_from}
-        self.times.trim()
-
-
-def read_rows(path: Path, stats: ImportStats, errors: IO[str] | None = None,
-              progress: Progress | None = None) -> Iterator[Row]:
-    """The ``pbx.events`` rows of one access-log file, in file order.
-
-    Counts every line into ``stats``; bad webhook lines are reported to
-    ``errors`` as ``FILE:LINE: message``. Raises ``LogFileError`` if the file
-    cannot be opened; a read error midway (a truncated .gz) is reported and
-    ends the file, keeping the rows read so far.
-    """
-    text, raw, size = open_log(path)
-    name = str(path)
-    stats.files += 1
-    rows = _FileRows(name, stats, errors)
-    row_of = rows.row
-    lineno = 0
-    try:
-        for lineno, line in enumerate(text, 1):
-            if not lineno & 0xFFFF:
-                stats.lines += 0x10000
-                if progress is not None:
-                    progress.update(name, stats.lines, raw.tell() / size if size else 1.0)
-                rows.trim()
-            row = row_of(line, lineno)
-            if row is not None:
-                yield row
-    except (OSError, EOFError, zlib.error) as exc:
-        stats.file_errors += 1
-        if errors is not None:
-            errors.write(f"{name}: unreadable after line {lineno}: {exc}; the lines before it are imported\n")
-    finally:
-        stats.lines += lineno & 0xFFFF
-        text.close()

@@ -23,7 +23,7 @@ import msgspec
 
 from ingest.events.spec import EVENTS, Event, required_params
 
-__all__ = ["DecodeError", "decode", "json_pairs", "parse_query"]
+__all__ = ["DecodeError", "decode", "json_pairs", "parse_query", "percent_decode"]
 
 
 class DecodeError(ValueError):
@@ -74,14 +74,15 @@ def parse_query(raw: str, max_params: int = 200) -> list[tuple[str, str]]:
     # Half the real webhooks escape something (caller_num=%2B420...); the same few
     # values recur through a call's events, hence the cache.
     return [
-        (_unquote(name) if "%" in name else name, _unquote(value) if "%" in value else value)
+        (percent_decode(name) if "%" in name else name, percent_decode(value) if "%" in value else value)
         for name, _, value in (f.partition("=") for f in fields if f)
     ]
 
 
 @functools.lru_cache(maxsize=4096)
-def _unquote(text: str) -> str:
-    """``unquote(text, errors="replace")``: pure, so its results can be kept."""
+def percent_decode(text: str) -> str:
+    """A name or value's ``%XX`` escapes decoded as :func:`parse_query` decodes them:
+    ``unquote(text, errors="replace")`` (pure, so its results can be kept)."""
     return unquote(text, errors="replace")
 
 

@@ -12,7 +12,9 @@ milliseconds (UTC). Those are what the driver writes to ``UUID`` and
 ``DateTime64(3)`` columns as they are, and what the spool stores; a
 ``uuid.UUID`` or a ``datetime`` per row cost a conversion each on the hot path.
 Readable forms exist only at the edges (:func:`ms_to_datetime`,
-:func:`datetime_to_ms`): test scenarios, reports, the quarantine.
+:func:`datetime_to_ms`): test scenarios, reports, the quarantine. Many rows
+at a time (the importer) travel as an Arrow record batch of
+:func:`arrow_schema`, the same columns column by column.
 
 The table itself is ``sql/0001_create_events.sql`` (plus ``0091``);
 ``tests/e2e/views/test_schema.py`` pins that these declarations match it.
@@ -21,18 +23,22 @@ The table itself is ``sql/0001_create_events.sql`` (plus ``0091``);
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import random
 import time
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.insert import InsertContext
 
 from ingest.events.spec import EVENTS, PARAMS, Event
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "COLUMNS",
@@ -42,6 +48,7 @@ __all__ = [
     "EventsInsert",
     "Remap",
     "Row",
+    "arrow_schema",
     "datetime_to_ms",
     "decode_record",
     "encode_record",
@@ -74,6 +81,31 @@ COLUMN_TYPES: tuple[str, ...] = (
 
 #: A ``pbx.events`` row: values in :data:`COLUMNS` order (see the module doc for the forms).
 Row = tuple[Any, ...]
+
+
+@functools.cache
+def arrow_schema() -> pa.Schema:
+    """The row as Arrow, for many rows at a time: :data:`COLUMNS` in order, then ``seq``.
+
+    ``event_id`` is the UUID's 16 bytes, big endian (``uuid.UUID.bytes``: how
+    the engine reads a 16-byte binary into a ``UUID`` column); ``received_at``
+    epoch milliseconds; ``event`` and ``source`` dictionary-encoded (the engine
+    takes them as ``LowCardinality`` as they are). ``seq`` is the arrival order
+    (for an imported line its place in the log), for ``pbx.events``' ``seq``
+    column; an insert sends only the columns of :data:`COLUMNS`.
+    """
+    import pyarrow as pa  # here, not at the top: the webhook service never needs it
+
+    special = {
+        "event_id": pa.binary(16),
+        "received_at": pa.timestamp("ms", tz="UTC"),
+        "event": pa.dictionary(pa.int8(), pa.string()),
+        "source": pa.dictionary(pa.int8(), pa.string()),
+        "extra": pa.map_(pa.string(), pa.string()),
+        "seq": pa.uint64(),
+    }
+    names = [*COLUMNS, *(["seq"] if "seq" not in COLUMNS else [])]
+    return pa.schema([(name, special.get(name, pa.string())) for name in names])
 
 # ---- time: the arrival clock and the one epoch-ms conversion ------------------------
 
@@ -220,6 +252,10 @@ INSERT_SETTINGS: dict[str, Any] = {
 class EventsInsert:
     """The one insert into ``pbx.events``: column-oriented rows under a deduplication token.
 
+    Two forms of the same insert (columns, settings, token): Python sequences
+    (:meth:`__call__`, the service's writer) and an Arrow batch (:meth:`arrow`,
+    the importer).
+
     A clickhouse-connect insert context built once (columns, declared types,
     settings) and reused for every batch, as the driver's ``InsertContext`` is
     meant to be: the same block of rows under the same token is stored once,
@@ -250,3 +286,12 @@ class EventsInsert:
         context.settings["insert_deduplication_token"] = token
         context.data = columns
         client.insert(context=context)
+
+    def arrow(self, client: Client, batch: pa.RecordBatch | pa.Table, token: str) -> None:
+        """Insert an Arrow batch of :func:`arrow_schema` under ``token`` (its columns of
+        :data:`COLUMNS`; the engine reads Arrow in C++, no per-value work in Python)."""
+        import pyarrow as pa
+
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        client.insert_arrow(TABLE, table.select(list(COLUMNS)),
+                            settings={**self._settings, "insert_deduplication_token": token})

@@ -182,10 +182,11 @@ def _one_node_of_the_cluster(client: Client, statements: list[str]) -> None:
 
 def _load_events(client: Client, table: str, log: Path) -> int:
     """The access log's rows, inserted hour by hour (several blocks, as the service writes them)."""
-    from ingest.backfill.rows import ImportStats, read_rows
+    from ingest.backfill.batches import read_batches, rows_of
+    from ingest.backfill.rows import ImportStats
     from ingest.events.table import COLUMN_TYPES, COLUMNS
 
-    rows = list(read_rows(log, ImportStats()))
+    rows = [row for batch in read_batches(log, ImportStats()) for row in rows_of(batch)]
     hours: dict[Any, list[tuple[Any, ...]]] = {}
     received = COLUMNS.index("received_at")
     for row in rows:
