@@ -77,8 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--spool-dir", dest="spool_dir", metavar="DIR",
-        help="durable spool: webhooks are fsynced here before the 200 (default: ./spool, next to the "
-        "embedded engine's data directory). One running service per spool directory",
+        help="durable spool: webhooks are fsynced here before the 200 (default: inside the embedded engine's "
+        "data directory, ./data/spool; ./spool-HOST-PORT for a ClickHouse server). One running service per "
+        "spool directory; a spool keeps the database it was written for",
+    )
+    serve.add_argument(
+        "--hand-over-spool", dest="spool_hand_over", action="store_const", const=True,
+        help="the spool holds webhooks taken for another database (serve refuses to start and names it): "
+        "write them into this one instead. For one start; see docs/reliability.md",
     )
     serve.add_argument(
         "--spool-max-bytes", dest="spool_max_bytes", type=int, metavar="BYTES",
