@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlparse
 
-from ingest import logs
+from ingest import cli_remote, logs
 from ingest.config import ENV_NAMES, ConfigError, ImportOptions, Settings, SimulateOptions
 from ingest.storing import clickhouse, migrations
 
@@ -138,7 +138,8 @@ def _add_backfill_commands(commands: Any) -> None:
         description="Import webhook requests from nginx/Apache access logs (combined or common format, "
         "plain or .gz) into pbx.events, with each line's own time. Safe to repeat and to give "
         "overlapping files in any order: a line is stored once. Bad webhook lines are reported as "
-        "FILE:LINE on stderr and skipped. The embedded engine allows one process: stop `serve` first.",
+        "FILE:LINE on stderr and skipped. While `serve` holds the embedded engine, the rows go through it "
+        "(webhooks keep flowing).",
     )
     _add_engine_flag(imp)
     imp.add_argument("import_files", nargs="+", metavar="FILE", help="access-log files (.gz read as gzip)")
@@ -205,12 +206,14 @@ def _serve_command(settings: Settings, flags: dict[str, Any]) -> int:
     return _serve(settings)
 
 
-def _with_engine(run: Callable[[Any, Settings, dict[str, Any]], None]) -> Callable[[Settings, dict[str, Any]], int]:
-    """A command that runs on a client of the engine: one-line errors, no traceback."""
+def _with_engine(run: Callable[[Any, Settings, dict[str, Any]], None],
+                 name: str) -> Callable[[Settings, dict[str, Any]], int]:
+    """A command that runs on a client of the engine (through the running service that holds
+    it, if one does: ``cli_remote``): one-line errors, no traceback."""
 
     def command(settings: Settings, flags: dict[str, Any]) -> int:
         try:
-            client = clickhouse.connect(settings.clickhouse_url)
+            client = cli_remote.engine_connection(settings, name).client
             try:
                 run(client, settings, flags)
             finally:
@@ -343,8 +346,8 @@ def _exit_zero(signum: int, frame: object) -> None:
 #: Each command's function: (settings, its own flags) -> exit status.
 _COMMANDS: dict[str, Callable[[Settings, dict[str, Any]], int]] = {
     "serve": _serve_command,
-    "migrate": _with_engine(_migrate),
-    "sql": _with_engine(_run_sql),
+    "migrate": _with_engine(_migrate, "migrate"),
+    "sql": _with_engine(_run_sql, "sql"),
     "import": _import,
     "simulate": _simulate,
 }

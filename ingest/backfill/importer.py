@@ -31,6 +31,7 @@ from ingest.backfill.accesslog import LogFileError
 from ingest.backfill.rows import ImportStats, Progress, read_rows
 from ingest.config import ImportOptions
 from ingest.events.table import TABLE, EventsInsert, ms_to_datetime
+from ingest.querying import client as engine_client
 from ingest.storing import clickhouse, migrations
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ImportStats", "LogFileError", "import_files", "run"]
@@ -276,8 +277,10 @@ def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO
     _without_pandas()
     show_progress = err.isatty() if options.progress is None else options.progress
     try:
-        client = clickhouse.connect(dsn)
-    except clickhouse.EngineBusyError as exc:
+        # Through the service that holds the embedded engine, if one runs (issue 12).
+        conn = engine_client.connect(dsn)
+        client = conn.client
+    except (clickhouse.EngineBusyError, engine_client.NotOwner) as exc:
         err.write(f"pbx-analytics import: {exc}\n")
         return 1
     except Exception as exc:  # unreachable server, bad credentials: say so, no traceback
@@ -290,9 +293,12 @@ def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO
             err.write(f"pbx-analytics import: {TABLE} does not exist at {dsn}: run "
                       "`pbx-analytics migrate` first, or import without --no-migrate\n")
             return 1
+        if conn.service is not None:
+            err.write(f"pbx-analytics import: through the running service (pid {conn.service.pid}, "
+                      f"{conn.service.url}); webhooks keep flowing\n")
         stats = import_files(client, options.files, batch_size=options.batch_size, errors=err,
                              progress=err if show_progress else None, jobs=options.jobs,
-                             pause_views=dsn.startswith("chdb:"))
+                             pause_views=dsn.startswith("chdb:") and conn.service is None)
     except (LogFileError, migrations.MigrationChanged) as exc:
         err.write(f"pbx-analytics import: {exc}\n")
         return 1
