@@ -4,6 +4,8 @@ HTTP interface with the user's rights; on the engine itself once the service is 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -14,7 +16,7 @@ import httpx
 import pytest
 
 from ingest.querying.access import OwnerFile
-from ingest.testing import ServeProcess
+from ingest.testing import REPO, ServeProcess, Subprocess, free_port, serve_command
 from tests.e2e.reliability.test_reliability import wait_health
 
 
@@ -93,3 +95,22 @@ def test_with_the_query_interface_off_the_commands_say_who_holds_the_engine(tmp_
         proc.stop()
     assert out.returncode == 1
     assert "in use by another process" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_readme_s_query_it_commands_work_as_written_while_serve_runs(tmp_path: Path) -> None:
+    """Both with the defaults (./data), from the directory serve was started in."""
+    section = (REPO / "README.md").read_text().split("## Query it", 1)[1]
+    commands = [shlex.split(line) for line in re.search(r"```sh\n(.*?)```", section, re.DOTALL)[1].splitlines()]
+    assert commands and all(c[0] == ".venv/bin/pbx-analytics" for c in commands)
+    port = free_port()
+    proc = Subprocess(serve_command(port, free_port()), tmp_path / "serve.log", port, cwd=tmp_path)
+    try:
+        proc.wait_ready()
+        assert httpx.get(f"{proc.url}/call_end?call_id=c1").status_code == 200
+        wait_health(proc.url, lambda h: h["backlog"] == 0)
+        for command in commands:
+            out = subprocess.run([sys.executable, "-m", "ingest", *command[1:]], capture_output=True, text=True,
+                                 timeout=300, cwd=tmp_path)
+            assert out.returncode == 0 and "call_end" in out.stdout, (command, out.stderr)
+    finally:
+        proc.stop()
