@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmarks, print tables, write JSON results.
 
-    python -m bench run [throughput|freshness|queries|memory|query_load|all ...] [--duration S] [--smoke]
+    python -m bench run [throughput|freshness|queries|memory|query_load|import_load|all ...] [--duration S] [--smoke]
     python -m bench profile [--duration S] [--server uvicorn|granian] [--gil]
 
 Results go to ``bench/results/<UTC time>-<parts>.json`` (gitignored) with the
@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, memory, profile, queries, query_load, throughput
+from bench import freshness, import_load, memory, profile, queries, query_load, throughput
 from bench._machine import load_average, machine
 
 __all__ = ["main"]
 
-PARTS = ("throughput", "freshness", "queries", "memory", "query_load")
+PARTS = ("throughput", "freshness", "queries", "memory", "query_load", "import_load")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--days", type=int, default=30, help="queries: simulated days (default 30)")
     run.add_argument("--calls-per-hour", dest="calls_per_hour", type=float, default=120,
                      help="queries: arrivals per queue per hour at the daily peak (default 120)")
+    run.add_argument("--import-days", dest="import_days", type=int, default=2,
+                     help="import_load: simulated days (gzip logs of a 60-agent centre) imported per loaded "
+                     "round (default 2; enough to outlast a 15 s window on 2 shared CPUs)")
     run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
 
     prof = commands.add_parser("profile", help="profile serve under load with py-spy",
@@ -187,9 +190,18 @@ def _run_query_load(args: argparse.Namespace, workdir: Path, seconds: float, ser
     print_table("Webhook latency while dashboards query through serve", query_load.table(res))
 
 
+def _run_import_load(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+                     serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    res = results["import_load"] = import_load.run(
+        workdir / "import_load", seconds, rate=min(args.rate or 2000.0, 1000.0),
+        rounds=args.rounds or (1 if args.smoke else 2), days_per_round=args.import_days, serve_env=serve_env)
+    print(f"\nlogs: {res['log_lines']:,} lines; import alone: {res['alone']['lines_per_s']:,} lines/s")
+    print_table("Webhook latency while import goes through serve", import_load.table(res))
+
+
 #: Each part of ``run``, in PARTS order.
 _PART_RUNNERS = {"throughput": _run_throughput, "freshness": _run_freshness, "queries": _run_queries,
-                 "query_load": _run_query_load,
+                 "query_load": _run_query_load, "import_load": _run_import_load,
                  "memory": _run_memory}
 
 
