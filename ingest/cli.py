@@ -106,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     migrate = commands.add_parser(
-        "migrate", help="apply the sql/ migrations", description="Apply pending sql/ migrations, each once."
+        "migrate", help="apply the sql/ migrations",
+        description="Apply pending sql/ migrations, each once. While `serve` holds the embedded engine, "
+        "through the service (it says so).",
     )
     _add_engine_flag(migrate)
     _add_cluster_flag(migrate)
@@ -115,7 +117,9 @@ def _parser() -> argparse.ArgumentParser:
         "sql",
         help="run a query and print the result",
         description="Run SQL against the pbx database and print the result, e.g. "
-        "pbx-analytics sql \"SELECT event, count() FROM pbx.events GROUP BY event\"",
+        "pbx-analytics sql \"SELECT event, count() FROM pbx.events GROUP BY event\". While `serve` holds "
+        "the embedded engine, through the service, with your rights: its owner may write, others read "
+        "as its read-only user (docs/querying.md)",
     )
     _add_engine_flag(sql)
     sql.add_argument("query", help="the SQL to run")
