@@ -14,6 +14,7 @@ ids already stored are filtered out before each insert.
 from __future__ import annotations
 
 import gc
+import os
 import re
 import sys
 import time
@@ -296,6 +297,7 @@ def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO
         if conn.service is not None:
             err.write(f"pbx-analytics import: through the running service (pid {conn.service.pid}, "
                       f"{conn.service.url}); webhooks keep flowing\n")
+            os.nice(engine_client.BACKGROUND_NICE)  # decoding (and its processes) yields the CPU to them
         stats = import_files(client, options.files, batch_size=options.batch_size, errors=err,
                              progress=err if show_progress else None, jobs=options.jobs,
                              pause_views=dsn.startswith("chdb:") and conn.service is None)
