@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmarks, print tables, write JSON results.
 
-    python -m bench run [throughput|freshness|queries|memory|query_load|import|all ...] [--duration S] [--smoke]
+    python -m bench run [throughput|freshness|queries|memory|query_load|import|import_load|all ...] [--duration S] [--smoke]
     python -m bench run scale --dir DIR [--repo CHECKOUT ...]   (issue 15: a year of data; never in "all")
     python -m bench profile [--duration S] [--server uvicorn|granian] [--gil]
 
@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, importing, memory, profile, queries, query_load, throughput
+from bench import freshness, import_load, importing, memory, profile, queries, query_load, throughput
 from bench._machine import load_average, machine
 from bench.scale import run as scale
 
 __all__ = ["main"]
 
-PARTS = ("throughput", "freshness", "queries", "memory", "query_load", "import")
+PARTS = ("throughput", "freshness", "queries", "memory", "query_load", "import", "import_load")
 #: Parts run only when named: they take hours and need a data directory.
 LONG_PARTS = ("scale",)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--memory-lines", dest="memory_lines", default="",
                      help="import: comma-separated log lengths (lines) whose peak RSS to measure, e.g. "
                      "500000,3000000 (default none: minutes each)")
+    run.add_argument("--import-load-days", dest="import_load_days", type=int, default=2,
+                     help="import_load: simulated days (gzip logs of a 60-agent centre) imported per loaded "
+                     "round (default 2; enough to outlast a 15 s window on 2 shared CPUs)")
     run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
     sc = run.add_argument_group("scale (issue 15; docs/benchmarks.md#scale-a-year-of-data-issue-15)")
     sc.add_argument("--dir", type=Path, default=None, metavar="DIR",
@@ -289,10 +292,19 @@ def _run_import(args: argparse.Namespace, workdir: Path, seconds: float, servers
         print_table("Import memory (pbx-analytics import, one log)", importing.memory_table(res))
 
 
+def _run_import_load(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+                     serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    res = results["import_load"] = import_load.run(
+        workdir / "import_load", seconds, rate=min(args.rate or 2000.0, 1000.0),
+        rounds=args.rounds or (1 if args.smoke else 2), days_per_round=args.import_load_days, serve_env=serve_env)
+    print(f"\nlogs: {res['log_lines']:,} lines; import alone: {res['alone']['lines_per_s']:,} lines/s")
+    print_table("Webhook latency while import goes through serve", import_load.table(res))
+
+
 #: Each part of ``run``, in PARTS + LONG_PARTS order.
 _PART_RUNNERS = {"throughput": _run_throughput, "freshness": _run_freshness, "queries": _run_queries,
                  "query_load": _run_query_load,
-                 "memory": _run_memory, "import": _run_import, "scale": _run_scale}
+                 "memory": _run_memory, "import": _run_import, "import_load": _run_import_load, "scale": _run_scale}
 
 
 def _profile(args: argparse.Namespace) -> int:

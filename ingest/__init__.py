@@ -8,6 +8,7 @@ The packages follow the data. A webhook::
     events.decode        request parameters -> one of those Structs
     events.table         the pbx.events row: columns, ids, arrival clock, spool record, the insert
     storing.spool        the durable write-ahead log a webhook is in before its 200
+    storing.destination  the database a spool belongs to; where a spool lives by default
     storing.writer       spool -> pbx.events in batches, exactly once (via events.table)
     storing.clickhouse   the engine: embedded chDB or a ClickHouse server
     storing.migrations   sql/ applied once each (storing.cluster: the same on a cluster)
@@ -16,6 +17,7 @@ Queries come back out the same process (the embedded engine allows one)::
 
     querying             ClickHouse's HTTP interface on the engine serve holds (Grafana, SQL
                          clients): its own server and threads, read-only user, Native re-framed
+    querying.client      the commands (sql, migrate, import) find that service and go through it
 
 History and test data take two other ways in::
 
@@ -23,6 +25,7 @@ History and test data take two other ways in::
     simulation           a seeded call centre -> webhooks, an access log, the expected figures
 
 Around them: ``config`` (settings and command options, the environment read
-once), ``cli`` (the commands), ``logs``, ``metrics``, and ``testing`` (the
+once), ``cli`` (the commands; ``cli_remote``: which engine they run on), ``logs``,
+``metrics``, and ``testing`` (the
 harness the tests and ``bench/`` share).
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlparse
 
-from ingest import logs
+from ingest import cli_remote, logs
 from ingest.config import ENV_NAMES, ConfigError, ImportOptions, Settings, SimulateOptions
 from ingest.storing import clickhouse, migrations
 
@@ -77,8 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--spool-dir", dest="spool_dir", metavar="DIR",
-        help="durable spool: webhooks are fsynced here before the 200 (default: ./spool, next to the "
-        "embedded engine's data directory). One running service per spool directory",
+        help="durable spool: webhooks are fsynced here before the 200 (default: inside the embedded engine's "
+        "data directory, ./data/spool; ./spool-HOST-PORT for a ClickHouse server). One running service per "
+        "spool directory; a spool keeps the database it was written for",
+    )
+    serve.add_argument(
+        "--hand-over-spool", dest="spool_hand_over", action="store_const", const=True,
+        help="the spool holds webhooks taken for another database (serve refuses to start and names it): "
+        "write them into this one instead. For one start; see docs/reliability.md",
     )
     serve.add_argument(
         "--spool-max-bytes", dest="spool_max_bytes", type=int, metavar="BYTES",
@@ -100,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     migrate = commands.add_parser(
-        "migrate", help="apply the sql/ migrations", description="Apply pending sql/ migrations, each once."
+        "migrate", help="apply the sql/ migrations",
+        description="Apply pending sql/ migrations, each once. While `serve` holds the embedded engine, "
+        "through the service (it says so).",
     )
     _add_engine_flag(migrate)
     _add_cluster_flag(migrate)
@@ -109,7 +117,9 @@ def _parser() -> argparse.ArgumentParser:
         "sql",
         help="run a query and print the result",
         description="Run SQL against the pbx database and print the result, e.g. "
-        "pbx-analytics sql \"SELECT event, count() FROM pbx.events GROUP BY event\"",
+        "pbx-analytics sql \"SELECT event, count() FROM pbx.events GROUP BY event\". While `serve` holds "
+        "the embedded engine, through the service, with your rights: its owner may write, others read "
+        "as its read-only user (docs/querying.md)",
     )
     _add_engine_flag(sql)
     sql.add_argument("query", help="the SQL to run")
@@ -132,7 +142,8 @@ def _add_backfill_commands(commands: Any) -> None:
         description="Import webhook requests from nginx/Apache access logs (combined or common format, "
         "plain or .gz) into pbx.events, with each line's own time. Safe to repeat and to give "
         "overlapping files in any order: a line is stored once. Bad webhook lines are reported as "
-        "FILE:LINE on stderr and skipped. The embedded engine allows one process: stop `serve` first.",
+        "FILE:LINE on stderr and skipped. While `serve` holds the embedded engine, the rows go through it "
+        "(webhooks keep flowing).",
     )
     _add_engine_flag(imp)
     imp.add_argument("import_files", nargs="+", metavar="FILE", help="access-log files (.gz read as gzip)")
@@ -216,12 +227,14 @@ def _serve_command(settings: Settings, flags: dict[str, Any]) -> int:
     return _serve(settings)
 
 
-def _with_engine(run: Callable[[Any, Settings, dict[str, Any]], None]) -> Callable[[Settings, dict[str, Any]], int]:
-    """A command that runs on a client of the engine: one-line errors, no traceback."""
+def _with_engine(run: Callable[[Any, Settings, dict[str, Any]], None],
+                 name: str) -> Callable[[Settings, dict[str, Any]], int]:
+    """A command that runs on a client of the engine (through the running service that holds
+    it, if one does: ``cli_remote``): one-line errors, no traceback."""
 
     def command(settings: Settings, flags: dict[str, Any]) -> int:
         try:
-            client = clickhouse.connect(settings.clickhouse_url)
+            client = cli_remote.engine_connection(settings, name).client
             try:
                 run(client, settings, flags)
             finally:
@@ -360,8 +373,8 @@ def _exit_zero(signum: int, frame: object) -> None:
 #: Each command's function: (settings, its own flags) -> exit status.
 _COMMANDS: dict[str, Callable[[Settings, dict[str, Any]], int]] = {
     "serve": _serve_command,
-    "migrate": _with_engine(_migrate),
-    "sql": _with_engine(_run_sql),
+    "migrate": _with_engine(_migrate, "migrate"),
+    "sql": _with_engine(_run_sql, "sql"),
     "import": _import,
     "simulate": _simulate,
 }

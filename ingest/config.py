@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.backfill.accesslog import FORMATS, offset_function
+from ingest.storing.destination import default_spool_dir
 
 __all__ = ["ConfigError", "ImportOptions", "Settings", "SimulateOptions", "default_dsn"]
 
@@ -47,9 +48,14 @@ class Settings:
     #: ...or when its oldest row has waited this long (seconds).
     flush_interval: float = 0.5
     #: The durable spool (write-ahead log) a webhook is in before it is acknowledged.
-    #: Empty: ``spool`` next to the embedded engine's data directory (``./data`` ->
-    #: ``./spool``), or ``./spool`` for a ClickHouse server. One process per spool.
+    #: Empty: in the database's own place, never shared by two databases: ``spool`` inside
+    #: the embedded engine's data directory (``./data/spool``), ``./spool-<host>-<port>`` for
+    #: a ClickHouse server (``ingest.storing.destination``). One process per spool.
     spool_dir: str = ""
+    #: Write the unwritten records of a spool taken for another database into this one
+    #: (``serve --hand-over-spool``). A decision for one start: a flag, never read from the
+    #: environment.
+    spool_hand_over: bool = False
     #: Spool size (bytes on disk) at which webhooks get 503 + Retry-After.
     spool_max_bytes: int = 1 << 30
     #: fsync each group commit before acknowledging. Off: survives a process crash,
@@ -153,13 +159,11 @@ class Settings:
 
     @property
     def spool_path(self) -> Path:
-        """Where the spool lives (``spool_dir``, or derived from the engine's path)."""
+        """Where the spool lives: ``spool_dir``, or the database's own place
+        (``ingest.storing.destination.default_spool_dir``)."""
         if self.spool_dir:
             return Path(self.spool_dir).resolve()
-        if self.clickhouse_url.startswith("chdb:"):
-            data = Path(self.clickhouse_url.removeprefix("chdb:").removeprefix("//") or "data").resolve()
-            return data.parent / "spool"
-        return Path("spool").resolve()
+        return default_spool_dir(self.clickhouse_url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -167,6 +171,8 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
+            if field.name in _FLAG_ONLY:
+                continue
             raw = env.get(ENV_NAMES[field.name])
             if raw is not None and raw != "":
                 values[field.name] = _parse(field.name, field.type, raw)
@@ -176,6 +182,8 @@ class Settings:
 
 #: Environment variable of each setting.
 ENV_NAMES = {f.name: f"PBX_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+#: Settings given as flags only: decisions for one start, not configuration.
+_FLAG_ONLY = frozenset({"spool_hand_over"})
 
 
 def _is_loopback(host: str) -> bool:

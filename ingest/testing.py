@@ -35,6 +35,7 @@ __all__ = [
     "query_dicts",
     "refresh_views",
     "refreshed_views",
+    "serve_command",
     "spec_example_urls",
     "stored",
 ]
@@ -111,16 +112,21 @@ class ServeProcess(Subprocess):
     """``pbx-analytics serve`` on the embedded engine at ``data_dir``, as a PBX would see it."""
 
     def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, cwd: Path | None = None) -> None:
         port = free_port()
         self.dsn = f"chdb://{data_dir}"
         #: ClickHouse's HTTP interface of this serve (a free port, never the default 8123).
         self.query_port = free_port()
         self.query_url = f"http://127.0.0.1:{self.query_port}"
-        cmd = [sys.executable, "-m", "ingest", "serve", "--port", str(port), "--query-port", str(self.query_port),
-               "--clickhouse", self.dsn, *extra_args]
-        super().__init__(cmd, data_dir.parent / f"serve-{port}.log", port, env=env)
+        cmd = [*serve_command(port, self.query_port), "--clickhouse", self.dsn, *extra_args]
+        super().__init__(cmd, data_dir.parent / f"serve-{port}.log", port, env=env, cwd=cwd)
         self.wait_ready(timeout)
+
+
+def serve_command(port: int, query_port: int) -> list[str]:
+    """``pbx-analytics serve`` on ``port``, its query interface on ``query_port`` (never the
+    default 8123, which every run on the machine would share)."""
+    return [sys.executable, "-m", "ingest", "serve", "--port", str(port), "--query-port", str(query_port)]
 
 
 # ---- the engine -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ ids already stored are filtered out before each insert.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -30,6 +31,7 @@ from ingest.backfill.rows import ImportStats, Progress
 from ingest.backfill.sink import EngineSink, Sink
 from ingest.config import ImportOptions
 from ingest.events.table import TABLE
+from ingest.querying import client as engine_client
 from ingest.storing import clickhouse, migrations
 
 __all__ = ["DEFAULT_BATCH_SIZE", "ImportStats", "LogFileError", "import_files", "run"]
@@ -146,8 +148,10 @@ def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO
     _without_pandas()
     show_progress = err.isatty() if options.progress is None else options.progress
     try:
-        client = clickhouse.connect(dsn)
-    except clickhouse.EngineBusyError as exc:
+        # Through the service that holds the embedded engine, if one runs (issue 12).
+        conn = engine_client.connect(dsn)
+        client = conn.client
+    except (clickhouse.EngineBusyError, engine_client.NotOwner) as exc:
         err.write(f"pbx-analytics import: {exc}\n")
         return 1
     except Exception as exc:  # unreachable server, bad credentials: say so, no traceback
@@ -160,9 +164,13 @@ def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO
             err.write(f"pbx-analytics import: {TABLE} does not exist at {dsn}: run "
                       "`pbx-analytics migrate` first, or import without --no-migrate\n")
             return 1
+        if conn.service is not None:
+            err.write(f"pbx-analytics import: through the running service (pid {conn.service.pid}, "
+                      f"{conn.service.url}); webhooks keep flowing\n")
+            os.nice(engine_client.BACKGROUND_NICE)  # decoding (and its processes) yields the CPU to them
         stats = import_files(client, options.files, batch_size=options.batch_size, errors=err,
                              progress=err if show_progress else None, jobs=options.jobs,
-                             pause_views=dsn.startswith("chdb:"))
+                             pause_views=dsn.startswith("chdb:") and conn.service is None)
     except (LogFileError, migrations.MigrationChanged) as exc:
         err.write(f"pbx-analytics import: {exc}\n")
         return 1

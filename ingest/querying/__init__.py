@@ -11,11 +11,27 @@ no one has to stop ingestion to query (docs/querying.md).
 * ``engine``: a request on the engine (a connection of its own, limits, settings, streaming);
 * ``access``: the read-only user and the owner, and the checks of what a reader may run;
 * ``native``: Native answers in the layout of the client's protocol revision;
-* ``errors``: ClickHouse's error shapes and statuses.
+* ``errors``: ClickHouse's error shapes and statuses;
+* ``inserts``: an INSERT's data after its query (binary formats too), for the owner;
+* ``client``: the commands' way in (``sql``, ``migrate``, ``import`` find the service that
+  holds a data directory and go through it, issue 12).
 """
 
 from __future__ import annotations
 
-from ingest.querying.server import QueryServer
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ingest.querying.server import QueryServer
 
 __all__ = ["QueryServer"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the commands that only talk to a running service (``client``) need neither the
+    # engine nor the server (importing chDB alone takes ~0.3 s).
+    if name == "QueryServer":
+        from ingest.querying.server import QueryServer
+
+        return QueryServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,6 +46,7 @@ __all__ = [
     "Users",
     "check_settings",
     "check_tree",
+    "endpoint_url",
     "query_shape",
 ]
 
@@ -125,6 +126,15 @@ class Users:
             return User(name, owner=True)
         raise ClickHouseError(
             516, f"{name}: Authentication failed: password is incorrect, or there is no user with such name")
+
+
+def endpoint_url(host: str, port: int) -> str:
+    """How a local client reaches the interface (a wildcard bind is reached on loopback)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class OwnerFile:

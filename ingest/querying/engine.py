@@ -28,7 +28,7 @@ from typing import Any
 
 import chdb
 
-from ingest.querying import access, native
+from ingest.querying import access, inserts, native
 from ingest.querying.errors import ClickHouseError, from_engine
 
 __all__ = ["Engine", "Execution", "QueryRequest"]
@@ -60,6 +60,10 @@ class QueryRequest:
     session_id: str | None = None
     session_timeout: float = 60.0
     session_check: bool = False
+    #: The owner's POST that starts with INSERT: the query stream as bytes (``?query=``, a line
+    #: break, the body), since an INSERT's data may follow its query in any format, binary ones
+    #: included (``inserts``). ``sql`` is then taken from it only if no such data is found.
+    raw: bytes | None = None
 
 
 @dataclass
@@ -233,6 +237,11 @@ class Engine:
         if request.database:
             _query(conn, f"USE {_identifier(request.database)}")
 
+        if request.raw is not None:
+            found = self._insert_with_data(conn, request.raw)
+            if found is not None:
+                return self._insert(conn, found)
+            request.sql = request.raw.decode("utf-8", "replace")
         sql = request.sql
         params = request.params
         shape, writes = self._analyse(conn, request)
@@ -260,6 +269,46 @@ class Engine:
         result = _query(conn, sql, request.default_format, params)
         data = bytes(result.bytes())
         return Execution(out_format, iter([data] if data else []), _summary(result))
+
+    def _insert_with_data(self, conn: Any, raw: bytes) -> inserts.InsertData | None:
+        """The INSERT at the start of ``raw`` and its data, as the engine parses the query (the
+        first place the data may start whose query text is an INSERT ending in that FORMAT)."""
+        for found in inserts.candidates(raw):
+            try:
+                formatted = bytes(_query(conn, "SELECT formatQuery({q:String})", "TabSeparatedRaw",
+                                         {"q": _escaped(found.sql)}).bytes()).decode()
+                ast = bytes(_query(conn, f"EXPLAIN AST {found.sql}", "TabSeparatedRaw").bytes()).decode()
+            except ClickHouseError:
+                continue  # e.g. a FORMAT inside a string: not the end of the query
+            formatted = formatted.rstrip()
+            clause = f"FORMAT {found.format}"
+            children = [line.split()[0] for line in ast.splitlines() if line.startswith(" ") and line[1] != " "]
+            if (ast.startswith("InsertQuery") and "SelectWithUnionQuery" not in children
+                    and formatted.endswith(clause) and formatted[-len(clause) - 1].isspace()):
+                return inserts.InsertData(formatted[: -len(clause)].rstrip(), found.format, found.data)
+        return None
+
+    def _insert(self, conn: Any, insert: inserts.InsertData) -> Execution:
+        """The rows of ``insert`` into the engine as bytes, in their format (chDB's streaming
+        insert: the query without its FORMAT clause, then the data)."""
+        try:
+            inserter = conn.send_insert(insert.sql, insert.format)
+        except Exception as exc:
+            raise from_engine(exc) from None
+        try:
+            view = memoryview(insert.data)
+            for start in range(0, len(view), inserts.APPEND_BYTES):
+                inserter.append(view[start : start + inserts.APPEND_BYTES])
+            result = inserter.finish()
+        except Exception as exc:
+            try:
+                inserter.cancel()
+            except Exception:
+                log.debug("cancelling a failed insert failed", exc_info=True)
+            raise from_engine(exc) from None
+        summary = {"written_rows": int(result.rows_written), "written_bytes": int(result.bytes_written),
+                   "elapsed_ns": int(result.elapsed * 1e9)}
+        return Execution(None, iter([]), summary)
 
     def _analyse(self, conn: Any, request: QueryRequest) -> tuple[access.QueryShape | None, bool]:
         """The query's shape; ``writes``: an owner's statement that is not a read.

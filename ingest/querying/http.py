@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl
 
 import multipart
 
-from ingest.querying import access
+from ingest.querying import access, inserts
 from ingest.querying.engine import Engine, Execution, QueryRequest
 from ingest.querying.errors import ClickHouseError, exception_block
 
@@ -249,8 +249,12 @@ class QueryApp:
                                       "and Accept-Encoding: gzip, zstd or lz4)")
         query_params = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
         ctype = headers.get("content-type", "")
+        raw = None
         if ctype.startswith("multipart/form-data"):
             sql = self._form(ctype, body, query_params, params)
+        elif user.owner and method == "POST" and inserts.is_insert(joined := _joined(params.get("query", ""), body)):
+            # An INSERT: its data may follow the query in a binary format (ingest.querying.inserts).
+            sql, raw = "INSERT", joined
         else:
             text = body.decode("utf-8", "replace")
             sql = params.get("query", "")
@@ -272,6 +276,7 @@ class QueryApp:
             session_id=params.get("session_id") or None,
             session_timeout=_session_timeout(params.get("session_timeout")),
             session_check=params.get("session_check") == "1",
+            raw=raw,
         )
         try:
             await self._answer(send, receive, request, headers, params, tag, head)
@@ -445,6 +450,11 @@ def _summary(execution: Execution, partial_bytes: int | None, started: int) -> s
     }
     # Numbers as strings, as ClickHouse writes them (64-bit integers survive JavaScript).
     return json.dumps({k: str(v) for k, v in values.items()}, separators=(",", ":"))
+
+
+def _joined(query: str, body: bytes) -> bytes:
+    """``?query=``, a line break and the body: the one stream ClickHouse parses."""
+    return f"{query}\n".encode() + body if query and body else (query.encode() or body)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

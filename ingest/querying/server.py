@@ -23,8 +23,10 @@ import uvicorn
 
 from ingest.config import Settings
 from ingest.querying import access
+from ingest.querying.access import endpoint_url
 from ingest.querying.engine import Engine
 from ingest.querying.http import QueryApp
+from ingest.storing.destination import embedded_path
 
 __all__ = ["QueryServer"]
 
@@ -33,16 +35,7 @@ log = logging.getLogger(__name__)
 
 def data_dir(settings: Settings) -> Path:
     """The embedded engine's data directory, spelled as chDB compares paths (resolved)."""
-    return Path(settings.clickhouse_url.removeprefix("chdb:").removeprefix("//").split("?", 1)[0] or "data").resolve()
-
-
-def endpoint_url(host: str, port: int) -> str:
-    """How a local client reaches the interface (a wildcard bind is reached on loopback)."""
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return embedded_path(settings.clickhouse_url)
 
 
 def _nice(value: int) -> None:

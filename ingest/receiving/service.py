@@ -28,7 +28,7 @@ from ingest.events.decode import DecodeError, decode, json_pairs, parse_query
 from ingest.events.spec import EVENTS, Event
 from ingest.events.table import encode_record, now_ms, spool_meta, to_row
 from ingest.metrics import Metrics
-from ingest.storing import clickhouse, migrations
+from ingest.storing import clickhouse, destination, migrations
 from ingest.storing.spool import Spool, SpoolClosed, SpoolError, SpoolFull
 from ingest.storing.writer import BatchWriter
 
@@ -94,8 +94,16 @@ class Service:
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open (and replay) the spool, start its committer and the writer."""
         s = self.settings
-        spool = Spool(s.spool_path, max_bytes=s.spool_max_bytes, meta=spool_meta(),
-                      fsync=s.spool_fsync, commit_window=s.spool_commit_window)
+        # The spool belongs to the database (storing.destination): its own default place, and a
+        # refusal to replay another database's records into this one.
+        where = s.spool_path if s.spool_dir else destination.adopt_legacy_spool(s.clickhouse_url)
+        try:
+            spool = Spool(where, max_bytes=s.spool_max_bytes, meta=spool_meta(), fsync=s.spool_fsync,
+                          commit_window=s.spool_commit_window,
+                          claim=destination.claimer(destination.Destination.of(s.clickhouse_url), s.spool_hand_over))
+        except destination.SpoolBelongsElsewhere as exc:
+            log.critical(str(exc))
+            raise
         m = self.metrics
         spool.on_commit = lambda seconds, _records: m.spool_commit.observe(seconds)
         m.spool_bytes.set_function(lambda: spool.size_bytes)

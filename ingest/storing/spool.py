@@ -100,7 +100,11 @@ class Spool:
         fsync: bool = True,
         commit_window: float = 0.0,
         memory_records: int = 50_000,
+        claim: Callable[[Path, int], None] | None = None,
     ) -> None:
+        """``claim``, if given, is called with the directory and its unwritten records once the
+        spool is locked and recovered, before anything is replayed; it may refuse the spool by
+        raising (``ingest.storing.destination``: a spool belongs to its database)."""
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         # Small enough that written segments are deleted long before the limit; 64 MiB at most.
@@ -147,6 +151,15 @@ class Spool:
         except BaseException:
             os.close(self._lock_fd)
             raise
+        if claim is not None:
+            try:
+                claim(self.directory, self._backlog)
+            except BaseException:
+                self.close()
+                raise
+        if self._backlog:
+            log.info("spool has unwritten records from a previous run; replaying them",
+                     extra={"records": self._backlog, "segments": len(self._segments) - 1})
 
     # ---- recovery -------------------------------------------------------
 
@@ -170,9 +183,6 @@ class Spool:
             cp = Checkpoint(spool_id=cp.spool_id, segment=active.number, offset=active.data_start)
         self._checkpoint = cp
         self._set_checkpoint(self._advance(cp))
-        if self._backlog:
-            log.info("spool has unwritten records from a previous run; replaying them",
-                     extra={"records": self._backlog, "segments": len(self._segments) - 1})
 
     def _load_segments(self, first: int) -> dict[int, list[int]]:
         """Load the segments from number ``first`` on (older ones were fully confirmed before

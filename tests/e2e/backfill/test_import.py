@@ -20,6 +20,7 @@ from ingest.cli import main as cli_main
 from ingest.config import ImportOptions
 from ingest.simulation import SimConfig, SimEvent, simulate
 from ingest.storing import clickhouse, migrations
+from ingest.testing import ServeProcess
 
 UTC = dt.timezone.utc
 
@@ -256,13 +257,15 @@ def test_imported_simulation_matches_the_truth_event_counts(tmp_path, dsn, capsy
     assert got == expected
 
 
-def test_import_while_serve_holds_the_embedded_engine_says_what_to_do(serve, tmp_path):
+def test_import_while_serve_holds_the_engine_without_its_query_interface_says_what_to_do(tmp_path):
+    serve = ServeProcess(tmp_path / "chdata", "--query-port", "0")  # nothing to go through
     log = _write(tmp_path / "a.log", ['10.0.0.5 - - [02/Nov/2026:09:00:17 +0100] "GET /call_end?call_id=1.1 '
                                       'HTTP/1.1" 200 3\n'])
     out = subprocess.run(
         [sys.executable, "-m", "ingest", "import", "--clickhouse", serve.dsn, str(log)],
         capture_output=True, text=True, timeout=120, env=os.environ.copy(),
     )
+    serve.stop()
     assert out.returncode == 1
     assert "in use by another process" in out.stderr and "stop that process first" in out.stderr
     assert "Traceback" not in out.stderr

@@ -42,12 +42,6 @@ def test_default_engine_lives_under_data_in_the_working_directory(tmp_path):
     assert (tmp_path / "data").is_dir()
 
 
-def test_a_second_process_on_a_served_engine_gets_told_what_to_do(serve):
-    out = run("sql", "SELECT 1", "--clickhouse", serve.dsn)
-    assert out.returncode == 1
-    assert "in use by another process" in out.stderr and "Traceback" not in out.stderr
-
-
 def test_bad_environment_value_names_the_variable():
     with pytest.raises(ConfigError, match="PBX_BATCH_SIZE"):
         Settings.from_env({"PBX_BATCH_SIZE": "lots"})

@@ -4,11 +4,13 @@ answers; the read-only rules hold per forbidden class; settings stay in their re
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import clickhouse_connect
@@ -264,6 +266,54 @@ def test_the_owner_writes_with_the_key_only_the_local_owner_can_read(service):
     assert r.headers["x-clickhouse-exception-code"] == "164"
     wrong = httpx.post(service.query_url, headers={**auth, "X-ClickHouse-Key": "guess"}, content="SELECT 1")
     assert wrong.headers["x-clickhouse-exception-code"] == "516"
+
+
+def owner_client(service):
+    owner = OwnerFile.read(Path(service.dsn.removeprefix("chdb://")))
+    return clickhouse_connect.get_client(host="127.0.0.1", port=service.query_port, username=owner["user"],
+                                         password=owner["key"], compress=False, autogenerate_session_id=False)
+
+
+def test_the_owner_inserts_typed_rows_with_clickhouse_connect_in_native(service):
+    """clickhouse-connect sends ``INSERT ... FORMAT Native`` and the binary block in one body; 32
+    columns make the block start with a space (0x20), which is data, not the query's whitespace."""
+    owner = owner_client(service)
+    columns = ", ".join(f"c{i} UInt8" for i in range(29))
+    owner.command(f"CREATE TABLE IF NOT EXISTS default.typed (id UUID, at DateTime64(3, 'UTC'), "
+                  f"m Map(String, String), {columns}) ENGINE = MergeTree ORDER BY at "
+                  "SETTINGS non_replicated_deduplication_window = 100")
+    rows = [[uuid.UUID(int=i), dt.datetime(2026, 11, 2, 8, 0, i, 1000, tzinfo=dt.UTC), {"k": f"v{i}"}, *[i] * 29]
+            for i in range(3)]
+    for _ in range(2):  # the same block under the same token: stored once
+        owner.insert("default.typed", rows, settings={"insert_deduplication_token": "typed-1"})
+    read = owner.query("SELECT id, at, m, c28 FROM default.typed ORDER BY at").result_rows
+    assert read == [(r[0], r[1].replace(tzinfo=None), r[2], r[-1]) for r in rows]
+    owner.close()
+
+
+def test_an_insert_s_data_starts_after_its_format_s_line_as_clickhouse_parses_it(service):
+    auth = owner_headers(service)
+    httpx.post(service.query_url, headers=auth,
+               content="CREATE TABLE IF NOT EXISTS default.lines (s String) ENGINE = MergeTree ORDER BY s")
+    r = httpx.post(service.query_url, headers=auth, params={"query": "INSERT INTO default.lines FORMAT TSV  "},
+                   content="  kept spaces\n")
+    assert r.status_code == 200, r.text
+    # A FORMAT inside a string is not the query's end: this runs as the query it is.
+    r = httpx.post(service.query_url, headers=auth, content="INSERT INTO default.lines SELECT 'FORMAT TSV\nx'")
+    assert r.status_code == 200, r.text
+    assert post(service, "SELECT s FROM default.lines ORDER BY s FORMAT JSONEachRow").text.splitlines() == [
+        '{"s":"  kept spaces"}', '{"s":"FORMAT TSV\\nx"}']
+    broken = httpx.post(service.query_url, headers=auth, params={"query": "INSERT INTO default.lines FORMAT Native"},
+                        content=b"\x01\x05garbage")
+    assert broken.status_code != 200 and broken.headers["x-clickhouse-exception-code"] != "0"
+    reader = httpx.post(service.query_url, params={"query": "INSERT INTO default.lines FORMAT TSV"}, content="no\n")
+    assert reader.headers["x-clickhouse-exception-code"] == "164"
+    assert post(service, "SELECT count() FROM default.lines").text == "2\n"
+
+
+def owner_headers(service) -> dict[str, str]:
+    owner = OwnerFile.read(Path(service.dsn.removeprefix("chdb://")))
+    return {"X-ClickHouse-User": owner["user"], "X-ClickHouse-Key": owner["key"]}
 
 
 def test_gzip_request_bodies_are_read(service):

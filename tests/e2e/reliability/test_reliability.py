@@ -251,7 +251,8 @@ def test_full_spool_answers_503_and_a_restart_replays_it(tmp_path: Path) -> None
     assert time.monotonic() - started < 15
     assert "still in the spool" in proc.log()
 
-    proc = ServeProcess(data, "--spool-dir", str(spool))  # engine back: the spool replays
+    # The embedded engine takes over the spool written for the server (it was down for good).
+    proc = ServeProcess(data, "--spool-dir", str(spool), "--hand-over-spool")
     wait_health(proc.url, lambda h: h["backlog"] == 0 and h["status"] == "ok")
     assert proc.stop() == 0
     keys = stored_keys(stored(proc.dsn, KEYS_SQL))

@@ -1,0 +1,112 @@
+"""Webhook latency while ``pbx-analytics import`` goes through ``serve`` (issue 12).
+
+One ``serve`` (the real command line) takes paced webhooks from ``wrk``. In the *loaded* rounds,
+``pbx-analytics import`` (the real command line, a process of its own) backfills simulated
+access logs, which it finds the service for and hands over through its ClickHouse HTTP
+interface; *baseline* rounds are the same webhooks without an import. Rounds alternate
+(baseline, loaded, ...) on the same process; each loaded round imports days not imported
+before (a re-import would only compare ids). The table reports the webhooks' latency of each
+kind (median over rounds) and its ratio to the baseline of the same run, and the import's own
+speed through the service against an import of the same files into an engine of its own
+(no service, views paused: what ``import`` does when no service runs).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._servers import Server
+from bench._wrk import run_wrk
+from bench.bench_import import make_logs
+
+__all__ = ["run", "table"]
+
+
+def _import(dsn: str, files: list[Path], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "ingest", "import", "--clickhouse", dsn, "--no-progress",
+                             *map(str, files)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finished(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """The import's own summary: lines and the seconds it measured (the command's start-up and
+    migrations not included)."""
+    out, err = proc.communicate(timeout=3600)
+    match = re.search(r"(\d+) lines in ([\d.]+)s", out)
+    if proc.returncode != 0 or match is None:
+        raise RuntimeError(f"import failed ({proc.returncode}): {out[-1000:]}{err[-2000:]}")
+    lines, seconds = int(match[1]), float(match[2])
+    return {"lines": lines, "seconds": seconds, "lines_per_s": round(lines / seconds),
+            "through_service": "through the running service" in err}
+
+
+def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days_per_round: int = 2,
+        serve_env: dict[str, str] | None = None) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "logs").mkdir(exist_ok=True)
+    files, lines = make_logs(workdir / "logs", rounds * days_per_round)
+    result: dict[str, Any] = {"rate": rate, "seconds": seconds, "log_lines": lines, "baseline": [], "loaded": []}
+
+    # One round's files into an engine of its own (migrated first): the import's speed when no
+    # service runs.
+    alone = f"chdb://{workdir / 'alone'}"
+    subprocess.run([sys.executable, "-m", "ingest", "migrate", "--clickhouse", alone], cwd=workdir, check=True,
+                   capture_output=True)
+    result["alone"] = _finished(_import(alone, files[:days_per_round], workdir))
+
+    with Server("serve", "uvicorn", workdir / "serve", env=serve_env) as server:
+        run_wrk(f"{server.url}/", 3.0, rate=rate, connections=16)  # warm up
+        for r in range(rounds):
+            for kind in ("baseline", "loaded"):
+                proc = None
+                if kind == "loaded":
+                    proc = _import(server.dsn, files[r * days_per_round:(r + 1) * days_per_round], workdir)
+                    time.sleep(1.0)  # the command's start-up: measure while rows flow
+                res = run_wrk(f"{server.url}/", seconds, rate=rate, connections=16)
+                entry: dict[str, Any] = {"intended_latency_ms": res.intended_latency_ms,
+                                         "latency_ms": res.latency_ms, "rps": round(res.rps, 1),
+                                         "errors": res.error_count}
+                if proc is not None:
+                    entry["import_running_at_end"] = proc.poll() is None
+                    entry["import"] = _finished(proc)
+                result[kind].append(entry)
+    for kind in ("baseline", "loaded"):
+        for p in ("p50", "p99"):
+            result[f"{kind}_{p}_ms"] = statistics.median(r["intended_latency_ms"][p] for r in result[kind])
+            result[f"{kind}_{p}_service_ms"] = statistics.median(r["latency_ms"][p] for r in result[kind])
+    # Each loaded round against the baseline round just before it (the machine's load drifts
+    # between rounds more than within a pair), then the median over the pairs.
+    for p in ("p50", "p99"):
+        for key, suffix in (("intended_latency_ms", ""), ("latency_ms", "_service")):
+            pairs = [lo[key][p] / base[key][p] for base, lo in zip(result["baseline"], result["loaded"])]
+            result[f"{p}{suffix}_ratio"] = round(statistics.median(pairs), 2)
+    imports = [r["import"] for r in result["loaded"]]
+    result["through_lines_per_s"] = round(sum(i["lines"] for i in imports) / sum(i["seconds"] for i in imports))
+    result["import_speed_ratio"] = round(result["through_lines_per_s"] / result["alone"]["lines_per_s"], 2)
+    result["import_covered_window"] = all(r["import_running_at_end"] for r in result["loaded"])
+    return result
+
+
+def table(res: dict[str, Any]) -> list[list[str]]:
+    """Latency from each webhook's intended send time (what a PBX waits, falling behind
+    included), and as ``wrk`` saw each answer; ratios are the median of per-round pairs."""
+    rows = [["webhooks", "import", "p50 / p99 ms", "answer p50 / p99 ms", "p99 / baseline",
+             "answer p99 / baseline", "import lines/s"]]
+    alone = res["alone"]["lines_per_s"]
+    for kind in ("baseline", "loaded"):
+        base = kind == "baseline"
+        rows.append([
+            f"{res['rate']:g}/s",
+            "none" if base else "through serve" + ("" if res["import_covered_window"] else " (ended in the window)"),
+            f"{res[f'{kind}_p50_ms']:.1f} / {res[f'{kind}_p99_ms']:.1f}",
+            f"{res[f'{kind}_p50_service_ms']:.1f} / {res[f'{kind}_p99_service_ms']:.1f}",
+            "1.00" if base else f"{res['p99_ratio']:.2f}",
+            "1.00" if base else f"{res['p99_service_ratio']:.2f}",
+            f"alone {alone:,}" if base else f"{res['through_lines_per_s']:,} ({res['import_speed_ratio']:.2f}x alone)",
+        ])
+    return rows
