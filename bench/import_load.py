@@ -23,7 +23,7 @@ from typing import Any
 
 from bench._servers import Server
 from bench._wrk import run_wrk
-from bench.bench_import import make_logs
+from bench.importing import make_logs
 
 __all__ = ["run", "table"]
 

@@ -64,8 +64,8 @@ HOOK_MODULES: list[str] = []
 PLACEHOLDERS: list[tuple[str, str, str, str]] = [
     ("Webhook throughput", "serve / bare app, req/s (granian)", ">= 0.7x", "python -m bench run throughput"),
     ("Webhook throughput", "serve p99 ms at half the bare rate", "< 10", "python -m bench run throughput"),
-    ("Import", "lines/s / engine-side parse of the same file", ">= 0.5x", "python bench/bench_import.py"),
-    ("Import", "peak RSS, MiB, by lines in the log", "< 1024, flat", "python bench/bench_import.py"),
+    ("Import", "lines/s / engine-side parse of the same file", ">= 0.5x", "python -m bench run import"),
+    ("Import", "peak RSS, MiB, by lines in the log", "< 1024, flat", "python -m bench run import"),
 ]
 
 
