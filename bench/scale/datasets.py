@@ -219,34 +219,33 @@ def _days_of(first: dt.date, end: dt.date) -> list[dt.date]:
 def _insert_days(client: Any, centre: Centre, days: list[tuple[dt.date, float, str]], jobs: int,
                  after_day: Callable[[int, dict[str, int]], None], log: Callable[[str], None]) -> dict[str, int]:
     """Simulate ``days`` (date, hours, end mode) in ``jobs`` processes, insert them in date order."""
-    from ingest.backfill import importer, rows
+    from ingest.backfill import importer
+    from ingest.events.table import EventsInsert
 
     totals: dict[str, int] = {}
-    stats = rows.ImportStats()
-    sink = importer._Sink(client, stats, importer.DEFAULT_BATCH_SIZE)  # the importer's batch insert
+    # The one insert of pbx.events (the writer's), under a token per day and batch: a rebuilt
+    # day's batch is stored once.
+    insert = EventsInsert()
     ctx = multiprocessing.get_context("spawn")  # this process holds the engine and its threads
-    try:
-        with cf.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
-            window = max(1, jobs) + 1  # results waiting for the insert stay few
-            pending: list[cf.Future[Any]] = []
-            todo = iter(days)
-            for index in range(len(days)):
-                while len(pending) < window:
-                    nxt = next(todo, None)
-                    if nxt is None:
-                        break
-                    pending.append(pool.submit(_day_columns, centre, *nxt))
-                columns, counts = pending.pop(0).result()
-                for start in range(0, len(columns[0]), importer.DEFAULT_BATCH_SIZE):
-                    sink.add([col[start:start + importer.DEFAULT_BATCH_SIZE] for col in columns])
-                del columns
-                sink.flush()
-                for name, value in counts.items():
-                    totals[name] = totals.get(name, 0) + value
-                after_day(index, counts)
-    finally:
-        sink.close()
-    totals["duplicates_skipped"] = stats.duplicates
+    with cf.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
+        window = max(1, jobs) + 1  # results waiting for the insert stay few
+        pending: list[cf.Future[Any]] = []
+        todo = iter(days)
+        for index in range(len(days)):
+            while len(pending) < window:
+                nxt = next(todo, None)
+                if nxt is None:
+                    break
+                pending.append(pool.submit(_day_columns, centre, *nxt))
+            columns, counts = pending.pop(0).result()
+            day = days[index][0]
+            for start in range(0, len(columns[0]), importer.DEFAULT_BATCH_SIZE):
+                insert(client, [col[start:start + importer.DEFAULT_BATCH_SIZE] for col in columns],
+                       f"dataset:{centre.agents}:{day}:{start}")
+            del columns
+            for name, value in counts.items():
+                totals[name] = totals.get(name, 0) + value
+            after_day(index, counts)
     return totals
 
 
@@ -373,6 +372,7 @@ TIME_COLUMNS: dict[str, str | None] = {
     "queue_calls_data": "entered_at",
     "queue_stats_15m_data": "interval_start",
     "agent_stats_15m_data": "interval_start",
+    "calls_data": "started_at",
     "events_quarantine": None,  # emptied
     "queue_settings": "",  # kept whole
     "schema_migrations": "",

@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 from bench.scale import datasets
-from ingest.backfill.rows import ImportStats, read_rows
+from ingest.backfill.batches import read_batches, rows_of
+from ingest.backfill.rows import ImportStats
 from ingest.simulation import write_access_log
 from ingest.testing import REPO
 
@@ -24,7 +25,7 @@ def test_dataset_rows_are_the_rows_import_stores_for_the_same_days_access_log(tm
     write_access_log(log, sim.events)
 
     direct = datasets._rows_of(sim.events)
-    imported = list(read_rows(log, ImportStats()))
+    imported = [row for batch in read_batches(log, ImportStats()) for row in rows_of(batch)]
 
     assert len(direct) == len(sim.events) > 100
     assert direct == imported
