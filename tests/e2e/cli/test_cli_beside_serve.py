@@ -36,7 +36,7 @@ def test_sql_reads_and_the_owner_writes_through_the_running_service(serve: Serve
     out = run("sql", "SELECT call_id FROM pbx.events", "--format", "TSV", "--clickhouse", serve.dsn)
     assert (out.returncode, out.stdout, out.stderr) == (0, "c1\n", "")
 
-    wrote = run("sql", "INSERT INTO pbx.queue_settings SELECT 'helpdesk', 30, 8", "--clickhouse", serve.dsn)
+    wrote = run("sql", "INSERT INTO pbx.queue_settings (queue_name, sla_threshold_s, short_abandon_s) VALUES ('helpdesk', 30, 8)", "--clickhouse", serve.dsn)
     assert wrote.returncode == 0, wrote.stderr
     assert reader_sql(serve, "SELECT queue_name, sla_threshold_s FROM pbx.queue_settings") == "helpdesk\t30\n"
 
