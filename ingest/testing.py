@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from ingest.storing import clickhouse
 from ingest.storing.spool import Spool
 
 __all__ = [
+    "npm_installed",
     "REPO",
     "SPEC",
     "ServeProcess",
@@ -187,3 +189,16 @@ def append(spool: Spool, payloads: Sequence[bytes], rows: Sequence[Any] | None =
         await asyncio.gather(*(spool.append(p, r) for p, r in zip(payloads, given)))
 
     asyncio.run(append_all())
+
+
+def npm_installed(directory: Path, probe: str) -> Path:
+    """``directory``'s npm packages, installed from its lock file on first use (``npm ci``; .ci/run
+    does it ahead): ``directory / "node_modules" / probe``, which must exist afterwards."""
+    target = directory / "node_modules" / probe
+    if not target.exists():
+        npm = shutil.which("npm")
+        assert npm, "npm is needed: .ci/run installs Node.js and npm (apt-get install nodejs npm)"
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=directory, check=True, capture_output=True,
+                       timeout=600)
+    assert target.exists(), f"npm ci in {directory} did not install {probe}"
+    return target

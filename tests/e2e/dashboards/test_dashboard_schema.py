@@ -18,13 +18,13 @@ pinned in ``schema/package-lock.json`` and installed with ``npm ci`` on first us
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ingest.testing import npm_installed
 from tests.e2e.dashboards import grafana_sim as gs
 
 HERE = Path(__file__).resolve().parent / "schema"
@@ -60,12 +60,7 @@ type Stored<T> = DeepPartial<Json<T>>;
 
 
 def _npm_ready() -> Path:
-    npm = shutil.which("npm")
-    assert npm, "npm is needed for the schema check: .ci/run installs Node.js and npm (apt-get install nodejs npm)"
-    tsc = HERE / "node_modules" / ".bin" / "tsc"
-    if not tsc.exists():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, capture_output=True, timeout=600)
-    return tsc
+    return npm_installed(HERE, ".bin/tsc")
 
 
 def typescript_check(dashboards: list[dict[str, Any]]) -> str:

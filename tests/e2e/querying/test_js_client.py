@@ -1,5 +1,5 @@
-"""The official Node client of ClickHouse (@clickhouse/client, installed from npm by .ci/run into
-tests/e2e/querying/js) against serve's query interface."""
+"""The official Node client of ClickHouse (@clickhouse/client, pinned by tests/e2e/querying/js's lock file and
+installed there on first use) against serve's query interface."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from ingest.testing import ServeProcess, spec_example_urls
+from ingest.testing import ServeProcess, npm_installed, spec_example_urls
 
 JS = Path(__file__).parent / "js"
 
 
 def test_clickhouse_js_gets_typed_results_and_parses_errors(tmp_path):
-    assert (JS / "node_modules" / "@clickhouse" / "client").is_dir(), "run `npm ci` in tests/e2e/querying/js"
+    npm_installed(JS, "@clickhouse/client")
     service = ServeProcess(tmp_path / "chdata")
     try:
         for url in spec_example_urls():
