@@ -1,6 +1,11 @@
 # The pbx-analytics ingest service (also runs `migrate`, `import`, `simulate`, `sql`).
 # Built from this repository with pip; used by compose/docker-compose*.yml.
+#
+# Lean by default: for a ClickHouse server (`--clickhouse http://...`). The embedded engine
+# (chdb with pyarrow and pandas, ~870 MB more) only where it runs:
+#   docker build --build-arg EXTRAS=embedded .     (compose: the `embedded` profile)
 FROM python:3.12-slim
+ARG EXTRAS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -11,7 +16,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ingest ./ingest
 COPY sql ./sql
-RUN pip install . && rm -rf /src
+RUN pip install ".${EXTRAS:+[$EXTRAS]}" && rm -rf /src
 
 # An unprivileged user; the spool directory is a volume in compose.
 RUN useradd --system --uid 10001 --home-dir /var/lib/pbx-analytics --create-home pbx \

@@ -249,7 +249,7 @@ def test_env_example_documents_every_variable_with_the_compose_default():
 
 def test_the_image_is_built_from_this_repository_with_pip():
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert re.search(r"^RUN pip install \.", dockerfile, re.M)
+    assert re.search(r'^RUN pip install "?\.', dockerfile, re.M)
     copied = re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)
     sources = {s for line in copied for s in line.split()}
     assert {"pyproject.toml", "README.md", "ingest", "sql"} <= sources
@@ -257,6 +257,26 @@ def test_the_image_is_built_from_this_repository_with_pip():
     for needed in ("pyproject.toml", "README.md", "ingest/", "sql/"):
         assert f"!{needed}" in ignore
     assert re.search(r'^ENTRYPOINT \["pbx-analytics"\]', dockerfile, re.M)
+
+
+def test_only_services_on_the_embedded_engine_get_an_image_with_it():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not any("chdb" in dep for dep in project["dependencies"])
+    assert any("[chdb]" in dep for dep in project["optional-dependencies"]["embedded"])
+    assert "pbx-analytics[embedded]" in project["optional-dependencies"]["test"]  # the suite runs embedded
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r'^ARG EXTRAS=""$', dockerfile, re.M)  # lean unless asked
+    for path in (SINGLE, CLUSTER):
+        for name, service in _load(path)["services"].items():
+            build = service.get("build")
+            if not build:
+                continue
+            embedded = _env(service).get("PBX_CLICKHOUSE_URL", "").startswith("chdb:")
+            assert (build.get("args", {}).get("EXTRAS") == "embedded") == embedded, name
+            # one tag per content: the lean and the embedded image never overwrite each other
+            assert service["image"] == ("pbx-analytics:local-embedded" if embedded else "pbx-analytics:local"), name
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, str]:
