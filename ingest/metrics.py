@@ -38,6 +38,12 @@ class Metrics:
         self.engine_up = Gauge("pbx_clickhouse_up", "1 if the last insert succeeded", registry=r)
         self.spool_bytes = Gauge("pbx_spool_bytes", "Bytes of the durable spool on disk", registry=r)
         self.spool_limit = Gauge("pbx_spool_max_bytes", "Spool size at which webhooks get 503", registry=r)
+        self.spool_disk_full = Gauge(
+            "pbx_spool_disk_full", "1 while the spool's disk has no room: new webhooks get 503", registry=r
+        )
+        self.spool_disk_free = Gauge(
+            "pbx_spool_disk_free_bytes", "Bytes free on the spool's disk (for this service's user)", registry=r
+        )
         self.spool_commit = Histogram(
             "pbx_spool_commit_seconds", "Time to write and fsync one group of webhooks",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5), registry=r,
@@ -66,6 +72,12 @@ class Metrics:
 
     def track_buffer(self, depth: Callable[[], float]) -> None:
         self.buffer_depth.set_function(depth)
+
+    def track_spool(self, spool: Any) -> None:
+        """The spool's gauges, read at each scrape from ``spool`` (an ``ingest.storing.spool.Spool``)."""
+        self.spool_bytes.set_function(lambda: spool.size_bytes)
+        self.spool_disk_full.set_function(lambda: spool.state == "disk_full")
+        self.spool_disk_free.set_function(lambda: spool.disk_free_bytes() or 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,7 +8,9 @@ is used by the service itself.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "REPO",
     "SPEC",
     "ServeProcess",
+    "SmallDisk",
     "Subprocess",
     "append",
     "free_port",
@@ -70,14 +73,15 @@ class Subprocess:
     """
 
     def __init__(self, cmd: Sequence[str], log_path: Path, port: int, *, cwd: Path | None = None,
-                 env: dict[str, str] | None = None, name: str = "serve") -> None:
+                 env: dict[str, str] | None = None, name: str = "serve",
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(list(cmd), cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -114,14 +118,16 @@ class ServeProcess(Subprocess):
     """``pbx-analytics serve`` on the embedded engine at ``data_dir``, as a PBX would see it."""
 
     def __init__(self, data_dir: Path, *extra_args: str, env: dict[str, str] | None = None,
-                 timeout: float = 60.0, cwd: Path | None = None) -> None:
+                 timeout: float = 60.0, cwd: Path | None = None,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         port = free_port()
         self.dsn = f"chdb://{data_dir}"
         #: ClickHouse's HTTP interface of this serve (a free port, never the default 8123).
         self.query_port = free_port()
         self.query_url = f"http://127.0.0.1:{self.query_port}"
         cmd = [*serve_command(port, self.query_port), "--clickhouse", self.dsn, *extra_args]
-        super().__init__(cmd, data_dir.parent / f"serve-{port}.log", port, env=env, cwd=cwd)
+        super().__init__(cmd, data_dir.parent / f"serve-{port}.log", port, env=env, cwd=cwd,
+                         preexec_fn=preexec_fn)
         self.wait_ready(timeout)
 
 
@@ -129,6 +135,75 @@ def serve_command(port: int, query_port: int) -> list[str]:
     """``pbx-analytics serve`` on ``port``, its query interface on ``query_port`` (never the
     default 8123, which every run on the machine would share)."""
     return [sys.executable, "-m", "ingest", "serve", "--port", str(port), "--query-port", str(query_port)]
+
+
+# ---- a full disk --------------------------------------------------------------------------
+
+
+class SmallDisk:
+    """A real filesystem of ``size`` bytes at ``path`` (tmpfs), to fill and free in a test.
+
+    Mounting needs root with CAP_SYS_ADMIN (this sandbox; CI run as root on a VM); where it is
+    refused, :meth:`mount` returns None and a test falls back to a file-size limit
+    (:func:`file_size_limit`), which makes the same writes fail (``EFBIG``, which the spool
+    treats as ``ENOSPC``) without a filesystem of its own.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ballast = path / "ballast"
+
+    @classmethod
+    def mount(cls, path: Path, size: int) -> SmallDisk | None:
+        path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        return cls(path) if done.returncode == 0 else None
+
+    def fill(self) -> int:
+        """Write the ballast file until the disk is full; the bytes it took."""
+        chunk = bytes(1 << 16)
+        written = 0
+        fd = os.open(self.ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            while True:
+                try:
+                    written += os.write(fd, chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    if len(chunk) == 1:
+                        return written
+                    chunk = chunk[: len(chunk) // 2]  # the last pages, down to the byte
+        finally:
+            os.close(fd)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def make_room(self) -> None:
+        self.ballast.unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+def file_size_limit(limit: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that lets the process write no file beyond ``limit`` bytes (soft
+    RLIMIT_FSIZE; Python ignores SIGXFSZ, so a write past it fails with ``EFBIG``). The hard limit
+    stays, so :func:`lift_file_size_limit` can lift it from outside."""
+
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    return preexec
+
+
+def lift_file_size_limit(pid: int) -> None:
+    """Undo :func:`file_size_limit` on a running process ("room again")."""
+    hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
 
 
 # ---- the engine -------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Each webhook route hands its request to :meth:`Service.accept`
 (``ingest.receiving.service``), which reads as the webhook's path:
 route -> checks -> decode -> row -> spool. This module wires the routes, the
-start-up (engine, migrations, spool replay) and shutdown (drain), and the
-answers that are not webhooks.
+lifespan (``Service.start`` -- engine, migrations, spool replay, writer --
+and the drain at shutdown), and the answers that are not webhooks.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from ingest.config import Settings
 from ingest.events.spec import EVENTS
 from ingest.metrics import CONTENT_TYPE_LATEST
 from ingest.receiving.service import Service
-from ingest.storing import clickhouse, migrations
 
 __all__ = ["create_app"]
 
@@ -69,54 +68,21 @@ def _token_route(service: Service) -> Any:
                  name="webhook_with_token")(webhook_with_token)
 
 
-def _migrate_at_start(service: Service, holder: Any) -> None:
-    """Apply the migrations at start. A server that is down must not stop us accepting into
-    the spool: the writer applies them once it reaches the server. A changed migration stops
-    the start (``MigrationChanged``), as does any failure of the embedded engine we hold."""
-    settings = service.settings
-    try:
-        client = holder or clickhouse.connect(settings.clickhouse_url)
-        try:
-            migrations.apply_migrations(client, cluster=settings.clickhouse_cluster or None)
-        finally:
-            if client is not holder:
-                client.close()
-    except migrations.MigrationChanged as exc:
-        log.critical(str(exc))
-        raise
-    except Exception as exc:
-        if holder is not None:
-            raise
-        log.error("ClickHouse unreachable at start; accepting into the spool", extra={"error": str(exc)})
-        service.migrations_pending = True
-        service.start_error = str(exc)
-
-
-def create_app(settings: Settings) -> Litestar:
-    service = Service(settings)
+def create_app(settings: Settings, service: Service | None = None) -> Litestar:
+    """The app for ``settings``; ``service`` may have been started up already (``serve`` does
+    that before binding the port, so a refusal to start is one line, not a traceback)."""
+    service = service or Service(settings)
     if settings.token:
         _REDACT.secrets.add(settings.token)
         logging.getLogger("uvicorn.access").addFilter(_REDACT)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        holder = None
-        if settings.clickhouse_url.startswith("chdb:"):
-            # The embedded engine lives while one of its clients is open: hold one for
-            # the service's lifetime, so no other process can take the data directory
-            # between start-up and the writer's first insert.
-            holder = clickhouse.connect(settings.clickhouse_url)
         try:
-            if settings.migrate_on_start:
-                _migrate_at_start(service, holder)
-            service.open(asyncio.get_running_loop())
-            try:
-                yield
-            finally:
-                await service.close()
+            service.start(asyncio.get_running_loop())
+            yield
         finally:
-            if holder is not None:
-                holder.close()
+            await service.close()
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> Response[dict[str, Any]]:
@@ -125,15 +91,22 @@ def create_app(settings: Settings) -> Litestar:
             return Response({"status": "starting"}, status_code=200)
         engine_up = writer.last_error is None
         nearly_full = spool.size_bytes > 0.8 * settings.spool_max_bytes
+        # The spool's own state (a full disk, failing writes), else the writer's trouble reading it
+        # or writing its checkpoint: the spool's disk, not ClickHouse.
+        spool_state, spool_error = spool.state, spool.error
+        if spool_state == "ok" and writer.spool_io.error is not None:
+            spool_state, spool_error = "error", writer.spool_io.error
         return Response(
             {
-                "status": "ok" if engine_up and not nearly_full and not spool.last_write_error else "degraded",
+                "status": "ok" if engine_up and not nearly_full and spool_state == "ok" else "degraded",
                 "clickhouse": "up" if engine_up else "down",
                 "last_error": writer.last_error,
                 "backlog": writer.backlog,
+                "spool": spool_state,
+                "spool_error": spool_error,
                 "spool_bytes": spool.size_bytes,
                 "spool_max_bytes": settings.spool_max_bytes,
-                "spool_error": spool.last_write_error,
+                "spool_disk_free_bytes": spool.disk_free_bytes(),
             },
             status_code=200,
         )

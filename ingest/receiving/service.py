@@ -29,7 +29,7 @@ from ingest.events.spec import EVENTS, Event
 from ingest.events.table import encode_record, now_ms, spool_meta, to_row
 from ingest.metrics import Metrics
 from ingest.storing import clickhouse, destination, migrations
-from ingest.storing.spool import Spool, SpoolClosed, SpoolError, SpoolFull
+from ingest.storing.spool import Spool, SpoolClosed, SpoolDiskFull, SpoolError, SpoolFull
 from ingest.storing.writer import BatchWriter
 
 __all__ = ["REJECT_LOG_INTERVAL_S", "RETRY_AFTER_S", "Service"]
@@ -47,6 +47,7 @@ RETRY_AFTER_S = "5"
 #: Spool failures: the 503 each one is answered with (reason, message).
 _SPOOL_REFUSALS: tuple[tuple[type[SpoolError], str, str], ...] = (
     (SpoolFull, "buffer_full", "the spool is full: ClickHouse has not been keeping up"),
+    (SpoolDiskFull, "spool_disk_full", "{exc}; accepting again once there is room"),
     (SpoolClosed, "shutting_down", "the service is stopping"),
     (SpoolError, "spool_write_failed", "could not store the event: {exc}"),
 )
@@ -81,6 +82,7 @@ class Service:
         #: The server was down at start: migrate on the writer's first connection.
         self.migrations_pending = False
         self.start_error: str | None = None
+        self._holder: Client | None = None  # keeps the embedded engine ours while we run
 
     # ---- lifetime ------------------------------------------------------------------
 
@@ -91,41 +93,94 @@ class Service:
             self.migrations_pending = False
         return client
 
-    def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Open (and replay) the spool, start its committer and the writer."""
+    def start_up(self) -> None:
+        """Everything that can refuse to start, before the port is bound: hold the embedded engine,
+        apply the migrations, open (and replay) the spool.
+
+        Raises ``clickhouse.EngineError``, ``SpoolError`` or ``MigrationChanged``, whose text is
+        one line with the cause and the fix. ``serve`` calls it before the server starts; the
+        app's lifespan calls it otherwise (once: a second call does nothing).
+        """
+        if self.spool is not None:
+            return
         s = self.settings
-        # The spool belongs to the database (storing.destination): its own default place, and a
-        # refusal to replay another database's records into this one.
-        where = s.spool_path if s.spool_dir else destination.adopt_legacy_spool(s.clickhouse_url)
         try:
-            spool = Spool(where, max_bytes=s.spool_max_bytes, meta=spool_meta(), fsync=s.spool_fsync,
-                          commit_window=s.spool_commit_window,
-                          claim=destination.claimer(destination.Destination.of(s.clickhouse_url), s.spool_hand_over))
-        except destination.SpoolBelongsElsewhere as exc:
-            log.critical(str(exc))
+            if s.clickhouse_url.startswith("chdb:") and self._holder is None:
+                # The embedded engine lives while one of its clients is open: hold one for the
+                # service's lifetime, so no other process can take the data directory between
+                # start-up and the writer's first insert.
+                self._holder = clickhouse.connect(s.clickhouse_url)
+            # The spool belongs to the database (storing.destination): its own default place, and
+            # a refusal (SpoolBelongsElsewhere) to replay another database's records into this one.
+            where = s.spool_path if s.spool_dir else destination.adopt_legacy_spool(s.clickhouse_url)
+            claim = destination.claimer(destination.Destination.of(s.clickhouse_url), s.spool_hand_over)
+            self.spool = Spool(where, max_bytes=s.spool_max_bytes, meta=spool_meta(), fsync=s.spool_fsync,
+                               commit_window=s.spool_commit_window, claim=claim)
+            if s.migrate_on_start:
+                self._migrate_at_start()
+        except BaseException:
+            if self.spool is not None:
+                self.spool.close()
+                self.spool = None
+            self._release_engine()
             raise
-        m = self.metrics
+
+    def _migrate_at_start(self) -> None:
+        """Apply the migrations. A server that is down must not stop us accepting into the spool:
+        the writer applies them once it reaches the server. A changed migration stops the start,
+        as does any failure of the embedded engine we hold."""
+        settings = self.settings
+        try:
+            client = self._holder or clickhouse.connect(settings.clickhouse_url)
+            try:
+                migrations.apply_migrations(client, cluster=settings.clickhouse_cluster or None)
+            finally:
+                if client is not self._holder:
+                    client.close()
+        except migrations.MigrationChanged:
+            raise
+        except Exception as exc:
+            if self._holder is not None:
+                raise
+            self.migrations_pending = True
+            self.start_error = clickhouse.describe(exc, settings.clickhouse_url)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the spool's committer on ``loop`` and the writer (after :meth:`start_up`)."""
+        self.start_up()
+        s, spool, m = self.settings, self.spool, self.metrics
+        assert spool is not None
         spool.on_commit = lambda seconds, _records: m.spool_commit.observe(seconds)
-        m.spool_bytes.set_function(lambda: spool.size_bytes)
+        m.track_spool(spool)
         m.spool_limit.set(s.spool_max_bytes)
         self.writer = BatchWriter(self._connect, spool, batch_size=s.batch_size, flush_interval=s.flush_interval,
-                                  metrics=m, rows_quarantined=m.rows_quarantined)
+                                  metrics=m, rows_quarantined=m.rows_quarantined,
+                                  describe=lambda exc: clickhouse.describe(exc, s.clickhouse_url))
         if self.start_error is not None:
-            self.writer.last_error = self.start_error
+            self.writer.engine.failed(self.start_error, migrations_pending=self.migrations_pending)
             m.engine_up.set(0)
         spool.start(loop)
-        self.spool = spool
         self.writer.start()
 
     async def close(self) -> None:
         """Stop accepting, write the spool to ClickHouse for at most ``drain_timeout`` s."""
-        if self.spool is None or self.writer is None:
-            return
-        await self.spool.stop_accepting()
-        # Blocking the loop is fine now: no request is left to serve.
-        self.writer.close(self.settings.drain_timeout)
-        if not self.writer.running:  # else the process exit releases the spool
-            self.spool.close()
+        try:
+            if self.spool is None or self.writer is None:
+                if self.spool is not None:
+                    self.spool.close()
+                return
+            await self.spool.stop_accepting()
+            # Blocking the loop is fine now: no request is left to serve.
+            self.writer.close(self.settings.drain_timeout)
+            if not self.writer.running:  # else the process exit releases the spool
+                self.spool.close()
+        finally:
+            self._release_engine()
+
+    def _release_engine(self) -> None:
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            holder.close()
 
     # ---- refusals --------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 On-disk layout of a spool directory::
 
     LOCK                       flock'ed by the one process using the spool
-    checkpoint                 JSON, replaced atomically (write, fsync, rename, fsync dir)
+    checkpoint.slots           two 4 KiB slots, each a record (seq + JSON), overwritten in turn
     00000000000000000042.seg   MAGIC, then records; the first record is the segment's meta
     damaged/                   bytes cut off a segment by recovery, kept for inspection
 
@@ -21,15 +21,28 @@ size to journal: on ext4/xfs that makes the per-group sync cheaper and less
 sensitive to other processes' metadata traffic. Zeros end the scan like a
 torn tail does.
 
+The checkpoint is written in place, never allocated anew: two fixed slots
+used in turn, each a record (so a torn write fails its CRC) holding a
+sequence number and the checkpoint as JSON; the valid slot with the higher
+sequence number is the checkpoint. A write is durable once its
+``fdatasync`` returns, and a torn one leaves the other slot -- the previous
+checkpoint, which is safe to resume from (the write was not acted upon
+before it returned). Writing in place needs no free block, so the writer
+can drain the spool into ClickHouse, and delete segments, while the disk
+is full; a rename would need a new one each time (the JSON ``checkpoint``
+file of earlier versions, read once and replaced by the slots).
+
 What the payloads mean is not this module's business (``ingest.events.table``
 defines the events record); the spool's logic is in ``ingest.storing.spool``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
+import threading
 import uuid
 import zlib
 from pathlib import Path
@@ -41,10 +54,12 @@ __all__ = [
     "Checkpoint",
     "SegmentFiles",
     "SpoolClosed",
+    "SpoolDiskFull",
     "SpoolError",
     "SpoolFull",
     "SpoolLocked",
     "frame",
+    "no_room",
     "read_records",
     "scan",
 ]
@@ -60,6 +75,9 @@ ZERO_AHEAD = 1 << 20
 #: A record longer than this is treated as damage, not as a record.
 MAX_RECORD_BYTES = 16 << 20
 _SUFFIX = ".seg"
+#: Bytes of one checkpoint slot; the file holds two.
+SLOT_BYTES = 4096
+_SEQ = struct.Struct("<Q")
 
 
 class SpoolError(RuntimeError):
@@ -76,6 +94,19 @@ class SpoolFull(SpoolError):
 
 class SpoolClosed(SpoolError):
     """The spool is shutting down and accepts nothing more."""
+
+
+class SpoolDiskFull(SpoolError):
+    """The spool's disk has no room: nothing is accepted until there is (the spool checks itself)."""
+
+
+#: Errors that mean "no room on this disk for this write": full, over quota, over a file-size limit.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def no_room(exc: BaseException) -> bool:
+    """``exc`` says the disk (or the process's quota or file-size limit) has no room."""
+    return isinstance(exc, OSError) and exc.errno in _NO_ROOM
 
 
 # ---- records ------------------------------------------------------------------------
@@ -181,6 +212,17 @@ class SegmentFiles:
         self._meta = meta
         self._fsync = fsync
         self._zero_ahead = zero_ahead
+        # The checkpoint slots: written by the consumer thread, and once at start-up.
+        self._cp_lock = threading.Lock()
+        self._slots_path = directory / "checkpoint.slots"
+        self._cp_fd = -1
+        self._seq = 0  # sequence number of the newest slot
+        self._next_slot = 0  # the slot the next write goes to (the older one)
+
+    @property
+    def zero_ahead_bytes(self) -> int:
+        """Zero-filled bytes a new segment starts with (the room one segment takes at once)."""
+        return self._zero_ahead
 
     def path(self, number: int) -> Path:
         return self.directory / f"{number:020d}{_SUFFIX}"
@@ -202,7 +244,9 @@ class SegmentFiles:
                 os.fdatasync(fd)
                 fsync_dir(self.directory)
         except OSError:
+            # Never held a record: remove it, so a retry (or a start on a full disk) leaves no file.
             os.close(fd)
+            path.unlink(missing_ok=True)
             raise
         return seg
 
@@ -220,12 +264,12 @@ class SegmentFiles:
         path = self.path(number)
         data = path.read_bytes()
         if data[: len(MAGIC)] != MAGIC:
-            self.save_damage(number, 0, data)
+            self._keep_damage(number, 0, data.rstrip(b"\0"))
             path.unlink()
             return None
         offsets, valid_end = scan(data, len(MAGIC))
         if not offsets:  # not even the meta record: created, never used
-            self.save_damage(number, len(MAGIC), data[len(MAGIC) :])
+            self._keep_damage(number, len(MAGIC), data[len(MAGIC) :].rstrip(b"\0"))
             path.unlink()
             return None
         data_start = offsets[1] if len(offsets) > 1 else valid_end
@@ -235,7 +279,7 @@ class SegmentFiles:
             if junk:
                 # A torn tail: the group being written when the process died. Its
                 # fsync never returned, so none of it was acknowledged.
-                self.save_damage(number, valid_end, junk)
+                self._keep_damage(number, valid_end, junk)
                 log.warning("spool segment had a torn tail; cut it",
                             extra={"segment": number, "offset": valid_end, "bytes": len(junk)})
             with open(path, "r+b") as f:  # sealed from now on: drop the tail
@@ -254,9 +298,57 @@ class SegmentFiles:
             return
         damaged = self.directory / "damaged"
         damaged.mkdir(exist_ok=True)
-        (damaged / f"{number:020d}-{offset}.bin").write_bytes(data)
+        target = damaged / f"{number:020d}-{offset}.bin"
+        try:
+            target.write_bytes(data)
+        except OSError:
+            target.unlink(missing_ok=True)
+            raise
+
+    def _keep_damage(self, number: int, offset: int, data: bytes) -> None:
+        """:meth:`save_damage` of bytes that were never acknowledged (a torn tail, a segment never
+        used): on a full disk they are cut without a copy rather than stop the start."""
+        try:
+            self.save_damage(number, offset, data)
+        except OSError as exc:
+            if not no_room(exc):
+                raise
+            log.error("no room to keep unacknowledged spool bytes in damaged/; cut without a copy",
+                      extra={"segment": number, "offset": offset, "bytes": len(data), "error": str(exc)})
+
+    # ---- the checkpoint -----------------------------------------------------------------
 
     def read_checkpoint(self) -> Checkpoint:
+        """The newest valid slot of ``checkpoint.slots`` (or an earlier version's JSON
+        ``checkpoint``); a new spool's first checkpoint, with a fresh id, if there is neither."""
+        with self._cp_lock:
+            slots = self._slots_path
+            try:
+                fd = os.open(slots, os.O_RDWR)
+            except FileNotFoundError:
+                return self._read_legacy_checkpoint()
+            if self._cp_fd >= 0:
+                os.close(self._cp_fd)
+            self._cp_fd = fd  # written in place from now on
+            data = os.pread(fd, 2 * SLOT_BYTES, 0)
+            found = []
+            for index in range(2):
+                slot = data[index * SLOT_BYTES : (index + 1) * SLOT_BYTES]
+                offsets, end = scan(slot, 0, 1)
+                if offsets:
+                    payload = slot[HEADER_SIZE:end]
+                    try:
+                        cp = msgspec.json.decode(payload[_SEQ.size :], type=Checkpoint)
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        continue
+                    found.append((_SEQ.unpack_from(payload)[0], index, cp))
+            if not found:
+                raise SpoolError(f"{slots}: no readable checkpoint (outside damage?); inspect or remove it")
+            self._seq, self._next_slot, cp = max(found, key=lambda f: f[0])
+            self._next_slot ^= 1  # write over the older slot
+            return cp
+
+    def _read_legacy_checkpoint(self) -> Checkpoint:
         path = self.directory / "checkpoint"
         try:
             return msgspec.json.decode(path.read_bytes(), type=Checkpoint)
@@ -267,13 +359,45 @@ class SegmentFiles:
             raise SpoolError(f"{path}: unreadable checkpoint ({exc}); inspect or remove it") from exc
 
     def write_checkpoint(self, cp: Checkpoint) -> None:
-        path = self.directory / "checkpoint"
-        tmp = self.directory / "checkpoint.tmp"
-        with open(tmp, "wb") as f:
-            f.write(msgspec.json.encode(cp))
+        """Make ``cp`` the checkpoint, durably (with fsync on). Allocates nothing once the slots
+        file exists, so it works on a full disk."""
+        with self._cp_lock:
+            payload = _SEQ.pack(self._seq + 1) + msgspec.json.encode(cp)
+            block = frame(payload).ljust(SLOT_BYTES, b"\0")
+            if len(block) > SLOT_BYTES:
+                raise SpoolError(f"checkpoint of {len(payload)} bytes does not fit a slot")
+            if self._cp_fd < 0:
+                self._create_slots(block)
+            else:
+                pwrite_all(self._cp_fd, block, self._next_slot * SLOT_BYTES)
+                if self._fsync:
+                    os.fdatasync(self._cp_fd)
+            self._seq += 1
+            self._next_slot ^= 1
+
+    def _create_slots(self, first: bytes) -> None:
+        """The slots file, created whole (``first`` in slot 0) and renamed into place; an earlier
+        version's JSON checkpoint is removed once the slots are durable."""
+        tmp = self.directory / "checkpoint.slots.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(first + bytes(SLOT_BYTES))
+                if self._fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, self._slots_path)
             if self._fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if self._fsync:
-            fsync_dir(self.directory)
+                fsync_dir(self.directory)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._cp_fd = os.open(self._slots_path, os.O_RDWR)
+        self._next_slot = 0
+        for legacy in ("checkpoint", "checkpoint.tmp"):
+            (self.directory / legacy).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._cp_lock:
+            if self._cp_fd >= 0:
+                os.close(self._cp_fd)
+                self._cp_fd = -1

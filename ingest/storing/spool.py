@@ -27,6 +27,19 @@ consumer does not read back and decode what this process just wrote. The
 bounds (and so the token) are still spool offsets, persisted as the intent
 before the batch is returned; a replay after a crash (or after a failed
 insert) reads the segment files, as does anything the queue does not hold.
+
+A full disk: when a segment cannot be started or filled for lack of room
+(``ENOSPC``, a quota, a file-size limit), the spool stops accepting --
+:meth:`Spool.append` raises :class:`SpoolDiskFull`, answered 503 -- and
+checks once a second (on the event loop) whether there is room again: a new
+segment started, zero fill included, so every resumption begins with that
+much room reserved (it cannot flap record by record at the edge of full).
+Meanwhile the consumer drains what the
+spool holds: the checkpoint is overwritten in place (no new block needed)
+and drained segments are deleted, which is often what makes room. A start
+on a full disk works the same way: the service starts, drains, refuses new
+webhooks until there is room. One log line when the disk fills, one when
+there is room again (``logs.StateLog``).
 """
 
 from __future__ import annotations
@@ -43,6 +56,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ingest.logs import StateLog
+from ingest.storing._locks import flock_holder, process_label
 from ingest.storing._spool_files import (
     HEADER_SIZE,
     ZERO_AHEAD,
@@ -50,18 +65,24 @@ from ingest.storing._spool_files import (
     Segment,
     SegmentFiles,
     SpoolClosed,
+    SpoolDiskFull,
     SpoolError,
     SpoolFull,
     SpoolLocked,
     frame,
+    no_room,
     pwrite_all,
     read_records,
     scan,
 )
 
-__all__ = ["Batch", "Spool", "SpoolClosed", "SpoolError", "SpoolFull", "SpoolLocked"]
+__all__ = ["Batch", "Spool", "SpoolClosed", "SpoolDiskFull", "SpoolError", "SpoolFull", "SpoolLocked"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between checks for room while the spool's disk is full.
+ROOM_CHECK_INTERVAL_S = 1.0
+
 
 class Batch(NamedTuple):
     """Records ``[start, end)`` of one segment, handed to the writer."""
@@ -131,24 +152,38 @@ class Spool:
         self._thread: threading.Thread | None = None
         #: Called with (seconds, records) after each fsync'd group (metrics).
         self.on_commit: Callable[[float, int], None] | None = None
-        self.last_write_error: str | None = None
+        #: Writes and fsyncs of groups (I/O errors; a full disk is ``disk``): failing or not.
+        self.writes = StateLog(log, "spool write failed; webhooks get 503 while it fails",
+                               "spool writes work again")
+        #: Room on the spool's disk: while it has none, webhooks get 503 (``SpoolDiskFull``).
+        self.disk = StateLog(log, "spool disk full; new webhooks get 503 until there is room again",
+                             "spool disk has room again; accepting webhooks")
+        self._no_room: str | None = None  # = disk.error, read on every append
+        self._room_check_scheduled = False
+        #: Free bytes below which a full spool does not even try to start a segment (its zero fill).
+        self.resume_free_bytes = self._files.zero_ahead_bytes + 4096
+        self._rotate_error: str | None = None  # last logged failure to start a segment (not room)
 
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SpoolError(f"spool directory {self.directory}: {exc}") from exc
-        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SpoolError(f"spool directory {self.directory}: cannot create its LOCK file: {exc}") from exc
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
             raise SpoolLocked(
-                f"spool directory {self.directory} is in use by another process; "
-                "each running service needs its own spool directory (PBX_SPOOL_DIR)"
+                f"spool directory {self.directory} is in use by {process_label(flock_holder(self.directory / 'LOCK'))}: "
+                "stop it, or give each service its own --spool-dir / PBX_SPOOL_DIR"
             ) from None
         try:
             self._recover()
         except BaseException:
+            self._files.close()
             os.close(self._lock_fd)
             raise
         if claim is not None:
@@ -159,7 +194,7 @@ class Spool:
                 raise
         if self._backlog:
             log.info("spool has unwritten records from a previous run; replaying them",
-                     extra={"records": self._backlog, "segments": len(self._segments) - 1})
+                     extra={"records": self._backlog, "segments": len(self._segments) - (self._active is not None)})
 
     # ---- recovery -------------------------------------------------------
 
@@ -175,14 +210,23 @@ class Spool:
         self._bytes = sum(s.end for s in self._segments.values())
         # Always write into a fresh segment after a start: older ones are sealed,
         # and a number is never reused (tokens name segments).
-        active = self._files.create(max([cp.segment, *self._segments]) + 1)
-        self._segments[active.number] = active
-        self._active = active
-        self._bytes += active.end
-        if cp.segment not in self._segments:
-            cp = Checkpoint(spool_id=cp.spool_id, segment=active.number, offset=active.data_start)
+        self._next_number = max([cp.segment, *self._segments]) + 1
+        self._active: Segment | None = None
         self._checkpoint = cp
-        self._set_checkpoint(self._advance(cp))
+        try:
+            self._start_segment()
+        except OSError as exc:
+            if not no_room(exc):
+                raise SpoolError(f"spool directory {self.directory}: cannot start a segment: {exc}") from exc
+            self._out_of_room(exc)  # start anyway: drain what is here, refuse new records
+        cp = self._advance(cp)
+        try:
+            self._set_checkpoint(cp)
+        except OSError as exc:  # a new spool (or one from an earlier version) on a full disk
+            if not no_room(exc):
+                raise SpoolError(f"spool directory {self.directory}: cannot write its checkpoint: {exc}") from exc
+            self._out_of_room(exc)
+            self._checkpoint = cp  # written by the consumer's first batch, once there is room
 
     def _load_segments(self, first: int) -> dict[int, list[int]]:
         """Load the segments from number ``first`` on (older ones were fully confirmed before
@@ -234,6 +278,8 @@ class Spool:
         if self._fsync and self._thread is None:
             self._thread = threading.Thread(target=self._sync_loop, name="pbx-spool-sync", daemon=True)
             self._thread.start()
+        if self._no_room is not None:
+            self._schedule_room_check()
 
     def append(self, payload: bytes, row: Any = None) -> asyncio.Future[None]:
         """Queue one record; the future completes once it is durable.
@@ -246,6 +292,8 @@ class Spool:
         """
         if self._closing:
             raise SpoolClosed("spool is shutting down")
+        if self._no_room is not None:
+            raise SpoolDiskFull(self._no_room)
         size = len(payload) + HEADER_SIZE
         if self._bytes + self._pending_bytes + size > self.max_bytes:
             raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
@@ -305,7 +353,8 @@ class Spool:
             self._suspect = True
             self._fail(waiters, error)
         else:
-            self.last_write_error = None
+            if self.writes.error is not None:
+                self.writes.ok()
             if self.on_commit is not None:
                 self.on_commit(time.perf_counter() - started, len(payloads))
             _resolve(waiters, None)
@@ -315,9 +364,15 @@ class Spool:
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]
 
     def _fail(self, waiters: list[asyncio.Future[None]], exc: OSError) -> None:
-        self.last_write_error = str(exc)
-        log.error("spool write failed; answering 503", extra={"error": str(exc), "records": len(waiters)})
-        _resolve(waiters, exc)
+        """A group could not be made durable: its requests get 503 (``SpoolDiskFull`` when the disk
+        has no room, which also stops further appends until it has)."""
+        if no_room(exc):
+            self._out_of_room(exc)
+        if self._no_room is not None:
+            _resolve(waiters, SpoolDiskFull(self._no_room))
+            return
+        self.writes.failed(str(exc), records=len(waiters))
+        _resolve(waiters, SpoolError(f"spool write failed: {exc}"))
 
     def _write_group(self, payloads: list[bytes]) -> tuple[Segment, int]:
         """Append records to the active segment file (not yet durable)."""
@@ -355,20 +410,102 @@ class Spool:
     def _maybe_rotate(self, force: bool = False) -> None:
         """Seal the active segment once it is big enough; start the next one."""
         seg = self._active
-        if not force and (seg.end < self.segment_bytes or seg.written != seg.end):
+        if not force and (seg is None or seg.end < self.segment_bytes or seg.written != seg.end):
             return
         try:
-            new = self._files.create(seg.number + 1)
+            self._start_segment()
         except OSError as exc:  # keep appending to the current one; retried after the next group
-            log.error("could not start a new spool segment", extra={"error": str(exc)})
-            return
+            if no_room(exc):
+                self._out_of_room(exc)
+            elif str(exc) != self._rotate_error:
+                log.error("could not start a new spool segment", extra={"error": str(exc)})
+            self._rotate_error = str(exc)
+
+    def _start_segment(self) -> None:
+        """Start the next segment and write into it from now on; the active one (if any) is sealed.
+        Raises ``OSError`` (and leaves no file) if it cannot be created."""
+        new = self._files.create(self._next_number)
+        self._next_number += 1
+        old = self._active
         with self._cond:
             self._segments[new.number] = new
             self._active = new
             self._bytes += new.end
-        os.close(seg.fd)
-        seg.fd = -1
+        if old is not None:
+            os.close(old.fd)
+            old.fd = -1
         self._suspect = False
+        self._rotate_error = None
+
+    # ---- a full disk ------------------------------------------------------
+
+    def _out_of_room(self, exc: OSError) -> None:
+        """No room on the spool's disk: refuse appends until :meth:`_check_room` finds room."""
+        first = self._no_room is None
+        self._no_room = f"the spool's disk is full: {exc.strerror or exc}"
+        self._suspect = True  # resume in a fresh segment
+        seg = self._active
+        if seg is not None and seg.fd >= 0 and first:
+            # Its zero fill (and any half-written group) will not be used: give the room back, so
+            # that draining the spool is enough to start the next segment even on a small disk.
+            try:
+                os.ftruncate(seg.fd, seg.written)
+                seg.zeroed = seg.written
+            except OSError:
+                pass
+        self.disk.failed(str(exc), directory=str(self.directory), free_bytes=self.disk_free_bytes(),
+                         backlog=self._backlog)
+        if first:
+            self._schedule_room_check()
+
+    def _schedule_room_check(self) -> None:
+        if self._loop is not None and not self._room_check_scheduled and not self._closing:
+            self._room_check_scheduled = True
+            self._loop.call_later(ROOM_CHECK_INTERVAL_S, self._check_room)
+
+    def _check_room(self) -> None:
+        """On the loop, once a second while the disk is full: accept again once a new segment
+        (with its zero fill) can be started."""
+        self._room_check_scheduled = False
+        if self._no_room is None or self._closing:
+            return
+        free = self.disk_free_bytes()
+        if self._syncing or self._flush_scheduled or (free is not None and free < self.resume_free_bytes):
+            self._schedule_room_check()
+            return
+        try:
+            self._start_segment()
+        except OSError as exc:
+            if no_room(exc):
+                self.disk.failed(str(exc), free_bytes=free)
+            else:
+                self._no_room = f"the spool's disk cannot be written: {exc.strerror or exc}"
+                self.disk.failed(str(exc), free_bytes=free)
+            self._schedule_room_check()
+            return
+        self._no_room = None
+        self.disk.ok(free_bytes=free, backlog=self._backlog)
+
+    def disk_free_bytes(self) -> int | None:
+        """Bytes free on the spool's disk for this process (None if it cannot be asked)."""
+        try:
+            st = os.statvfs(self.directory)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``disk_full`` (refusing new records until there is room) or ``error`` (the
+        last group write or fsync failed)."""
+        if self._no_room is not None:
+            return "disk_full"
+        return "error" if self.writes.error is not None else "ok"
+
+    @property
+    def error(self) -> str | None:
+        """Why the spool is not ``ok``, in a line (None when it is)."""
+        return self._no_room or self.writes.error
 
     # ---- consumer -------------------------------------------------------
 
@@ -412,7 +549,9 @@ class Spool:
         cp = self._checkpoint
         with self._cond:
             cp = self._advance(cp)
-            seg = self._segments[cp.segment]
+            seg = self._segments.get(cp.segment)
+            if seg is None:  # no segment at all: nothing to do
+                return None
             limit = seg.end if cp.intent_end is None else cp.intent_end
         if cp.intent_end is not None:  # replay exactly what may have been inserted
             return self._read(seg, cp.offset, limit, None)
@@ -495,9 +634,17 @@ class Spool:
 
     def _advance(self, cp: Checkpoint) -> Checkpoint:
         """``cp`` moved over sealed segments it has fully passed (so they can be deleted)."""
-        seg = self._segments[cp.segment]
+        seg = self._segments.get(cp.segment)
+        if seg is None:  # no segment yet (a start on a full disk), or the checkpoint's is gone
+            if not self._segments:
+                return cp
+            seg = self._segments[min(self._segments)]
+            cp = Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.data_start)
         while cp.intent_end is None and cp.offset >= seg.end and seg is not self._active:
-            seg = self._segments[min(n for n in self._segments if n > seg.number)]
+            later = [n for n in self._segments if n > seg.number]
+            if not later:  # the last one, and no active segment to move on to (a full disk)
+                break
+            seg = self._segments[min(later)]
             cp = Checkpoint(spool_id=cp.spool_id, segment=seg.number, offset=seg.data_start)
         return cp
 
@@ -534,19 +681,20 @@ class Spool:
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
-            if self._active.fd >= 0:
+            if self._active is not None and self._active.fd >= 0:
                 os.close(self._active.fd)
                 self._active.fd = -1
+            self._files.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
 
 
-def _resolve(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+def _resolve(waiters: list[asyncio.Future[None]], error: SpoolError | None) -> None:
     for fut in waiters:
         if fut.done():  # the client went away
             continue
         if error is None:
             fut.set_result(None)
         else:
-            fut.set_exception(SpoolError(f"spool write failed: {error}"))
+            fut.set_exception(error)

@@ -12,7 +12,11 @@ Failures:
 
 * the engine is unreachable or refuses the table (server down, table
   detached, disk full): the batch stays in the spool, retried with capped
-  exponential backoff; the spool keeps accepting until its size limit;
+  exponential backoff; the spool keeps accepting until its size limit. One
+  log line when inserts start failing and one when they work again
+  (``logs.StateLog``), whatever the number of retries;
+* the spool cannot be read or its checkpoint written (the spool's disk): the
+  same, reported as the spool's problem, not ClickHouse's;
 * the engine rejects the *data* (constraint, parse error in a view): the batch
   is split in halves until the offending rows are alone; those go to
   ``pbx.events_quarantine`` with the reason, the rest is stored.
@@ -36,7 +40,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError
 
 from ingest.events.table import COLUMNS, DATABASE, EventsInsert, Remap, decode_record, meta_columns, ms_to_datetime
+from ingest.logs import StateLog
 from ingest.metrics import Metrics
+from ingest.storing.clickhouse import engine_message
 from ingest.storing.spool import Batch, Spool
 
 __all__ = ["BatchWriter"]
@@ -89,6 +95,7 @@ class BatchWriter:
         flush_interval: float,
         metrics: Metrics,
         rows_quarantined: Any = None,
+        describe: Callable[[BaseException], str] = engine_message,
     ) -> None:
         self._connect = connect
         self._spool = spool
@@ -103,9 +110,22 @@ class BatchWriter:
         self._deadline: float | None = None
         self._thread: threading.Thread | None = None
         self._client: Client | None = None
-        #: Last insert error (None while healthy); read by /healthz.
-        self.last_error: str | None = None
+        #: One line (``describe``) of an insert error, for the log and /healthz.
+        self._describe = describe
+        #: Inserts into ClickHouse: failing or not, since when, the last error (/healthz).
+        self.engine = StateLog(log, "ClickHouse unavailable; webhooks are kept in the spool and written when it is back",
+                               "ClickHouse available again; writing the spool")
+        #: Reading the spool and writing its checkpoint (the spool's disk, not ClickHouse).
+        self.spool_io = StateLog(log, "spool checkpoint or read failing; writing to ClickHouse paused and retried",
+                                 "spool checkpoint and reads work again")
+        #: Set if the writer thread died (a bug); the spool keeps everything for the next start.
+        self.crashed: str | None = None
         metrics.track_buffer(lambda: spool.backlog)
+
+    @property
+    def last_error(self) -> str | None:
+        """The last insert error while inserts fail (None while they work); read by /healthz."""
+        return self.crashed or self.engine.error
 
     @property
     def backlog(self) -> int:
@@ -176,7 +196,7 @@ class BatchWriter:
             self._loop()
         except BaseException:  # a bug: say so loudly; the spool keeps everything for the next start
             log.critical("writer stopped; acknowledged webhooks stay in the spool", exc_info=True)
-            self.last_error = "writer stopped (see the log); restart the service"
+            self.crashed = "writer stopped (see the log); restart the service"
             raise
 
     def _loop(self) -> None:
@@ -184,12 +204,13 @@ class BatchWriter:
         while self._wait_due():
             try:
                 batch = self._spool.next_batch(self._batch_size)
-            except OSError as exc:  # the checkpoint could not be written (disk full?)
-                self._failed(f"spool checkpoint: {exc}", 0)
+            except OSError as exc:  # the checkpoint could not be written, a segment not read
+                self.spool_io.failed(f"spool: {exc}", backlog=self._spool.backlog)
                 self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
                 continue
             if batch is None:
+                self.spool_io.ok()
                 self._spool.wait_for_change(self._spool.backlog, 0.05)
                 continue
             try:
@@ -198,29 +219,22 @@ class BatchWriter:
                 self._drop_client()
                 self._metrics.insert_failures.inc()
                 self._metrics.engine_up.set(0)
-                self._failed(str(exc), len(batch.payloads))
+                self.engine.failed(self._describe(exc), rows=len(batch.payloads), backlog=self._spool.backlog)
                 if self._stop.is_set() and self._out_of_time():
                     return
                 self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP_S)
                 continue
             self._metrics.engine_up.set(1)
+            self.engine.ok(backlog=self._spool.backlog)
             try:
                 self._spool.confirm(batch)
             except OSError as exc:  # stored, but not recorded: the replay is deduplicated
-                self._failed(f"spool checkpoint: {exc}", 0)
+                self.spool_io.failed(f"spool checkpoint: {exc}", backlog=self._spool.backlog)
                 self._pause(backoff)
                 continue
-            if self.last_error is not None:
-                log.warning("inserts recovered", extra={"backlog": self._spool.backlog})
-            self.last_error = None
+            self.spool_io.ok()
             backoff = BACKOFF_START_S
-
-    def _failed(self, error: str, rows: int) -> None:
-        if self.last_error is None:  # one line per outage, not per retry
-            log.error("insert failed; events stay in the spool and are retried",
-                      extra={"error": error, "rows": rows})
-        self.last_error = error
 
     def _pause(self, seconds: float) -> None:
         if self._stop.is_set():
