@@ -2,24 +2,41 @@
 
 Thin on purpose: flags -> one Settings object -> run. ``--help`` of each
 command is user documentation.
+
+A failure a person must act on (the engine busy or not installed, the server
+down, a changed migration, a query error) is one line on stderr with the cause
+and the fix, and exit status 1; a traceback means a bug. ``serve`` says it as
+one JSON log line, like the rest of its output, before it binds its port.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
+import logging
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import Any
 
 import sqlparse
+from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.exceptions import Error as ClientError
 
 from ingest import cli_remote, logs
 from ingest.config import ENV_NAMES, ConfigError, ImportOptions, Settings, SimulateOptions
 from ingest.storing import clickhouse, migrations
+from ingest.storing.spool import SpoolError
 
 __all__ = ["main"]
+
+log = logging.getLogger("ingest.cli")
+
+#: Errors whose text is the whole story (cause and fix): printed as one line, no traceback.
+_OPERATOR_ERRORS = (clickhouse.EngineError, migrations.MigrationChanged, SpoolError, ClientError, OSError)
 
 
 def _add_engine_flag(parser: argparse.ArgumentParser) -> None:
@@ -44,13 +61,42 @@ def _add_cluster_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    """This package's version, and the engine's: what a bug report needs."""
+
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    chdb, engine = installed("chdb"), installed("chdb-core")
+    embedded = (f"chdb {chdb}" + (f" (ClickHouse {engine})" if engine else "") if chdb
+                else f"not installed (pip install '{clickhouse.EMBEDDED_EXTRA}')")
+    return (f"pbx-analytics {installed('pbx-analytics') or 'unknown'}\n"
+            f"clickhouse-connect {installed('clickhouse-connect')}\nembedded engine: {embedded}")
+
+
+def _global_flags(default: Any) -> argparse.ArgumentParser:
+    """The flags every command takes, before or after its name (``serve --log-level DEBUG``)."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--log-level", dest="log_level", metavar="LEVEL", default=default,
+                       help="DEBUG, INFO, WARNING or ERROR (default INFO). Env: PBX_LOG_LEVEL")
+    return flags
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pbx-analytics",
         description="Call-centre analytics from PBX webhooks, stored in ClickHouse.",
+        parents=[_global_flags(None)],
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # --version's lines as they are
     )
-    parser.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=_version())
+    commands = _Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+                         # A flag given after the command name overrides one given before it;
+                         # one not given there leaves the other alone (SUPPRESS: no default).
+                         parents=[_global_flags(argparse.SUPPRESS)])
 
     serve = commands.add_parser(
         "serve",
@@ -60,11 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_engine_flag(serve)
     _add_cluster_flag(serve)
-    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    serve.add_argument("--batch-size", dest="batch_size", type=int, help="rows per insert (default 5000)")
+    serve.add_argument("--host", metavar="ADDRESS",
+                       help="interface to listen on (default 127.0.0.1: this machine only). 0.0.0.0 lets every "
+                       "machine that reaches the port send webhooks and read /healthz and /metrics: set PBX_TOKEN")
+    serve.add_argument("--port", type=int, metavar="PORT", help="port to listen on (default 8080)")
+    serve.add_argument("--batch-size", dest="batch_size", type=int, metavar="ROWS",
+                       help="rows per insert (default 5000)")
     serve.add_argument(
-        "--flush-interval", dest="flush_interval", type=float,
+        "--flush-interval", dest="flush_interval", type=float, metavar="SECONDS",
         help="seconds a row may wait before its batch is inserted (default 0.5)",
     )
     serve.add_argument(
@@ -119,17 +168,28 @@ def _parser() -> argparse.ArgumentParser:
         description="Run SQL against the pbx database and print the result, e.g. "
         "pbx-analytics sql \"SELECT event, count() FROM pbx.events GROUP BY event\". While `serve` holds "
         "the embedded engine, through the service, with your rights: its owner may write, others read "
-        "as its read-only user (docs/querying.md)",
+        "as its read-only user (docs/querying.md). "
+        "A query ending in its own FORMAT clause is printed in that format.",
     )
     _add_engine_flag(sql)
-    sql.add_argument("query", help="the SQL to run")
+    sql.add_argument("query", metavar="QUERY", help="the SQL to run; - reads it from stdin")
     sql.add_argument(
-        "--format", default="PrettyCompactMonoBlock",
+        "--format", default="PrettyCompactMonoBlock", metavar="FORMAT",
         help="any ClickHouse output format: PrettyCompactMonoBlock (default), CSVWithNames, "
         "TSVWithNames, JSONEachRow, Markdown, ...",
     )
     _add_backfill_commands(commands)
     return parser
+
+
+class _Commands:
+    """``add_subparsers()``'s action, giving every command the global flags."""
+
+    def __init__(self, action: Any, parents: list[argparse.ArgumentParser]) -> None:
+        self._action, self._parents = action, parents
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return self._action.add_parser(name, parents=self._parents, **kwargs)  # type: ignore[no-any-return]
 
 
 def _add_backfill_commands(commands: Any) -> None:
@@ -147,7 +207,7 @@ def _add_backfill_commands(commands: Any) -> None:
     )
     _add_engine_flag(imp)
     imp.add_argument("import_files", nargs="+", metavar="FILE", help="access-log files (.gz read as gzip)")
-    imp.add_argument("--batch-size", dest="import_batch_size", type=int, default=100_000, metavar="N",
+    imp.add_argument("--batch-size", dest="import_batch_size", type=int, default=100_000, metavar="ROWS",
                      help="rows per insert (default 100000)")
     imp.add_argument("--jobs", dest="import_jobs", type=int, metavar="N",
                      help="decoding processes working on different files; 0 = decode in the importing "
@@ -165,20 +225,21 @@ def _add_backfill_commands(commands: Any) -> None:
         "that `import` reads, and/or to a running service as the PBX does (--target: in real time, "
         "concurrently, jittered). By default the period ends now: with --target its past part is "
         "imported with its own times and the simulation continues live. --truth writes the metrics "
-        "the simulator expects (docs/simulator.md). Same seed and --start, same output.",
+        "the simulator expects (docs/simulator.md). At least one of --access-log, --target and --truth. "
+        "Same seed and --start, same output.",
     )
     _add_engine_flag(sim)
-    sim.add_argument("--seed", dest="sim_seed", type=int, help="random seed (default 1)")
-    sim.add_argument("--start", dest="sim_start", help="simulated start, ISO date-time, UTC unless an offset "
+    sim.add_argument("--seed", dest="sim_seed", type=int, metavar="N", help="random seed (default 1)")
+    sim.add_argument("--start", dest="sim_start", metavar="TIME", help="simulated start, ISO date-time, UTC unless an offset "
                      "is given; the period is then --hours long (default: --hours before now, so the period "
                      "ends now)")
-    sim.add_argument("--hours", dest="sim_hours", type=float,
+    sim.add_argument("--hours", dest="sim_hours", type=float, metavar="HOURS",
                      help="hours of arrivals: before now, or from --start (default 1; 0 with --target: live only)")
-    sim.add_argument("--live-hours", dest="sim_live_hours", type=float,
+    sim.add_argument("--live-hours", dest="sim_live_hours", type=float, metavar="HOURS",
                      help="with --target: hours of arrivals after now, sent live in real time (default 1)")
-    sim.add_argument("--queues", dest="sim_queues", type=int, help="number of queues (default 3)")
-    sim.add_argument("--agents", dest="sim_agents", type=int, help="number of agents (default 8)")
-    sim.add_argument("--calls-per-hour", dest="sim_calls_per_hour", type=float,
+    sim.add_argument("--queues", dest="sim_queues", type=int, metavar="N", help="number of queues (default 3)")
+    sim.add_argument("--agents", dest="sim_agents", type=int, metavar="N", help="number of agents (default 8)")
+    sim.add_argument("--calls-per-hour", dest="sim_calls_per_hour", type=float, metavar="RATE",
                      help="mean arrivals per queue per hour at the daily peak profile 1.0 (default 40)")
     sim.add_argument("--end-mode", dest="sim_end_mode", choices=["drain", "cut"],
                      help="drain (default): calls in progress finish after the period; cut: output stops "
@@ -197,10 +258,10 @@ def _add_backfill_commands(commands: Any) -> None:
                      help="a running service, e.g. http://127.0.0.1:8080: events due from now on are sent "
                      "there in real time; those already due are imported into --clickhouse with their own "
                      "times (on the embedded engine, that needs serve stopped: see docs/simulator.md)")
-    sim.add_argument("--jitter-ms", dest="sim_jitter_ms", type=float,
+    sim.add_argument("--jitter-ms", dest="sim_jitter_ms", type=float, metavar="MS",
                      help="with --target: each request goes out up to this much after its second, at random, "
                      "so events of one instant arrive in either order (default 150)")
-    sim.add_argument("--concurrency", dest="sim_concurrency", type=int,
+    sim.add_argument("--concurrency", dest="sim_concurrency", type=int, metavar="N",
                      help="with --target: requests in flight at once (default 32)")
     sim.add_argument("--no-progress", dest="sim_progress", action="store_const", const=False,
                      help="no progress line (shown only when stderr is a terminal anyway)")
@@ -239,13 +300,8 @@ def _with_engine(run: Callable[[Any, Settings, dict[str, Any]], None],
                 run(client, settings, flags)
             finally:
                 client.close()
-        except (clickhouse.EngineBusyError, migrations.MigrationChanged) as exc:
-            print(f"pbx-analytics: {exc}", file=sys.stderr)
-            return 1
-        except Exception as exc:  # a query error is the analyst's to fix: say it, no traceback
-            if run is not _run_sql:
-                raise
-            print(f"pbx-analytics: {exc}", file=sys.stderr)
+        except (_QueryError, *_OPERATOR_ERRORS) as exc:
+            print(f"pbx-analytics: {clickhouse.describe(exc, settings.clickhouse_url)}", file=sys.stderr)
             return 1
         return 0
 
@@ -260,19 +316,55 @@ def _migrate(client: Any, settings: Settings, flags: dict[str, Any]) -> None:
 #: First keywords of statements that return rows; anything else (INSERT, CREATE,
 #: TRUNCATE, ...) runs as a command, since a FORMAT clause would change its meaning.
 _ROW_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "CHECK"}
+#: A query that names its own output format at its end.
+_OWN_FORMAT = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
+#: ClickHouse's UNKNOWN_FORMAT.
+_UNKNOWN_FORMAT = 73
+
+
+class _QueryError(Exception):
+    """A query failed; the text is the engine's message, about the user's own query."""
 
 
 def _run_sql(client: Any, settings: Settings, flags: dict[str, Any]) -> None:
     query, fmt = flags["query"], flags["format"]
-    code = sqlparse.format(query, strip_comments=True).lstrip()
-    first = code.split(None, 1)[0].upper() if code else ""
+    if query == "-":
+        query = sys.stdin.read()
+    code = sqlparse.format(query, strip_comments=True).strip()
+    if not code:
+        raise _QueryError("no query given (QUERY is empty)")
+    first = code.split(None, 1)[0].upper()
     if first in _ROW_STATEMENTS or first.startswith("("):
-        sys.stdout.buffer.write(client.raw_query(query, fmt=fmt))
+        own = _OWN_FORMAT.search(code) is not None
+        try:
+            result = client.raw_query(query, fmt=None if own else fmt)
+        except DatabaseError as exc:
+            raise _QueryError(_query_error(client, query, fmt, exc)) from None
+        sys.stdout.buffer.write(result)
         sys.stdout.flush()
     else:
-        client.command(query)
+        try:
+            client.command(query)
+        except DatabaseError as exc:
+            raise _QueryError(clickhouse.engine_message(exc)) from None
         print("ok", file=sys.stderr)
 
+
+def _query_error(client: Any, query: str, fmt: str, exc: DatabaseError) -> str:
+    """The error of ``query`` as the user wrote it. The output format rides on the query as a
+    FORMAT clause the client appends; when the engine's message quotes that clause (a syntax
+    error at the end of the query), the query is sent again alone for the message about it
+    (it fails again, in parsing: nothing runs twice)."""
+    message = clickhouse.engine_message(exc)
+    if getattr(exc, "code", None) == _UNKNOWN_FORMAT:
+        return f"--format {fmt}: {message}"
+    if fmt not in message or fmt in query:
+        return message
+    try:
+        client.raw_query(query)
+    except DatabaseError as again:
+        return clickhouse.engine_message(again)
+    return message
 
 def _import(settings: Settings, flags: dict[str, Any]) -> int:
     from ingest.backfill import importer
@@ -310,6 +402,10 @@ def _simulate(settings: Settings, flags: dict[str, Any]) -> int:
     except (SimConfigError, ConfigError) as exc:
         print(f"pbx-analytics simulate: {exc}", file=sys.stderr)
         return 2
+    if not (options.access_log or options.target or options.truth):
+        print("pbx-analytics simulate: nothing to write: give --access-log FILE, --target URL and/or "
+              "--truth FILE (the simulation is not kept otherwise)", file=sys.stderr)
+        return 2
     return run(config, options)
 
 
@@ -317,9 +413,20 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from ingest.receiving.app import create_app
+    from ingest.receiving.service import Service
 
+    service = Service(settings)
+    try:
+        # Engine, migrations, spool, the query interface's port: a refusal is one line, before
+        # the webhooks' port is bound.
+        service.start_up()
+        query = _start_query_interface(settings)
+    except (ConfigError, *_OPERATOR_ERRORS) as exc:
+        log.critical(f"cannot start: {clickhouse.describe(exc, settings.clickhouse_url)}")
+        return 1
+    _warn_if_open(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, service),
         host=settings.host,
         port=settings.port,
         access_log=settings.access_log,
@@ -336,7 +443,6 @@ def _serve(settings: Settings) -> int:
     # under the handler that was there before it: make that a clean exit, so a
     # supervisor sees status 0 after a graceful stop.
     signal.signal(signal.SIGTERM, _exit_zero)
-    query = _start_query_interface(settings)
     try:
         server.run()
     finally:
@@ -347,23 +453,32 @@ def _serve(settings: Settings) -> int:
 
 def _start_query_interface(settings: Settings) -> Any:
     """ClickHouse's HTTP interface on the embedded engine (docs/querying.md): its own server,
-    so it does not depend on which server answers the webhooks."""
+    so it does not depend on which server answers the webhooks. Raises ``OSError`` (its port)
+    or ``clickhouse.EngineError`` with a one-line message."""
     if not settings.query_enabled:
         return None
     from ingest.querying import QueryServer
 
-    # The process holds the engine from here on (a busy data directory fails now, clearly).
-    try:
-        holder = clickhouse.connect(settings.clickhouse_url)
-    except clickhouse.EngineBusyError as exc:
-        raise SystemExit(f"pbx-analytics: {exc}") from None
-    query = QueryServer(settings, holder=holder)
+    query = QueryServer(settings, holder=clickhouse.connect(settings.clickhouse_url))
     try:
         query.start()
-    except OSError as exc:
+    except BaseException:
         query.stop()
-        raise SystemExit(f"pbx-analytics: {exc}") from None
+        raise
     return query
+
+
+def _warn_if_open(settings: Settings) -> None:
+    """Listening beyond this machine with no token: anyone who reaches the port can write events."""
+    if settings.token:
+        return
+    try:
+        loopback = ipaddress.ip_address(settings.host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if not loopback:
+        log.warning(f"listening on {settings.host} without a token: anyone who can reach port {settings.port} can "
+                    "store webhooks; set PBX_TOKEN (docs/reliability.md, Security)")
 
 
 def _exit_zero(signum: int, frame: object) -> None:

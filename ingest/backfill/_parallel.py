@@ -35,7 +35,7 @@ class _Collect(io.StringIO):
         return text
 
 
-_FILE_COUNTS = ("files", "lines", "skipped", "unparsed", "bad", "file_errors")
+_FILE_COUNTS = ("files", "lines", "skipped", "unparsed", "bad", "file_errors", "not_logs")
 
 
 def _decode_worker(tasks: Any, results: Any) -> None:

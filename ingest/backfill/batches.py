@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.backfill.accesslog import LINE, LineChunks, parse_log_time
-from ingest.backfill.rows import Decoded, ImportStats, LineDecoder, Progress
+from ingest.backfill.rows import Decoded, ImportStats, LineDecoder, Progress, report_unparsed
 from ingest.events.decode import percent_decode
 from ingest.events.spec import EVENTS, PARAMS, required_params
 from ingest.events.table import COLUMNS, Row, arrow_schema, to_row
@@ -504,6 +504,7 @@ def read_batches(path: Path, stats: ImportStats, errors: IO[str] | None = None,
     name = str(path)
     with LineChunks(path, chunk_bytes) as chunks:
         stats.files += 1
+        unparsed_before = stats.unparsed
         decoder = FileBatches(name, stats, errors)
         counted = 0
         try:
@@ -522,6 +523,7 @@ def read_batches(path: Path, stats: ImportStats, errors: IO[str] | None = None,
                              "are imported\n")
         finally:
             stats.lines += chunks.lines - counted
+        report_unparsed(name, chunks.lines, stats.unparsed - unparsed_before, stats, errors)
 
 
 def rows_of(batch: pa.RecordBatch) -> list[Row]:

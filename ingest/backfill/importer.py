@@ -141,8 +141,9 @@ def _redact(dsn: str) -> str:
 
 
 def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
-    """``pbx-analytics import``: the exit status (0 every file read; 1 a file unreadable, the engine
-    busy, unreachable or failing; 2 bad flags, see :class:`ImportOptions`). See docs/import.md.
+    """``pbx-analytics import``: the exit status (0 every file read; 1 a file unreadable or not an
+    access log, the engine busy, unreachable or failing; 2 bad flags, see :class:`ImportOptions`).
+    See docs/import.md.
     ``out``/``err``: default ``sys.stdout``/``sys.stderr`` as they are at the call."""
     out, err = out or sys.stdout, err or sys.stderr
     _without_pandas()
@@ -151,11 +152,11 @@ def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO
         # Through the service that holds the embedded engine, if one runs (issue 12).
         conn = engine_client.connect(dsn)
         client = conn.client
-    except (clickhouse.EngineBusyError, engine_client.NotOwner) as exc:
+    except (clickhouse.EngineError, engine_client.NotOwner) as exc:  # busy, not installed, unreachable
         err.write(f"pbx-analytics import: {exc}\n")
         return 1
-    except Exception as exc:  # unreachable server, bad credentials: say so, no traceback
-        err.write(f"pbx-analytics import: cannot connect to {_redact(dsn)}: {exc}\n")
+    except Exception as exc:  # bad credentials, ...: say so, no traceback
+        err.write(f"pbx-analytics import: cannot connect to {_redact(dsn)}: {clickhouse.describe(exc, dsn)}\n")
         return 1
     try:
         if options.migrate:
@@ -182,4 +183,4 @@ def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO
         client.close()
     out.write(stats.summary() + "\n")
     out.flush()
-    return 1 if stats.file_errors else 0
+    return 1 if stats.file_errors or stats.not_logs else 0

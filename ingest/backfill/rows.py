@@ -23,7 +23,7 @@ from ingest.backfill.accesslog import LINE, LogTimes, origin_form
 from ingest.events.decode import DecodeError, decode, parse_query
 from ingest.events.spec import EVENTS, Event
 
-__all__ = ["MAX_REPORTED_PER_FILE", "Decoded", "ImportStats", "LineDecoder", "Progress", "line_event_id"]
+__all__ = ["MAX_REPORTED_PER_FILE", "Decoded", "ImportStats", "LineDecoder", "Progress", "line_event_id", "report_unparsed"]
 
 #: Bad lines reported per file before the rest are only counted.
 MAX_REPORTED_PER_FILE = 50
@@ -60,6 +60,8 @@ class ImportStats:
     bad: int = 0
     #: Files that could not be read to the end.
     file_errors: int = 0
+    #: Files with lines but not one access-log line (a binary, a JSON file): an error.
+    not_logs: int = 0
     seconds: float = 0.0
     first_time: dt.datetime | None = None
     last_time: dt.datetime | None = None
@@ -74,6 +76,7 @@ class ImportStats:
             f"imported {self.imported}, already stored {self.duplicates}, "
             f"skipped {self.skipped} (not a webhook) + {self.unparsed} (not a log line), bad {self.bad}"
             + (f", unreadable files {self.file_errors}" if self.file_errors else "")
+            + (f", not access logs {self.not_logs}" if self.not_logs else "")
         )
 
 
@@ -177,3 +180,18 @@ class LineDecoder:
             elif self.reported == MAX_REPORTED_PER_FILE:
                 self.errors.write(f"{self.name}: more bad lines; only counted from here\n")
         self.reported += 1
+
+
+def report_unparsed(name: str, lines: int, unparsed: int, stats: ImportStats, errors: IO[str] | None) -> None:
+    """Say which file had lines that are not access-log lines; a file of nothing else is not a log
+    at all (``not_logs``, exit status 1). An empty file is fine (a log rotated just now)."""
+    if not unparsed:
+        return
+    if unparsed == lines:
+        stats.not_logs += 1
+        message = (f"{name}: not an access log: no nginx/Apache combined or common log line in its {lines} "
+                   f"line{'s' * (lines != 1)}; nothing imported from it")
+    else:
+        message = f"{name}: {unparsed} of {lines} lines are not access-log lines; skipped"
+    if errors is not None:
+        errors.write(message + "\n")

@@ -171,6 +171,7 @@ def test_bad_webhook_lines_are_reported_with_file_and_line_and_the_rest_is_impor
     assert err.getvalue().splitlines() == [
         f"{log}:4: missing required parameter 'call_id' for queue_in",
         f"{log}:5: missing required parameter 'userid' for pbx_agent_login",
+        f"{log}: 2 of 7 lines are not access-log lines; skipped",
     ]
     assert "imported 2," in out.getvalue()
     assert "skipped 1 (not a webhook) + 2 (not a log line), bad 2" in out.getvalue()
@@ -190,6 +191,7 @@ def test_decoding_processes_report_bad_lines_and_counts_like_one_process(tmp_pat
     err = io.StringIO()
     stats = importer.import_files(ch, [a, b], errors=err, jobs=2)
     assert sorted(err.getvalue().splitlines()) == [
+        f"{a}: 1 of 3 lines are not access-log lines; skipped",
         f"{a}:2: missing required parameter 'call_id' for queue_out",
         f"{b}:3: missing required parameter 'call_id' for queue_out",
     ]
@@ -223,7 +225,8 @@ def test_an_unreachable_server_is_a_message_without_the_password(sim, tmp_path):
     err = io.StringIO()
     dsn = f"http://importer:s3cret@127.0.0.1:{free_port()}/pbx"
     assert importer.run(dsn, ImportOptions(files=(str(log),)), out=io.StringIO(), err=err) == 1
-    assert "cannot connect to http://importer:***@127.0.0.1" in err.getvalue()
+    assert "cannot reach ClickHouse at http://importer:***@127.0.0.1" in err.getvalue()
+    assert "connection refused" in err.getvalue() and len(err.getvalue().splitlines()) == 1
     assert "s3cret" not in err.getvalue()
 
 
@@ -267,5 +270,29 @@ def test_import_while_serve_holds_the_engine_without_its_query_interface_says_wh
     )
     serve.stop()
     assert out.returncode == 1
-    assert "in use by another process" in out.stderr and "stop that process first" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert f"in use by process {serve.proc.pid} (pbx-analytics serve" in out.stderr
+    assert "stop that process" in out.stderr and "Traceback" not in out.stderr
+
+
+def _import_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ingest", "import", "--no-progress", *args],
+                          capture_output=True, text=True, timeout=120, env=os.environ.copy())
+
+
+def test_a_file_with_no_log_line_at_all_is_an_error_naming_it(sim, tmp_path, dsn):
+    good = _write(tmp_path / "good.log", _lines(sim.events[:10]))
+    binary = tmp_path / "ls"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 40)
+    as_json = tmp_path / "events.json"
+    as_json.write_text(json.dumps([{"event": "call_end", "call_id": "1.1"}]) + "\n")
+    empty = tmp_path / "rotated-just-now.log"
+    empty.write_text("")
+    out = _import_cli("--clickhouse", dsn, str(good), str(binary), str(as_json), str(empty))
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.splitlines()
+    assert f"{binary}: not an access log: no nginx/Apache combined or common log line in its" in out.stderr
+    assert f"{as_json}: not an access log: no nginx/Apache combined or common log line in its 1 line;" in out.stderr
+    assert not any(str(good) in line or str(empty) in line for line in lines)
+    assert "imported 10," in out.stdout and "not access logs 2" in out.stdout  # the good file is imported
+    alone = _import_cli("--clickhouse", dsn, str(good), str(empty))
+    assert alone.returncode == 0 and "already stored 10" in alone.stdout

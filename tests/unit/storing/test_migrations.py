@@ -7,6 +7,7 @@ When a migration lands on ``main``, its line goes into ``sql/LANDED.sha256`` (``
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from ingest.cli import main
 from ingest.config import Settings
 from ingest.receiving.app import create_app
 from ingest.storing import clickhouse, migrations
-from ingest.testing import REPO
+from ingest.testing import REPO, free_port
 
 SQL = REPO / "sql"
 
@@ -67,13 +68,20 @@ def test_migrate_says_so_in_one_line_and_fails(dsn, capsys):
     assert len(err.splitlines()) == 1 and "0004_create_agent_segments.sql was changed" in err
 
 
-def test_serve_does_not_start_on_a_changed_migration(dsn, tmp_path: Path, caplog):
+def test_serve_does_not_start_on_a_changed_migration(dsn, tmp_path: Path, capsys):
     _tamper(dsn)
     with pytest.raises(ExceptionGroup) as failed, TestClient(create_app(Settings(clickhouse_url=dsn))):
         pass
     assert failed.group_contains(migrations.MigrationChanged)
-    said = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
-    assert len(said) == 1 and "0004_create_agent_segments.sql was changed" in said[0]
+    capsys.readouterr()
+    # serve: one line, before the port is bound
+    assert main(["serve", "--port", str(free_port()), "--clickhouse", dsn,
+                 "--spool-dir", str(tmp_path / "spool")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    line = json.loads(err)
+    assert line["level"] == "critical" and line["msg"].startswith("cannot start: ")
+    assert "0004_create_agent_segments.sql was changed" in line["msg"]
 
 
 def test_an_earlier_text_that_landed_before_the_rule_only_warns(dsn, caplog):
