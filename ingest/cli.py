@@ -339,7 +339,7 @@ def _run_sql(client: Any, settings: Settings, flags: dict[str, Any]) -> None:
         try:
             result = client.raw_query(query, fmt=None if own else fmt)
         except DatabaseError as exc:
-            raise _QueryError(_query_error(client, query, fmt, exc)) from None
+            raise _QueryError(_query_error(client, query, None if own else fmt, exc)) from None
         sys.stdout.buffer.write(result)
         sys.stdout.flush()
     else:
@@ -350,12 +350,15 @@ def _run_sql(client: Any, settings: Settings, flags: dict[str, Any]) -> None:
         print("ok", file=sys.stderr)
 
 
-def _query_error(client: Any, query: str, fmt: str, exc: DatabaseError) -> str:
+def _query_error(client: Any, query: str, fmt: str | None, exc: DatabaseError) -> str:
     """The error of ``query`` as the user wrote it. The output format rides on the query as a
     FORMAT clause the client appends; when the engine's message quotes that clause (a syntax
     error at the end of the query), the query is sent again alone for the message about it
-    (it fails again, in parsing: nothing runs twice)."""
+    (it fails again, in parsing: nothing runs twice). ``fmt`` is None when the query names its
+    own format."""
     message = clickhouse.engine_message(exc)
+    if fmt is None:
+        return message
     if getattr(exc, "code", None) == _UNKNOWN_FORMAT:
         return f"--format {fmt}: {message}"
     if fmt not in message or fmt in query:
@@ -365,6 +368,7 @@ def _query_error(client: Any, query: str, fmt: str, exc: DatabaseError) -> str:
     except DatabaseError as again:
         return clickhouse.engine_message(again)
     return message
+
 
 def _import(settings: Settings, flags: dict[str, Any]) -> int:
     from ingest.backfill import importer

@@ -103,6 +103,9 @@ def test_sql_errors_quote_the_users_query_not_the_format_the_tool_adds(dsn):
     assert unknown.stderr.startswith("pbx-analytics: --format Nope: Code: 73. Unknown format Nope.")
     own = run("sql", "SELECT 7 AS n FORMAT JSONEachRow", "--clickhouse", dsn)
     assert own.returncode == 0 and own.stdout == '{"n":7}\n'
+    own_unknown = run("sql", "SELECT 1 FORMAT Nope", "--clickhouse", dsn)  # the query's format, not --format's
+    assert own_unknown.returncode == 1 and "--format" not in own_unknown.stderr
+    assert own_unknown.stderr.startswith("pbx-analytics: Code: 73. Unknown format Nope.")
 
 
 def test_simulate_help_is_for_users_and_a_run_without_output_says_so(tmp_path):
