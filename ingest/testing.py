@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import resource
 import shutil
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -144,9 +146,9 @@ class SmallDisk:
     """A real filesystem of ``size`` bytes at ``path`` (tmpfs), to fill and free in a test.
 
     Mounting needs root with CAP_SYS_ADMIN (this sandbox; CI run as root on a VM); where it is
-    refused, :meth:`mount` returns None and a test falls back to a file-size limit
-    (:func:`file_size_limit`), which makes the same writes fail (``EFBIG``, which the spool
-    treats as ``ENOSPC``) without a filesystem of its own.
+    refused, :meth:`mount` returns None and the tests run on a file-size limit only
+    (:func:`file_size_limit`, :func:`limit_file_size`), which makes the same writes fail
+    (``EFBIG``, which the spool treats as ``ENOSPC``) without a filesystem of its own.
     """
 
     def __init__(self, path: Path) -> None:
@@ -156,9 +158,23 @@ class SmallDisk:
     @classmethod
     def mount(cls, path: Path, size: int) -> SmallDisk | None:
         path.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                              capture_output=True, text=True)
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                                  capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):  # no mount command
+            return None
         return cls(path) if done.returncode == 0 else None
+
+    @staticmethod
+    @functools.cache
+    def can_mount() -> bool:
+        """Whether this process may mount a tmpfs (tried once, on a scratch directory)."""
+        with tempfile.TemporaryDirectory() as scratch:
+            disk = SmallDisk.mount(Path(scratch), 1 << 20)
+            if disk is None:
+                return False
+            disk.unmount()
+            return True
 
     def fill(self) -> int:
         """Write the ballast file until the disk is full; the bytes it took."""
@@ -198,6 +214,11 @@ def file_size_limit(limit: int) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
     return preexec
+
+
+def limit_file_size(pid: int, limit: int) -> None:
+    """:func:`file_size_limit` on a running process ("the disk fills now")."""
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]))
 
 
 def lift_file_size_limit(pid: int) -> None:
