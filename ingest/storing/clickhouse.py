@@ -106,18 +106,21 @@ def _engine_holder(dsn: str) -> int | None:
 # ---- error text ------------------------------------------------------------------------
 
 _CODE_PREFIX = re.compile(r"(?:Code: (\d+)\. DB::Exception: )+")
-_VERSION_TAIL = re.compile(r"(?: \([A-Z_]+\))? \(version [^)]*\)\.?")
+_VERSION_TAIL = re.compile(r" \(version [^)]*\)\.?")
+#: clickhouse-connect's suffix naming the URL it used (the DSN's, said elsewhere when it matters).
+_FOR_URL = re.compile(r" ?\(for url [^)]*\)")
 _QUERY_ID = re.compile(r"/\?query_id=[0-9a-f-]+")
 
 
 def engine_message(exc: BaseException) -> str:
     """The engine's own message of ``exc`` once, on one line: chDB nests ``Code: N. DB::Exception:``
-    and ``(version ...)`` once per layer; this keeps one of each and drops the version."""
+    and ``(version ...)`` once per layer; this keeps one of each, the error's name (``(READONLY)``),
+    and drops the version and clickhouse-connect's ``(for url ...)``."""
     text = " ".join(str(exc).split())
     match = _CODE_PREFIX.search(text)
     if match is None:
         return text
-    body = _VERSION_TAIL.sub("", text[match.end() :]).strip()
+    body = _FOR_URL.sub("", _VERSION_TAIL.sub("", text[match.end() :])).strip()
     return f"Code: {match.group(1)}. {body}"
 
 

@@ -53,10 +53,11 @@ def test_a_second_serve_on_a_served_engine_or_spool_is_refused_in_one_line_namin
     assert line["level"] == "critical" and line["msg"].startswith("cannot start: the embedded engine at ")
     assert f"in use by {holder}" in line["msg"] and "give this one another --clickhouse" in line["msg"]
     # another engine, but the first one's spool directory
+    held = tmp_path / "chdata" / "spool"  # the first one's default: inside its data directory
     spool = run("serve", "--port", str(free_port()), "--clickhouse", f"chdb://{tmp_path / 'other'}",
-                "--spool-dir", str(tmp_path / "spool"), "--no-migrate")
+                "--spool-dir", str(held), "--no-migrate")
     assert spool.returncode == 1 and spool.stderr.count("\n") == 1, spool.stderr
-    assert f"spool directory {tmp_path / 'spool'} is in use by {holder}" in json.loads(spool.stderr)["msg"]
+    assert f"spool directory {held} is in use by {holder}" in json.loads(spool.stderr)["msg"]
 
 
 def test_a_server_that_is_down_is_one_line_without_the_library_retries_or_the_password():

@@ -94,7 +94,7 @@ def test_with_the_query_interface_off_the_commands_say_who_holds_the_engine(tmp_
     finally:
         proc.stop()
     assert out.returncode == 1
-    assert "in use by another process" in out.stderr and "Traceback" not in out.stderr
+    assert "is in use by process" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_the_readme_s_query_it_commands_work_as_written_while_serve_runs(tmp_path: Path) -> None:

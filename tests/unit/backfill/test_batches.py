@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from ingest.backfill.accesslog import format_line
 from ingest.backfill.batches import read_batches, rows_of
-from ingest.backfill.rows import MAX_REPORTED_PER_FILE, ImportStats, LineDecoder, line_event_id
+from ingest.backfill.rows import MAX_REPORTED_PER_FILE, ImportStats, LineDecoder, line_event_id, report_unparsed
 from ingest.events.spec import EVENTS, PARAMS
 from ingest.events.table import COLUMNS, to_row
 from ingest.simulation import SimConfig, simulate
@@ -51,6 +51,7 @@ def reference(path: Path) -> tuple[list[tuple[Any, ...]], ImportStats, str]:
             seen[(d.epoch, d.target)] = occurrence + 1
             event_id = line_event_id(d.epoch, d.target, occurrence)
             rows.append((*to_row(d.event, d.decoded, d.epoch * 1000, "import", event_id), lineno))
+    report_unparsed(str(path), stats.lines, stats.unparsed, stats, errors)  # the file's verdict
     return rows, stats, errors.getvalue()
 
 
