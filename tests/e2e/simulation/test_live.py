@@ -256,5 +256,5 @@ def test_a_past_part_while_serve_holds_the_embedded_engine_is_refused_before_sen
     finally:
         assert serve.stop() == 0
     assert run.returncode == 1
-    assert "already due" in run.stderr and "--hours 0" in run.stderr and "in use by another process" in run.stderr
+    assert "already due" in run.stderr and "--hours 0" in run.stderr and "is in use by process" in run.stderr
     assert stored(serve.dsn, "SELECT count() AS n FROM pbx.events") == [{"n": 0}]
