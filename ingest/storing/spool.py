@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import fcntl
+import functools
 import logging
 import os
 import queue
@@ -141,7 +142,7 @@ class Spool:
         #: spool order, at most ``memory_records`` (past that, the consumer reads disk).
         self._memory: collections.deque[tuple[int, int, int, bytes, Any]] = collections.deque()
         self._memory_max = memory_records
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[Callable[[BaseException | None], None]] = []
         self._pending_bytes = 0
         self._flush_scheduled = False
         self._syncing = False
@@ -281,8 +282,11 @@ class Spool:
         if self._no_room is not None:
             self._schedule_room_check()
 
-    def append(self, payload: bytes, row: Any = None) -> asyncio.Future[None]:
-        """Queue one record; the future completes once it is durable.
+    def append(self, payload: bytes, row: Any = None,
+               done: Callable[[BaseException | None], None] | None = None) -> asyncio.Future[None] | None:
+        """Queue one record; ``done(None)`` is called once it is durable, ``done(error)`` (a
+        :class:`SpoolError`) if its write or fsync failed. Without ``done``, returns a future
+        that completes the same way.
 
         ``row``, if given, is what ``payload`` encodes, handed to the consumer
         from memory (:attr:`Batch.rows`) instead of being read back.
@@ -297,10 +301,13 @@ class Spool:
         size = len(payload) + HEADER_SIZE
         if self._bytes + self._pending_bytes + size > self.max_bytes:
             raise SpoolFull(f"spool holds {self._bytes} bytes, limit {self.max_bytes}")
-        fut = self._loop.create_future()  # type: ignore[union-attr]
+        fut = None
+        if done is None:
+            fut = self._loop.create_future()  # type: ignore[union-attr]
+            done = functools.partial(_settle_future, fut)
         self._pending.append(payload)
         self._pending_rows.append(row)
-        self._waiters.append(fut)
+        self._waiters.append(done)
         self._pending_bytes += size
         if not self._flush_scheduled and not self._syncing:
             self._flush_scheduled = True
@@ -342,7 +349,8 @@ class Spool:
             self._loop.call_soon_threadsafe(self._synced, seg, written, payloads, rows, waiters, started, error)  # type: ignore[union-attr]
 
     def _synced(self, seg: Segment, written: int, payloads: list[bytes], rows: list[Any],
-                waiters: list[asyncio.Future[None]], started: float, error: OSError | None) -> None:
+                waiters: list[Callable[[BaseException | None], None]], started: float,
+                error: OSError | None) -> None:
         self._syncing = False
         # The bytes are in the file either way: later records start after them.
         # After a failed fsync the consumer reads them from the file (damage checks), not from memory.
@@ -363,7 +371,7 @@ class Spool:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]
 
-    def _fail(self, waiters: list[asyncio.Future[None]], exc: OSError) -> None:
+    def _fail(self, waiters: list[Callable[[BaseException | None], None]], exc: OSError) -> None:
         """A group could not be made durable: its requests get 503 (``SpoolDiskFull`` when the disk
         has no room, which also stops further appends until it has)."""
         if no_room(exc):
@@ -690,11 +698,18 @@ class Spool:
                 self._lock_fd = -1
 
 
-def _resolve(waiters: list[asyncio.Future[None]], error: SpoolError | None) -> None:
-    for fut in waiters:
-        if fut.done():  # the client went away
-            continue
-        if error is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(error)
+def _resolve(waiters: list[Callable[[BaseException | None], None]], error: SpoolError | None) -> None:
+    for done in waiters:
+        try:
+            done(error)
+        except Exception:  # one waiter's failure must not keep the others from their answer
+            log.exception("spool waiter failed")
+
+
+def _settle_future(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():  # the client went away
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
