@@ -15,6 +15,7 @@ Quirks of real PBXs handled here (see ``docs/webhooks.md``):
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
@@ -86,24 +87,49 @@ def percent_decode(text: str) -> str:
     return unquote(text, errors="replace")
 
 
+class _Object(list):  # type: ignore[type-arg]
+    """A JSON object as its (name, value) pairs, in order, repeats kept."""
+
+
+def _keep_text(text: str) -> str:
+    return text
+
+
+def _no_constant(name: str) -> str:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def json_pairs(body: bytes) -> list[tuple[str, str]]:
-    """A JSON object body as (name, value) pairs; scalar values become strings."""
+    """A JSON object body as (name, value) pairs, in order, the way a query string gives them.
+
+    * numbers keep the sender's text (``1541078811.10`` stays ``1541078811.10``, ``1e3``
+      stays ``1e3``): a call id sent as a number must still join its query-string events;
+    * ``true``/``false`` become ``"true"``/``"false"``, ``null`` the empty string;
+    * a repeated name gives two pairs, so :func:`decode` applies the query string's rule
+      (same value: one; different: ``name[2]`` in ``extra``);
+    * an object or array value is refused naming its parameter; a body that is not one
+      flat object (or nested deeper than Python's recursion limit) is refused as a whole.
+
+    The standard library's decoder, because it can hand over pairs and number text
+    (msgspec cannot); JSON bodies are rare next to GETs.
+    """
     try:
-        obj = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise DecodeError("bad_body", f"body is not valid JSON: {exc}") from exc
-    if not isinstance(obj, dict):
+        obj = json.loads(body, object_pairs_hook=_Object, parse_float=_keep_text, parse_int=_keep_text,
+                         parse_constant=_no_constant)
+    except RecursionError:
+        raise DecodeError("bad_body", "JSON body nested too deeply: webhooks are one flat object") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError("bad_body", f"body is not valid JSON: {exc}") from None
+    if not isinstance(obj, _Object):
         raise DecodeError("bad_body", "JSON body must be an object of parameters")
     pairs = []
-    for key, value in obj.items():
+    for key, value in obj:
         if isinstance(value, str):
             pairs.append((key, value))
         elif value is None:
             pairs.append((key, ""))
-        elif isinstance(value, bool):
+        elif value is True or value is False:
             pairs.append((key, "true" if value else "false"))
-        elif isinstance(value, (int, float)):
-            pairs.append((key, str(value)))
         else:
             raise DecodeError("bad_param", f"parameter '{key}' must be a string or number", key)
     return pairs

@@ -102,6 +102,40 @@ def test_json_scalars_become_strings_and_objects_are_refused_naming_the_paramete
         json_pairs(b"{not json")
 
 
+def test_json_numbers_keep_the_senders_text():
+    assert json_pairs(b'{"call_id": 1541078811.10, "caller_num": 1e3, "a": -0, "b": 12345678901234567890}') == [
+        ("call_id", "1541078811.10"), ("caller_num", "1e3"), ("a", "-0"), ("b", "12345678901234567890")
+    ]
+
+
+def test_json_repeated_keys_follow_the_query_string_rule():
+    pairs = json_pairs(b'{"call_id": "1", "queue_name": "a", "queue_name": "a", "queue_name": "b"}')
+    assert pairs == [("call_id", "1"), ("queue_name", "a"), ("queue_name", "a"), ("queue_name", "b")]
+    event = decode("queue_in", pairs)
+    query = decode("queue_in", parse_query("call_id=1&queue_name=a&queue_name=a&queue_name=b"))
+    assert event == query and event.queue_name == "a" and event.extra == {"queue_name[2]": "b"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"a":' * 50_000 + b"1" + b"}" * 50_000, id="objects"),
+        pytest.param(b'{"a":' + b"[" * 50_000 + b"]" * 50_000 + b"}", id="arrays"),
+    ],
+)
+def test_deeply_nested_json_is_a_bad_body_naming_the_problem(body):
+    with pytest.raises(DecodeError) as err:
+        json_pairs(body)
+    assert err.value.reason == "bad_body" and "nested too deeply" in str(err.value)
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_json_constants_that_are_not_numbers_are_refused(constant):
+    with pytest.raises(DecodeError) as err:
+        json_pairs(b'{"call_id": ' + constant + b"}")
+    assert err.value.reason == "bad_body"
+
+
 def test_too_many_parameters_is_an_error():
     with pytest.raises(DecodeError) as err:
         parse_query("&".join(f"p{i}=1" for i in range(11)), max_params=10)
