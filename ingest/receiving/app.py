@@ -1,10 +1,18 @@
-"""The Litestar app: one route per webhook, plus /healthz and /metrics.
+"""The ASGI app: webhooks answered directly, everything else by a small Litestar app.
 
-Each webhook route hands its request to :meth:`Service.accept`
-(``ingest.receiving.service``), which reads as the webhook's path:
-route -> checks -> decode -> row -> spool. This module wires the routes, the
-lifespan (``Service.start`` -- engine, migrations, spool replay, writer --
-and the drain at shutdown), and the answers that are not webhooks.
+A webhook path (``/<event>``, ``/<token>/<event>``: ``target.route``) goes
+straight to :meth:`Service.take` from the ASGI scope, without a framework's
+routing, request and response objects per call (they cost more than the
+webhook itself). The Litestar app behind it answers ``/healthz``,
+``/metrics`` and any other path, and runs the lifespan (``Service.start`` --
+engine, migrations, spool replay, writer -- and the drain at shutdown).
+
+``serve`` runs this app on uvicorn with the front door's own protocol
+(``ingest.receiving.protocol``), which answers plain webhook GETs before they
+become ASGI requests at all and enforces the connection limits; every other
+request (POST bodies, pipelined requests, requests through a trusted proxy)
+comes here. Any ASGI server can run it without that protocol, as the tests'
+client does.
 """
 
 from __future__ import annotations
@@ -15,66 +23,138 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, Response, get, route
-from litestar.enums import HttpMethod
+from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
-from litestar.types import ASGIApp
 
 from ingest.config import Settings
 from ingest.events.spec import EVENTS
 from ingest.metrics import CONTENT_TYPE_LATEST
-from ingest.receiving.service import Service
+from ingest.receiving.answers import Answer
+from ingest.receiving.service import Refused, Service
+from ingest.receiving.target import route, target_length
 
-__all__ = ["create_app"]
+__all__ = ["FrontDoor", "access_line", "create_app"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("ingest.access")
 
 
-class _Redact(logging.Filter):
-    """Replaces the shared secret in uvicorn's access-log lines (the URL carries it)."""
-
-    secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets and isinstance(record.args, tuple):
-            args = []
-            for arg in record.args:
-                if isinstance(arg, str):
-                    for secret in self.secrets:
-                        arg = arg.replace(secret, "***")
-                args.append(arg)
-            record.args = tuple(args)
-        return True
+def access_line(service: Service, client: Any, method: str, target: str, version: str, status: int) -> None:
+    """One access-log line (``--access-log``), the target redacted: no secret in any encoding."""
+    host = f"{client[0]}:{client[1]}" if client else "-"
+    access_log.info('%s - "%s %s HTTP/%s" %d', host, method, service.redact(target), version, status)
 
 
-_REDACT = _Redact()
+class _ClientGone(Exception):
+    """The client disconnected (or was disconnected) before its request's body ended."""
 
 
-def _webhook_route(service: Service, event: str) -> Any:
-    async def webhook(request: Request[Any, Any, Any]) -> ASGIApp:  # _OK, or an error Response
-        return await service.accept(request, event)
+class FrontDoor:
+    """The service's ASGI app (see the module doc). ``service`` is what it runs on."""
 
-    webhook.__doc__ = (EVENTS[event].__doc__ or "").strip()
-    return route(f"/{event}", http_method=[HttpMethod.GET, HttpMethod.POST], name=event)(webhook)
+    def __init__(self, settings: Settings, service: Service | None = None) -> None:
+        self.settings = settings
+        self.service = service or Service(settings)
+        self.litestar = _litestar_app(self.service)
+        self.access_log = settings.access_log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raw_path = _raw_path(scope)
+            webhook = route(raw_path, self.service.token_in_path)
+            if webhook is not None:
+                status = await self._webhook(scope, receive, send, raw_path, *webhook)
+            else:
+                status = await self._other(scope, receive, send)
+            if self.access_log:
+                query = scope["query_string"].decode("latin-1")
+                target = raw_path.decode("latin-1") + ("?" + query if query else "")
+                access_line(self.service, scope.get("client"), scope["method"], target, scope["http_version"],
+                            status)
+            return
+        await self.litestar(scope, receive, send)
+
+    async def _other(self, scope: Any, receive: Any, send: Any) -> int:
+        status = 0
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.litestar(scope, receive, send_status)
+        return status
+
+    async def _webhook(self, scope: Any, receive: Any, send: Any, raw_path: bytes, event: str,
+                       path_token: str | None) -> int:
+        service = self.service
+        method = scope["method"]
+        query: bytes = scope["query_string"]
+        try:
+            body, content_type = (await self._body(scope, receive)) if method == "POST" else (b"", b"")
+            loop = asyncio.get_running_loop()
+            durable: asyncio.Future[BaseException | None] = loop.create_future()
+            client = scope.get("client")
+            service.take(method, event, path_token, query, target_length(raw_path, query),
+                         client[0] if client else "", body, content_type,
+                         lambda error: durable.done() or durable.set_result(error))
+            answer = service.settle(event, await durable)
+        except Refused as refused:
+            answer = refused.answer
+        except _ClientGone:
+            return 0  # nothing stored, nobody to answer
+        except Exception:
+            log.exception("webhook failed", extra={"event": event})
+            answer = service.reject(500, "internal_error", "the service failed on this request; it is logged")
+        await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+        await send({"type": "http.response.body", "body": answer.body})
+        return answer.status
+
+    async def _body(self, scope: Any, receive: Any) -> tuple[bytes, bytes]:
+        """The request body, at most ``max_body_bytes`` (413 before reading more), and its type."""
+        limit = self.settings.max_body_bytes
+        content_type = b""
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise self._too_large()
+            if name == b"content-type":
+                content_type = value
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":  # gone (or cut off) before its body ended
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks), content_type
+
+    def _too_large(self) -> Refused:
+        # The rest of the body is not read: the connection closes after the answer.
+        return Refused(self.service.reject(413, "body_too_large",
+                                           f"body larger than {self.settings.max_body_bytes} bytes", close=True))
 
 
-def _token_route(service: Service) -> Any:
-    async def webhook_with_token(request: Request[Any, Any, Any]) -> ASGIApp:
-        """Any webhook, with the shared secret as the first path segment: ``/<token>/<event>``."""
-        params = request.path_params
-        return await service.accept(request, params["event"], path_token=params["token"])
-
-    return route("/{token:str}/{event:str}", http_method=[HttpMethod.GET, HttpMethod.POST],
-                 name="webhook_with_token")(webhook_with_token)
+def _raw_path(scope: Any) -> bytes:
+    """The path as received (ASGI ``raw_path``; some clients' scopes append the query to it)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    return raw.partition(b"?")[0] if b"?" in raw else raw
 
 
-def create_app(settings: Settings, service: Service | None = None) -> Litestar:
-    """The app for ``settings``; ``service`` may have been started up already (``serve`` does
-    that before binding the port, so a refusal to start is one line, not a traceback)."""
-    service = service or Service(settings)
-    if settings.token:
-        _REDACT.secrets.add(settings.token)
-        logging.getLogger("uvicorn.access").addFilter(_REDACT)
+def _litestar_response(answer: Answer) -> Response[bytes]:
+    headers = {k.decode(): v.decode() for k, v in answer.headers if k not in (b"content-length", b"content-type")}
+    media_type = dict(answer.headers)[b"content-type"].decode()
+    return Response(answer.body, status_code=answer.status, media_type=media_type, headers=headers)
+
+
+def _litestar_app(service: Service) -> Litestar:
+    """Health, metrics, the answer to any path that is not a webhook, and the lifespan."""
+    settings = service.settings
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -117,22 +197,30 @@ def create_app(settings: Settings, service: Service | None = None) -> Litestar:
 
     def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         if exc.status_code == 404:
-            return service.reject(
-                404, "unknown_event", f"no webhook at {service.redact(request.url.path)}", known_events=list(EVENTS)
-            )
-        reason = {405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
-        return service.reject(exc.status_code, reason, service.redact(str(exc.detail)))
+            answer = service.reject(404, "unknown_event", f"no webhook at {service.redact(request.url.path)}",
+                                    known_events=list(EVENTS))
+        else:
+            reason = {405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
+            answer = service.reject(exc.status_code, reason, service.redact(str(exc.detail)))
+        return _litestar_response(answer)
 
-    handlers = [*(_webhook_route(service, e) for e in EVENTS), healthz, metrics]
-    if settings.token:
-        handlers.append(_token_route(service))
-    app = Litestar(
-        route_handlers=handlers,
+    def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        log.error("request failed", exc_info=exc, extra={"path": service.redact(request.url.path)})
+        return _litestar_response(service.reject(500, "internal_error",
+                                                 "the service failed on this request; it is logged"))
+
+    return Litestar(
+        route_handlers=[healthz, metrics],
         lifespan=[lifespan],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         logging_config=None,
     )
-    app.state.service = service
-    return app
+
+
+def create_app(settings: Settings, service: Service | None = None) -> FrontDoor:
+    """The service's ASGI app for ``settings`` (``app.service`` is its :class:`Service`);
+    ``service`` may have been started up already (``serve`` does that before binding the port,
+    so a refusal to start is one line, not a traceback)."""
+    return FrontDoor(settings, service)

@@ -1,11 +1,17 @@
 """What one running app holds, and the way of one webhook through it.
 
-:meth:`Service.accept` reads as the webhook's path: checked (client address,
-URL size, token), decoded (``ingest.events.decode``), made a row
+:meth:`Service.take` reads as the webhook's path: checked (client address,
+method, URL size, token), decoded (``ingest.events.decode``), made a row
 (``ingest.events.table``) stamped with its arrival time, and appended to the
-durable spool (``ingest.storing.spool``); it is answered 200 only once the
-spool has fsynced it (group commit). The handler never waits for ClickHouse:
-the writer (``ingest.storing.writer``) drains the spool in the background.
+durable spool (``ingest.storing.spool``); :meth:`Service.settle` gives the
+``200`` once the spool has fsynced it (group commit). The handler never waits
+for ClickHouse: the writer (``ingest.storing.writer``) drains the spool in the
+background.
+
+Nothing here knows about HTTP servers: the protocol's fast path
+(``ingest.receiving.protocol``) and the ASGI app (``ingest.receiving.app``)
+both hand a request over as bytes and get :class:`~ingest.receiving.answers.Answer`
+objects back, so a webhook means the same whichever way it came in.
 """
 
 from __future__ import annotations
@@ -15,35 +21,33 @@ import hmac
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from litestar import MediaType, Request, Response
-from litestar.enums import HttpMethod
-from litestar.response.base import ASGIResponse
-from litestar.types import ASGIApp
 
 from ingest.config import Settings
 from ingest.events.decode import DecodeError, decode, json_pairs, parse_query
-from ingest.events.spec import EVENTS, Event
+from ingest.events.spec import EVENTS
 from ingest.events.table import encode_record, now_ms, spool_meta, to_row
 from ingest.metrics import Metrics
+from ingest.receiving.answers import OK, Answer, refusal
+from ingest.receiving.target import redact
 from ingest.storing import clickhouse, destination, migrations
 from ingest.storing.spool import Spool, SpoolClosed, SpoolDiskFull, SpoolError, SpoolFull
 from ingest.storing.writer import BatchWriter
 
-__all__ = ["REJECT_LOG_INTERVAL_S", "RETRY_AFTER_S", "Service"]
+__all__ = ["REJECT_LOG_INTERVAL_S", "RETRY_AFTER_S", "LogBudget", "Refused", "Service"]
 
 log = logging.getLogger(__name__)
 
 _STATUS_OF = {"missing_param": 422, "bad_param": 422, "bad_body": 400, "too_many_params": 413}
-#: The 200 answer, built once: stateless, so one instance serves every request
-#: (a ``Response`` per request cost its construction and conversion on the hot path).
-_OK = ASGIResponse(body=b"OK\n", status_code=200, media_type=MediaType.TEXT)
-#: "request rejected" is logged at most once per reason per this many seconds.
+#: "request rejected" (and each connection-limit line) is logged at most once per reason per this many seconds.
 REJECT_LOG_INTERVAL_S = 1.0
 #: Seconds a PBX (or proxy) is asked to wait after a 503.
 RETRY_AFTER_S = "5"
+_RETRY_AFTER = ((b"retry-after", RETRY_AFTER_S.encode()),)
+_ALLOW = ((b"allow", b"GET, POST"),)
 #: Spool failures: the 503 each one is answered with (reason, message).
 _SPOOL_REFUSALS: tuple[tuple[type[SpoolError], str, str], ...] = (
     (SpoolFull, "buffer_full", "the spool is full: ClickHouse has not been keeping up"),
@@ -54,17 +58,30 @@ _SPOOL_REFUSALS: tuple[tuple[type[SpoolError], str, str], ...] = (
 
 
 class Refused(Exception):
-    """A request answered with an error before anything is stored."""
+    """A request answered with an error before anything is stored (``answer`` is counted and logged)."""
 
-    def __init__(self, status: int, reason: str, message: str, **fields: Any) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.fields = status, reason, fields
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(answer.reason)
+        self.answer = answer
 
 
-def error_response(status: int, reason: str, message: str, headers: dict[str, str] | None = None,
-                   **fields: Any) -> Response[dict[str, Any]]:
-    """The JSON error body every refusal gets: ``error`` (for people), ``reason`` (for machines)."""
-    return Response({"error": message, "reason": reason, **fields}, status_code=status, headers=headers)
+class LogBudget:
+    """At most one log line per reason per :data:`REJECT_LOG_INTERVAL_S`; the next line carries
+    ``suppressed``, the count not logged meanwhile (a flood must not flood the log; the
+    metrics count every one)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._last: dict[str, tuple[float, int]] = {}  # reason -> (last logged, not logged since)
+
+    def warning(self, msg: str, reason: str, **fields: Any) -> None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(reason, (-REJECT_LOG_INTERVAL_S, 0))
+        if now - last >= REJECT_LOG_INTERVAL_S:
+            self._last[reason] = (now, 0)
+            self._log.warning(msg, extra={"reason": reason, **fields, "suppressed": suppressed})
+        else:
+            self._last[reason] = (last, suppressed + 1)
 
 
 class Service:
@@ -76,9 +93,11 @@ class Service:
         self.spool: Spool | None = None
         self.writer: BatchWriter | None = None
         self._token = settings.token.encode()
+        #: A secret is configured: ``/<token>/<event>`` is a webhook path.
+        self.token_in_path = bool(settings.token)
         self._networks = settings.allowed_networks
         self._allowed: dict[str, bool] = {}  # client address -> allowed (bounded cache)
-        self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (last logged, not logged since)
+        self.log_budget = LogBudget(log)
         #: The server was down at start: migrate on the writer's first connection.
         self.migrations_pending = False
         self.start_error: str | None = None
@@ -184,71 +203,78 @@ class Service:
 
     # ---- refusals --------------------------------------------------------------------
 
-    def reject(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None,
-               **fields: Any) -> Response[dict[str, Any]]:
-        """Count, log (rate-limited) and answer a refused request."""
+    def reject(self, status: int, reason: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = (),
+               close: bool = False, **fields: Any) -> Answer:
+        """Count, log (rate-limited) and build the answer to a refused request."""
         self.metrics.rejected(reason).inc()
-        # At most one line per reason per second (a flood of 503s must not flood the log);
-        # the next line says how many were not logged. The counter above counts them all.
-        now = time.monotonic()
-        last, suppressed = self._reject_log.get(reason, (-REJECT_LOG_INTERVAL_S, 0))
-        if now - last >= REJECT_LOG_INTERVAL_S:
-            self._reject_log[reason] = (now, 0)
-            log.warning("request rejected", extra={"status": status, "reason": reason, "detail": message,
-                                                   "suppressed": suppressed})
-        else:
-            self._reject_log[reason] = (last, suppressed + 1)
-        return error_response(status, reason, message, headers, **fields)
+        self.log_budget.warning("request rejected", reason, status=status, detail=message)
+        return refusal(status, reason, message, headers, close, **fields)
 
-    def redact(self, text: str) -> str:
-        return text.replace(self.settings.token, "***") if self.settings.token else text
+    def refuse(self, status: int, reason: str, message: str, **fields: Any) -> Refused:
+        """:meth:`reject` as an exception to raise."""
+        return Refused(self.reject(status, reason, message, **fields))
+
+    def redact(self, target: str) -> str:
+        """A request target as it may be logged or quoted: no shared secret in any encoding."""
+        return redact(target, self.settings.token, self.token_in_path)
 
     # ---- one webhook -------------------------------------------------------------------
 
-    async def accept(self, request: Request[Any, Any, Any], event: str,
-                     path_token: str | None = None) -> Response[Any] | ASGIApp:
-        """Route -> checks -> decode -> row -> spool: the 200 once the row is durable."""
+    def take(self, method: str, event: str, path_token: str | None, query: bytes, target_bytes: int,
+             client: str, body: bytes, content_type: bytes, done: Callable[[BaseException | None], None]) -> str:
+        """Checks -> decode -> row -> spool append; returns the event name.
+
+        ``done(None)`` is called once the row is durable, ``done(error)`` if the spool
+        failed to make it so; answer with :meth:`settle`. Raises :class:`Refused` when
+        the request is answered with an error before anything is stored.
+        """
         received_at = now_ms()
-        try:
-            ev = await self._decoded(request, event, path_token)
-        except Refused as exc:
-            return self.reject(exc.status, exc.reason, str(exc), **exc.fields)
-        except DecodeError as exc:
-            return self.reject(_STATUS_OF[exc.reason], exc.reason, str(exc), parameter=exc.param, event=event)
-        return await self._store(to_row(event, ev, received_at), event)
-
-    async def _decoded(self, request: Request[Any, Any, Any], event: str, path_token: str | None) -> Event:
-        """The request's event, after the checks; raises :class:`Refused` or ``DecodeError``."""
-        scope = request.scope
         settings = self.settings
-        if self._networks and not self._client_allowed(scope):
-            raise Refused(403, "client_not_allowed", "this client address may not send webhooks")
-        query: bytes = scope["query_string"]
-        if len(scope["raw_path"]) + len(query) > settings.max_url_bytes:
-            raise Refused(414, "uri_too_long", f"URL longer than {settings.max_url_bytes} bytes")
-        pairs = parse_query(query.decode("utf-8", "replace"), settings.max_params)
-        if self._token:
-            pairs = self._without_token(pairs, path_token)
-        if event not in EVENTS:
-            raise Refused(404, "unknown_event", f"no webhook '{event}'", known_events=list(EVENTS))
-        if request.method == HttpMethod.POST:
-            pairs += await self._body_pairs(request)
-        if len(pairs) > settings.max_params:
-            raise DecodeError("too_many_params", f"more than {settings.max_params} parameters")
-        return decode(event, pairs)
+        if self._networks and not self._client_allowed(client):
+            raise self.refuse(403, "client_not_allowed", "this client address may not send webhooks")
+        if method != "GET" and method != "POST":
+            raise Refused(self.reject(405, "method_not_allowed", f"{method} is not allowed: webhooks are GET "
+                                      "(or POST)", _ALLOW))
+        if target_bytes > settings.max_url_bytes:
+            raise self.refuse(414, "uri_too_long", f"URL longer than {settings.max_url_bytes} bytes")
+        try:
+            pairs = parse_query(query.decode("utf-8", "replace"), settings.max_params)
+            if self._token:
+                pairs = self._without_token(pairs, path_token)
+            if event not in EVENTS:
+                raise self.refuse(404, "unknown_event", f"no webhook '{self.redact(event)}'",
+                                  known_events=list(EVENTS))
+            if method == "POST" and body:
+                pairs += self._body_pairs(body, content_type)
+            if len(pairs) > settings.max_params:
+                raise DecodeError("too_many_params", f"more than {settings.max_params} parameters")
+            ev = decode(event, pairs)
+        except DecodeError as exc:
+            raise self.refuse(_STATUS_OF[exc.reason], exc.reason, str(exc), parameter=exc.param,
+                              event=event) from None
+        row = to_row(event, ev, received_at)
+        try:
+            # The writer inserts the row from memory; the record is read back only on a replay.
+            self.spool.append(encode_record(row), row, done)  # type: ignore[union-attr]
+        except SpoolError as exc:
+            raise Refused(self._spool_refusal(exc)) from None
+        return event
 
-    def _client_allowed(self, scope: Any) -> bool:
-        host = (scope.get("client") or ("",))[0]
+    def settle(self, event: str, error: BaseException | None) -> Answer:
+        """The answer once the spool is done with ``event``'s row: 200, or 503 if it failed."""
+        if error is None:
+            self.metrics.received(event).inc()
+            return OK
+        return self._spool_refusal(error)
+
+    def _spool_refusal(self, exc: BaseException) -> Answer:
+        reason, message = next((r, m) for kind, r, m in _SPOOL_REFUSALS if isinstance(exc, kind))
+        return self.reject(503, reason, message.format(exc=exc), _RETRY_AFTER)
+
+    def _client_allowed(self, host: str) -> bool:
         allowed = self._allowed.get(host)
         if allowed is None:
-            try:
-                address = ipaddress.ip_address(host)
-            except ValueError:
-                allowed = False
-            else:
-                if address.version == 6 and address.ipv4_mapped is not None:
-                    address = address.ipv4_mapped
-                allowed = any(address in network for network in self._networks)
+            allowed = client_in(host, self._networks)
             if len(self._allowed) > 4096:
                 self._allowed.clear()
             self._allowed[host] = allowed
@@ -263,30 +289,27 @@ class Service:
                 given = pair[1] if given is None else given
             else:
                 kept.append(pair)
-        if given is None:
-            raise Refused(401, "missing_token", "this service needs the token in the webhook URL")
+        if not given:  # absent, or empty (``?token=``): both are "no token"
+            raise self.refuse(401, "missing_token", "this service needs the token in the webhook URL")
         if not hmac.compare_digest(given.encode(), self._token):
-            raise Refused(403, "bad_token", "wrong token")
+            raise self.refuse(403, "bad_token", "wrong token")
         return kept
 
-    async def _body_pairs(self, request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
-        """The parameters of a POST body: form-urlencoded or a JSON object."""
-        body = await request.body()
-        if not body:
-            return []
-        if request.content_type[0] == "application/json":
+    def _body_pairs(self, body: bytes, content_type: bytes) -> list[tuple[str, str]]:
+        """The parameters of a POST body: a JSON object, or form-urlencoded."""
+        if content_type.split(b";", 1)[0].strip().lower() == b"application/json":
             pairs = json_pairs(body)
         else:
             pairs = parse_query(body.decode("utf-8", "replace"), self.settings.max_params)
         return [p for p in pairs if p[0] != "token"] if self._token else pairs
 
-    async def _store(self, row: tuple[Any, ...], event: str) -> Response[Any] | ASGIApp:
-        """Append the row to the spool; 200 once durable, 503 if the spool cannot take it."""
-        try:
-            # The writer inserts the row from memory; the record is read back only on a replay.
-            await self.spool.append(encode_record(row), row)  # type: ignore[union-attr]
-        except SpoolError as exc:
-            reason, message = next((r, m) for kind, r, m in _SPOOL_REFUSALS if isinstance(exc, kind))
-            return self.reject(503, reason, message.format(exc=exc), headers={"Retry-After": RETRY_AFTER_S})
-        self.metrics.received(event).inc()
-        return _OK
+
+def client_in(host: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """Whether the address ``host`` is in one of ``networks`` (an IPv4-mapped IPv6 address as IPv4)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)

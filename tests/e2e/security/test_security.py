@@ -35,7 +35,7 @@ def with_token(dsn: str, tmp_path: Path) -> Iterator[TestClient]:
     [
         pytest.param("/call_end?call_id=no-token", 401, "missing_token", id="missing"),
         pytest.param("/call_end?call_id=wrong&token=guess", 403, "bad_token", id="wrong-query"),
-        pytest.param("/call_end?call_id=empty&token=", 403, "bad_token", id="empty-query"),
+        pytest.param("/call_end?call_id=empty&token=", 401, "missing_token", id="empty-query-is-missing"),
         pytest.param(f"/call_end?call_id=prefix&token={SECRET}x", 403, "bad_token", id="secret-plus-suffix"),
         pytest.param("/guess/call_end?call_id=wrong-path", 403, "bad_token", id="wrong-path"),
         pytest.param(f"/{SECRET}/no_such_event?call_id=1", 404, "unknown_event", id="right-token-unknown-event"),
@@ -97,7 +97,11 @@ def test_allow_list_token_and_redaction_in_a_real_process(tmp_path: Path):
         # No trusted proxy configured: a forged X-Forwarded-For changes nothing.
         forged = other.get(f"/call_end?call_id=forged&token={SECRET}", headers={"x-forwarded-for": "10.1.1.1"})
         assert forged.status_code == 403
-        assert other.get(f"/{SECRET}/nope/deeper").status_code == 404
+        # Everything before the last segment is the path's token: these carry the secret
+        # plus more, or name no webhook; the log and the answers must not show it.
+        assert allowed.get(f"/{SECRET}/nope/deeper").status_code == 403
+        unknown = allowed.get(f"/{SECRET}/nope")
+        assert unknown.status_code == 404 and SECRET not in unknown.text
     finally:
         allowed.close()
         other.close()
