@@ -2,7 +2,9 @@
 
 The packages follow the data. A webhook::
 
-    receiving.app        route (one per webhook; /healthz, /metrics)
+    receiving.server     uvicorn as serve runs it, with the front door's protocol
+    receiving.protocol   connection limits (receiving.edge), HTTP parsing, the fast path for GETs
+    receiving.app        the ASGI app: POSTs and the rest; Litestar for /healthz, /metrics, lifespan
     receiving.service    checks (client, size, token) -> decode -> row -> spool -> 200
     events.spec          the 17 webhooks as Structs (the vendor's spec in code)
     events.decode        request parameters -> one of those Structs

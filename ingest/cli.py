@@ -417,6 +417,7 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from ingest.receiving.app import create_app
+    from ingest.receiving.server import uvicorn_config
     from ingest.receiving.service import Service
 
     service = Service(settings)
@@ -429,20 +430,8 @@ def _serve(settings: Settings) -> int:
         log.critical(f"cannot start: {clickhouse.describe(exc, settings.clickhouse_url)}")
         return 1
     _warn_if_open(settings)
-    config = uvicorn.Config(
-        create_app(settings, service),
-        host=settings.host,
-        port=settings.port,
-        access_log=settings.access_log,
-        log_config=None,
-        lifespan="on",
-        # X-Forwarded-For only from the configured proxies: it decides who passes --allow-cidrs.
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=settings.trusted_proxies or None,
-        # The writer drains on shutdown; uvicorn only waits for open requests.
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
+    # uvicorn with the front door's protocol: limits, the fast path (ingest.receiving.server).
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, service)))
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
     # under the handler that was there before it: make that a clean exit, so a
     # supervisor sees status 0 after a graceful stop.

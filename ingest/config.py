@@ -75,10 +75,23 @@ class Settings:
     #: Comma-separated proxy addresses whose X-Forwarded-For is trusted for the client
     #: address (uvicorn ``forwarded_allow_ips``); empty: the TCP peer is the client.
     trusted_proxies: str = ""
-    #: Request limits: body bytes (413), URL bytes (414), parameters per request (413).
+    #: Request limits: body bytes (413), request-target bytes (path, ``?`` and query: 414),
+    #: parameters per request (413), header bytes (names and values summed: 431).
     max_body_bytes: int = 65536
     max_url_bytes: int = 8192
     max_params: int = 100
+    max_header_bytes: int = 16384
+    #: Connections open at once, in total and per client (an IPv4 address, an IPv6 /64;
+    #: ``trusted_proxies`` count only in the total). The excess is closed at accept, counted in
+    #: ``pbx_connections_shed_total``.
+    max_connections: int = 2048
+    max_connections_per_client: int = 128
+    #: Seconds a client has to send a request's headers, counted from its connection's accept
+    #: or from the first byte after a keep-alive pause; then to send its body; and seconds a
+    #: connection may stay idle between two requests. Counted in ``pbx_connections_closed_total``.
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    keepalive_timeout: float = 15.0
     #: Apply ``sql/`` migrations when ``serve`` starts.
     migrate_on_start: bool = True
     log_level: str = "INFO"
@@ -121,7 +134,8 @@ class Settings:
             raise ConfigError("a cluster needs ClickHouse servers: set an http(s):// clickhouse url")
         for name in ("batch_size", "spool_max_bytes", "max_body_bytes", "max_url_bytes", "max_params", "port",
                      "query_max_concurrent", "query_max_execution_time", "query_max_result_bytes",
-                     "query_max_memory_usage", "query_max_threads"):
+                     "query_max_memory_usage", "query_max_threads", "max_header_bytes", "max_connections",
+                     "max_connections_per_client", "header_timeout", "body_timeout", "keepalive_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.query_nice <= 19:

@@ -51,10 +51,22 @@ class Metrics:
         self.rows_quarantined = Counter(
             "pbx_rows_quarantined", "Rows ClickHouse refused, kept in pbx.events_quarantine", registry=r
         )
+        # The edge (ingest.receiving.edge): connections held, and those refused or closed by a limit.
+        self.connections_open = Gauge("pbx_connections_open", "Client connections open now", registry=r)
+        self.connections_shed_total = Counter(
+            "pbx_connections_shed", "Connections closed at accept: over a connection limit, or a client "
+            "outside the allow-list", ["reason"], registry=r,
+        )
+        self.connections_closed_total = Counter(
+            "pbx_connections_closed", "Connections closed by a timeout (header, body, keep-alive)", ["reason"],
+            registry=r,
+        )
         # One labelled child per event / reason, looked up once: ``labels()`` on
         # every request cost more than the increment itself (hot path).
         self._received: dict[str, Any] = {}
         self._rejected: dict[str, Any] = {}
+        self._shed: dict[str, Any] = {}
+        self._closed: dict[str, Any] = {}
 
     def received(self, event: str) -> Any:
         """The ``pbx_events_received`` child of ``event`` (call ``.inc()``)."""
@@ -68,6 +80,20 @@ class Metrics:
         child = self._rejected.get(reason)
         if child is None:
             child = self._rejected[reason] = self.requests_rejected.labels(reason)
+        return child
+
+    def connections_shed(self, reason: str) -> Any:
+        """The ``pbx_connections_shed`` child of ``reason`` (call ``.inc()``)."""
+        child = self._shed.get(reason)
+        if child is None:
+            child = self._shed[reason] = self.connections_shed_total.labels(reason)
+        return child
+
+    def connections_closed(self, reason: str) -> Any:
+        """The ``pbx_connections_closed`` child of ``reason`` (call ``.inc()``)."""
+        child = self._closed.get(reason)
+        if child is None:
+            child = self._closed[reason] = self.connections_closed_total.labels(reason)
         return child
 
     def track_buffer(self, depth: Callable[[], float]) -> None:

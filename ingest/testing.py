@@ -38,8 +38,12 @@ __all__ = [
     "SmallDisk",
     "Subprocess",
     "append",
+    "closes_within",
+    "exchange",
     "free_port",
+    "metric_values",
     "query_dicts",
+    "read_answer",
     "refresh_views",
     "refreshed_views",
     "serve_command",
@@ -225,6 +229,67 @@ def lift_file_size_limit(pid: int) -> None:
     """Undo :func:`file_size_limit` on a running process ("room again")."""
     hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+
+
+# ---- raw HTTP over real sockets (what a PBX, or an attacker, sends) -------------------------
+
+
+def read_answer(fp: Any) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer from a socket's binary file: (status, headers, body); (0, {}, b'') if
+    the connection closed (or was reset) before an answer. Bodies with Content-Length only, as
+    the service sends them."""
+    try:
+        line = fp.readline()
+        if not line:
+            return 0, {}, b""
+        status = int(line.split(b" ", 2)[1])
+        headers = {}
+        while (field := fp.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = field.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers, fp.read(int(headers.get("content-length", 0)))
+    except ConnectionResetError:
+        return 0, {}, b""
+
+
+def exchange(port: int, request: bytes, source: str = "127.0.0.1", timeout: float = 10.0,
+             host: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` (raw bytes) on a new connection from ``source``; its answer (``read_answer``)."""
+    with socket.create_connection((host, port), timeout=timeout, source_address=(source, 0)) as sock:
+        try:
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered early and closed: read what it said
+        with sock.makefile("rb") as fp:
+            return read_answer(fp)
+
+
+def closes_within(sock: socket.socket, seconds: float) -> float | None:
+    """Seconds until the server closes ``sock`` (EOF or reset; anything it sends is read and
+    dropped), or None if it is still open after ``seconds``."""
+    start = time.monotonic()
+    sock.settimeout(0.05)
+    while (elapsed := time.monotonic() - start) < seconds:
+        try:
+            if not sock.recv(65536):
+                return elapsed
+        except TimeoutError:
+            continue
+        except OSError:
+            return elapsed
+    return None
+
+
+def metric_values(url: str) -> dict[str, float]:
+    """``GET /metrics`` of a running service as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, number = line.rpartition(" ")
+            values[key] = float(number)
+    return values
 
 
 # ---- the engine -------------------------------------------------------------------------

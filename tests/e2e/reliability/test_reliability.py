@@ -28,6 +28,7 @@ from ingest.events.spec import AGENT_EVENTS
 from ingest.events.table import COLUMNS, encode_record, now_ms, spool_meta, to_row
 from ingest.metrics import Metrics
 from ingest.receiving.app import create_app
+from ingest.receiving.server import uvicorn_config
 from ingest.storing import clickhouse
 from ingest.storing.spool import Spool
 from ingest.storing.writer import BatchWriter
@@ -171,8 +172,7 @@ class InProcessServer:
 
     def __init__(self, settings: Settings) -> None:
         self.url = f"http://127.0.0.1:{settings.port}"
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port,
-                                log_config=None, lifespan="on", access_log=False)
+        config = uvicorn_config(settings, host="127.0.0.1")  # serve's own front door
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
