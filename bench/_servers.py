@@ -43,15 +43,17 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
 
 
 class Server(Subprocess):
-    """One app (``bare``, ``naive`` or ``serve``) on one ASGI server, on a free port.
+    """One app (``bare``, ``naive``, ``serve`` or ``serve-asgi``) on one ASGI server, on a free port.
 
-    ``serve`` on uvicorn is the real command line, ``python -m ingest serve``;
+    ``serve`` is the real command line, ``python -m ingest serve`` (on uvicorn);
     the rest go through ``python -m bench.apps``. Every process runs in
     ``workdir`` (the embedded engine's data and any relative path land there).
     Use as a context manager: ready on entry, stopped on exit.
     """
 
     def __init__(self, app: str, server: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        if app == "serve" and server != "uvicorn":
+            app = "serve-asgi"  # serve runs on uvicorn; on another server, its ASGI app
         self.app, self.server = app, server
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)

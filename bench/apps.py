@@ -5,12 +5,16 @@
   ``200 OK`` without doing anything with it.
 * ``naive``: the design the service avoids. Decodes exactly like the service,
   then makes one synchronous clickhouse-connect INSERT per request.
-* ``serve``: the product, ``ingest.receiving.app.create_app`` with ``Settings.from_env()``.
+* ``serve-asgi``: the product's ASGI app, ``ingest.receiving.app.create_app``
+  with ``Settings.from_env()``, on a plain ASGI server: webhooks answered
+  without a framework but through the server's request cycle, and without
+  the front door's protocol (its fast path and connection limits). What
+  ``serve`` would be on granian, or on uvicorn without the protocol.
 
-``python -m bench.apps APP SERVER PORT`` serves one of them on uvicorn (with
-the same ``uvicorn.Config`` arguments as ``pbx-analytics serve``) or on
-granian; the benchmarks start it as a subprocess. The uvicorn ``serve`` run
-uses the real CLI instead (``bench/_servers.py``).
+``python -m bench.apps APP SERVER PORT`` serves one of them on uvicorn (plain
+``uvicorn.Config``, httptools and uvloop) or on granian; the benchmarks start
+it as a subprocess. ``serve`` itself is always the real CLI, ``pbx-analytics
+serve`` (``bench/_servers.py``).
 """
 
 from __future__ import annotations
@@ -97,22 +101,22 @@ def naive_app() -> Litestar:
     )
 
 
-def serve_app() -> Litestar:
-    """The product's app, configured from the ``PBX_*`` environment like ``serve``."""
+def serve_app() -> Any:
+    """The product's ASGI app, configured from the ``PBX_*`` environment like ``serve``."""
     from ingest.config import Settings
     from ingest.receiving.app import create_app
 
     return create_app(Settings.from_env())
 
 
-FACTORIES = {"bare": bare_app, "naive": naive_app, "serve": serve_app}
+FACTORIES = {"bare": bare_app, "naive": naive_app, "serve-asgi": serve_app}
 
 
 def run(app: str, server: str, port: int) -> None:
     if server == "uvicorn":
         import uvicorn
 
-        # The same arguments as ingest.cli._serve: only the app differs.
+        # uvicorn's defaults as serve used them before the front door's protocol.
         config = uvicorn.Config(
             FACTORIES[app](),
             host="127.0.0.1",
@@ -148,5 +152,5 @@ def run(app: str, server: str, port: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in FACTORIES:
-        raise SystemExit("usage: python -m bench.apps {bare,naive,serve} {uvicorn,granian} PORT")
+        raise SystemExit("usage: python -m bench.apps {bare,naive,serve-asgi} {uvicorn,granian} PORT")
     run(sys.argv[1], sys.argv[2], int(sys.argv[3]))

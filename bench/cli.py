@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmarks, print tables, write JSON results.
 
-    python -m bench run [throughput|freshness|queries|memory|query_load|import|import_load|all ...] [--duration S] [--smoke]
+    python -m bench run [throughput|edge|freshness|queries|memory|query_load|import|import_load|all ...] [--duration S] [--smoke]
     python -m bench run scale --dir DIR [--repo CHECKOUT ...]   (issue 15: a year of data; never in "all")
     python -m bench profile [--duration S] [--server uvicorn|granian] [--gil]
 
@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, import_load, importing, memory, profile, queries, query_load, throughput
+from bench import edge, freshness, import_load, importing, memory, profile, queries, query_load, throughput
 from bench._machine import load_average, machine
 from bench.scale import run as scale
 
 __all__ = ["main"]
 
-PARTS = ("throughput", "freshness", "queries", "memory", "query_load", "import", "import_load")
+PARTS = ("throughput", "edge", "freshness", "queries", "memory", "query_load", "import", "import_load")
 #: Parts run only when named: they take hours and need a data directory.
 LONG_PARTS = ("scale",)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,14 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--smoke", action="store_true",
                      help="a ~20-second check that the harness works: throughput and freshness, uvicorn "
                      "only, short runs; numbers are not meant to be compared")
-    run.add_argument("--servers", default=None,
-                     help="comma-separated ASGI servers for throughput: uvicorn,granian (default both; "
-                     "--smoke: uvicorn)")
+    run.add_argument("--baseline", default=None, choices=["granian", "uvicorn"],
+                     help="throughput: the server of the bare Litestar app every figure is a ratio of "
+                     "(default granian, the fastest available; uvicorn with --smoke or without granian)")
+    run.add_argument("--variants", action="store_true",
+                     help="throughput: also serve's ASGI app on plain uvicorn and on granian (what the "
+                     "front door was chosen against), and the naive one-INSERT-per-request design")
     run.add_argument("--soak", type=float, default=None,
                      help="seconds of the memory soak (default 600; --smoke: 6)")
     run.add_argument("--rate", type=float, default=None,
                      help="requests/s of the freshness background load and of the memory soak "
-                     "(default 2000: a rate serve sustains on a small shared machine)")
+                     "(default 2000: a rate serve sustains on a small shared machine), and of the "
+                     "webhooks during the edge part's flood (default 1000)")
     run.add_argument("--connections", type=int, default=64,
                      help="closed-loop connections of the throughput runs (default 64)")
     run.add_argument("--rounds", type=int, default=None,
@@ -120,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
                                "top frames and keep the collapsed stacks under bench/results/.")
     prof.add_argument("--duration", type=float, default=20, help="seconds sampled (default 20)")
     prof.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian"])
-    prof.add_argument("--app", default="serve", choices=["serve", "bare", "naive"],
+    prof.add_argument("--app", default="serve", choices=["serve", "serve-asgi", "bare", "naive"],
                       help="what to profile (default serve; bare shows the framework's own share)")
     prof.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     prof.add_argument("--native", action="store_true", help="include native (C/C++/Rust) frames")
@@ -152,14 +156,13 @@ def _parts(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys([*PARTS, *named])) if "all" in chosen else list(dict.fromkeys(chosen))
 
 
-def _servers(args: argparse.Namespace, parts: list[str]) -> list[str]:
-    servers = (args.servers or ("uvicorn" if args.smoke else "uvicorn,granian")).split(",")
-    unknown = [s for s in servers if s not in ("uvicorn", "granian")]
-    if unknown:
-        raise _Usage(f"--servers: unknown server {unknown[0]!r} (uvicorn, granian)")
-    if "granian" in servers and "throughput" in parts and importlib.util.find_spec("granian") is None:
-        raise _Usage("granian is not installed: pip install -e '.[bench]', or --servers uvicorn")
-    return servers
+def _baseline(args: argparse.Namespace, parts: list[str]) -> str:
+    have_granian = importlib.util.find_spec("granian") is not None
+    server = args.baseline or ("granian" if have_granian and not args.smoke else "uvicorn")
+    needs_granian = server == "granian" or args.variants
+    if needs_granian and "throughput" in parts and not have_granian:
+        raise _Usage("granian is not installed: pip install -e '.[bench]', or --baseline uvicorn")
+    return server
 
 
 def _memory_lines(text: str) -> list[int]:
@@ -176,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         serve_env = _serve_env(args.serve_env)
         parts = _parts(args)
-        servers = _servers(args, parts)
+        servers = [_baseline(args, parts)]
         if "scale" in parts:
             args.scale_options = _scale_options(args)
         args.memory_lines = _memory_lines(args.memory_lines)
@@ -200,12 +203,25 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_throughput(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
                     serve_env: dict[str, str], results: dict[str, Any]) -> None:
-    opts = throughput.Options(seconds=seconds, warmup=1.0 if args.smoke else 3.0, servers=servers,
-                              apps=["bare", "serve"] if args.smoke else ["bare", "serve", "naive"],
+    baseline = f"bare/{servers[0]}"
+    contenders = ["bare/uvicorn", "serve/uvicorn"]
+    if args.variants:
+        contenders += ["serve-asgi/uvicorn", "serve-asgi/granian"]
+    opts = throughput.Options(seconds=seconds, warmup=1.0 if args.smoke else 3.0, baseline=baseline,
+                              contenders=contenders, naive=args.variants,
                               connections=args.connections, paced_connections=args.paced_connections,
                               serve_env=serve_env, rounds=args.rounds or (1 if args.smoke else 3))
     res = results["throughput"] = throughput.run(opts, workdir / "throughput")
-    print_table("Webhook throughput", throughput.table(res))
+    print_table(f"Webhook throughput (ratios to {baseline}; paced at {res['half_baseline_rps']:.0f} req/s, "
+                "half its rate)", throughput.table(res))
+
+
+def _run_edge(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
+              serve_env: dict[str, str], results: dict[str, Any]) -> None:
+    res = results["edge"] = edge.run(workdir / "edge", seconds, rate=args.rate or 1000.0)
+    print_table(f"Webhooks during a connection flood ({res['addresses']} attacker addresses; webhooks paced at "
+                f"{res['rate']:.0f} req/s on {res['connections']} keep-alive connections, plus "
+                f"{res['new_rate']:.0f}/s on new connections)", edge.table(res))
 
 
 def _run_freshness(args: argparse.Namespace, workdir: Path, seconds: float, servers: list[str],
@@ -302,7 +318,7 @@ def _run_import_load(args: argparse.Namespace, workdir: Path, seconds: float, se
 
 
 #: Each part of ``run``, in PARTS + LONG_PARTS order.
-_PART_RUNNERS = {"throughput": _run_throughput, "freshness": _run_freshness, "queries": _run_queries,
+_PART_RUNNERS = {"throughput": _run_throughput, "edge": _run_edge, "freshness": _run_freshness, "queries": _run_queries,
                  "query_load": _run_query_load,
                  "memory": _run_memory, "import": _run_import, "import_load": _run_import_load, "scale": _run_scale}
 

@@ -1,9 +1,9 @@
 """Freshness: from a webhook's 2xx to the event being visible to queries.
 
 The embedded engine is one process: only the process that serves can query
-its data. So this benchmark runs the product's app (``create_app`` with the
-default settings, on uvicorn configured like ``serve``) in a thread of the
-benchmark process, and queries through a second client of the same engine.
+its data. So this benchmark runs the product's front door (uvicorn set up as
+``serve`` sets it up, ``receiving.server.uvicorn_config``, default settings)
+in a thread of the benchmark process, and queries through a second client of the same engine.
 Meanwhile ``wrk`` sends background traffic at a fixed rate, so batches form
 as they would under load.
 
@@ -46,7 +46,7 @@ def run(workdir: Path, seconds: float, *, background_rate: float, probe_interval
     import uvicorn
 
     from ingest.config import Settings
-    from ingest.receiving.app import create_app
+    from ingest.receiving.server import uvicorn_config
     from ingest.storing import clickhouse
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -55,8 +55,7 @@ def run(workdir: Path, seconds: float, *, background_rate: float, probe_interval
     paths = {f.name: str(workdir / f.name) for f in dataclasses.fields(Settings) if f.name.endswith(("_dir", "_path"))}
     settings = Settings.from_env({}, clickhouse_url=dsn, log_level="WARNING", **paths)
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, access_log=False,
-                            log_config=None, lifespan="on", timeout_graceful_shutdown=10)
+    config = uvicorn_config(settings, host="127.0.0.1", port=port)  # serve's own front door
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="bench-serve", daemon=True)
     thread.start()
