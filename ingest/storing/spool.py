@@ -151,6 +151,10 @@ class Spool:
         self._suspect = False  # the active segment's tail is in doubt (a failed write or fsync)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        #: The consumer is woken when the backlog stops being empty and when it reaches this
+        #: many records (its batch size), not at every group: between those it waits on its
+        #: own timer, and a wake-up per group cost a thread switch per group.
+        self.wake_at = 1
         #: Called with (seconds, records) after each fsync'd group (metrics).
         self.on_commit: Callable[[float, int], None] | None = None
         #: Writes and fsyncs of groups (I/O errors; a full disk is ``disk``): failing or not.
@@ -412,8 +416,10 @@ class Spool:
             seg.end += written
             seg.records += records
             self._bytes += written
-            self._backlog += records
-            self._cond.notify_all()  # wake the consumer
+            before = self._backlog
+            self._backlog = before + records
+            if before == 0 or before < self.wake_at <= before + records:
+                self._cond.notify_all()  # wake the consumer
 
     def _maybe_rotate(self, force: bool = False) -> None:
         """Seal the active segment once it is big enough; start the next one."""
@@ -537,7 +543,8 @@ class Spool:
         return self._checkpoint.intent_end is not None
 
     def wait_for_change(self, backlog: int, timeout: float) -> None:
-        """Block while the backlog is still ``backlog`` (at most ``timeout`` s)."""
+        """Block while the backlog is still ``backlog`` (at most ``timeout`` s); woken early only
+        when it stops being empty or reaches :attr:`wake_at`."""
         with self._cond:
             if self._backlog == backlog:
                 self._cond.wait(timeout)

@@ -121,6 +121,7 @@ class BatchWriter:
         #: Set if the writer thread died (a bug); the spool keeps everything for the next start.
         self.crashed: str | None = None
         metrics.track_buffer(lambda: spool.backlog)
+        spool.wake_at = batch_size  # woken when a batch is full; its age is our own timer
 
     @property
     def last_error(self) -> str | None:
