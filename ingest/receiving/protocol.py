@@ -66,13 +66,15 @@ class _FastCycle:
     its fsync: uvicorn then queues pipelined requests behind it, and a graceful shutdown
     lets it finish (``keep_alive`` turned off) instead of cutting it."""
 
-    __slots__ = ("disconnected", "keep_alive", "message_event", "response_complete")
+    __slots__ = ("disconnected", "keep_alive", "message_event", "response_complete", "target", "version")
 
-    def __init__(self, keep_alive: bool) -> None:
+    def __init__(self, keep_alive: bool, target: bytes, version: str) -> None:
         self.keep_alive = keep_alive
+        self.version = version
         self.response_complete = False
         self.disconnected = False
         self.message_event = _NoEvent
+        self.target = target  # as received, for the access log
 
 
 class _HeadRefused(Exception):
@@ -305,8 +307,9 @@ class FrontDoorProtocol(HttpToolsProtocol):
             if webhook is not None:
                 self._fast = webhook
                 self._query = query
-                keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
-                self._fast_cycle = self.cycle = _FastCycle(keep_alive)  # type: ignore[assignment]
+                version = parser.get_http_version()
+                keep_alive = version != "1.0" and parser.should_keep_alive()
+                self._fast_cycle = self.cycle = _FastCycle(keep_alive, self.url, version)  # type: ignore[assignment]
                 return
         super().on_headers_complete()
 
@@ -349,8 +352,8 @@ class FrontDoorProtocol(HttpToolsProtocol):
         keep_alive = cycle.keep_alive and not answer.closes  # type: ignore[union-attr]
         transport.write(answer.wire(self._date(), close=not keep_alive))
         if self.door.access_log:
-            access_line(self.service, self.client, "GET", self.url.decode("latin-1"),
-                        self.parser.get_http_version() if self.parser else "1.1", answer.status)
+            access_line(self.service, self.client, "GET", cycle.target.decode("latin-1"),  # type: ignore[union-attr]
+                        cycle.version, answer.status)  # type: ignore[union-attr]
         if keep_alive:
             self.on_response_complete()
         else:
