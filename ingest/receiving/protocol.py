@@ -257,7 +257,7 @@ class FrontDoorProtocol(HttpToolsProtocol):
         if last - first - 1 > self.edge.max_url_bytes:
             self._refuse(self._uri_too_long())
             return None
-        if line.count(b" ") != 2 or not line.isascii():
+        if line.find(b" ", first + 1) != last or not line.isascii():  # a space in the target, or not ASCII
             cr = line.endswith(b"\r")
             buf = normalize_request_line(line[:-1] if cr else line) + buf[end - cr:]
         return buf
@@ -274,10 +274,21 @@ class FrontDoorProtocol(HttpToolsProtocol):
     # parser callbacks
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # What uvicorn's does, but its ASGI scope is built only if the request needs one
+        # (_asgi_scope): a fast-path webhook never does.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._at_start = False
         self._fast = None
         self._header_bytes = 0
+
+    def _asgi_scope(self) -> None:
+        """uvicorn's per-request ASGI scope, for a request that takes the ASGI path."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -309,8 +320,14 @@ class FrontDoorProtocol(HttpToolsProtocol):
                 self._query = query
                 version = parser.get_http_version()
                 keep_alive = version != "1.0" and parser.should_keep_alive()
-                self._fast_cycle = self.cycle = _FastCycle(keep_alive, self.url, version)  # type: ignore[assignment]
+                cycle = self._fast_cycle
+                if cycle is None or not cycle.response_complete:
+                    cycle = self._fast_cycle = _FastCycle(keep_alive, self.url, version)
+                else:  # the last one is answered: reuse it
+                    cycle.__init__(keep_alive, self.url, version)  # type: ignore[misc]
+                self.cycle = cycle  # type: ignore[assignment]
                 return
+        self._asgi_scope()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
