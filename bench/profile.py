@@ -15,6 +15,7 @@ import collections
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -54,7 +55,8 @@ def top_frames(collapsed: str, n: int = 20) -> dict[str, list[tuple[str, float]]
 
 def run(workdir: Path, seconds: float, *, server: str = "uvicorn", gil: bool = False, native: bool = False,
         out_dir: Path, app: str = "serve") -> dict[str, Any]:
-    pyspy = shutil.which("py-spy")
+    # The virtualenv's own bin directory need not be on PATH.
+    pyspy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if pyspy is None:
         raise RuntimeError("py-spy not found: pip install -e '.[bench]'")
     out_dir.mkdir(parents=True, exist_ok=True)
