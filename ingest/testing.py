@@ -40,13 +40,16 @@ __all__ = [
     "append",
     "closes_within",
     "exchange",
+    "dirty_entities",
     "free_port",
+    "hold_views",
     "metric_values",
     "query_dicts",
     "read_answer",
     "refresh_views",
     "refreshed_views",
     "serve_command",
+    "settle_views",
     "spec_example_urls",
     "stored",
 ]
@@ -318,19 +321,76 @@ def refreshed_views(client: Client) -> list[str]:
         f"SELECT view FROM system.view_refreshes WHERE database = '{DATABASE}' ORDER BY view").result_rows]
 
 
+def hold_views(client: Client) -> None:
+    """Stop the refreshes' schedule on this engine (a running one is cancelled): only
+    :func:`refresh_views` runs them from now on.
+
+    A scheduled refresh running while a test inserts may read the insert half
+    committed; production recomputes what it computed within the commit margin
+    after an arrival, but :func:`settle_views` sets that margin to 0, so a test
+    engine must not refresh behind the test's back.
+    """
+    client.command("SYSTEM STOP VIEWS")
+    while client.query(f"SELECT count() FROM system.view_refreshes WHERE database = '{DATABASE}' "
+                       "AND status NOT IN ('Disabled', 'Scheduled')").result_rows[0][0]:
+        time.sleep(0.02)
+
+
 def refresh_views(client: Client) -> None:
-    """Bring every refreshable view up to date with everything stored, now (what the schedule
-    does every few seconds).
+    """Run every refreshable view once now and wait for it (what the schedule does every minute).
 
     A scheduled refresh may be running, started before the caller's last
     insert: wait for it first, so the one requested here sees everything.
+    Views held by :func:`hold_views` run once and stay held.
+    A refresh that failed raises, with the engine's message.
     """
+    held = {f"{DATABASE}.{r[0]}" for r in client.query(
+        f"SELECT view FROM system.view_refreshes WHERE database = '{DATABASE}' AND status = 'Disabled'").result_rows}
     views = refreshed_views(client)
     for view in views:
-        client.command(f"SYSTEM WAIT VIEW {view}")
-        client.command(f"SYSTEM REFRESH VIEW {view}")
+        if view in held:
+            client.command(f"SYSTEM REFRESH VIEW {view}")  # (queued: runs when started)
+            client.command(f"SYSTEM START VIEW {view}")
+        else:
+            client.command(f"SYSTEM WAIT VIEW {view}")
+            client.command(f"SYSTEM REFRESH VIEW {view}")
+    failed = []
     for view in views:
-        client.command(f"SYSTEM WAIT VIEW {view}")
+        name = view.split(".", 1)[1]
+        while True:  # (a started view may run the schedule's overdue run and then the requested one)
+            client.command(f"SYSTEM WAIT VIEW {view}")
+            [state] = query_dicts(client, "SELECT status, exception FROM system.view_refreshes "
+                                          f"WHERE database = '{DATABASE}' AND view = '{name}'")
+            if state["status"] != "Running":
+                break
+        if state["exception"]:
+            failed.append((view, state["exception"]))
+        if view in held:
+            client.command(f"SYSTEM STOP VIEW {view}")
+    if failed:
+        raise RuntimeError(f"refresh failed: {failed}")
+
+
+def dirty_entities(client: Client) -> int:
+    """How many calls and agents have figures the views compute live, not stored yet."""
+    return client.query(
+        f"SELECT (SELECT count() FROM {DATABASE}.dirty_calls_live) "
+        f"+ (SELECT count() FROM {DATABASE}.dirty_agents_live)").result_rows[0][0]
+
+
+def settle_views(client: Client, rounds: int = 50) -> None:
+    """Store every figure now: run the refreshes until no call or agent is dirty.
+
+    The commit margin (docs/metrics.md#refresh) is set to 0 on this engine: the
+    caller's inserts have all committed, so a refresh leaves what it computed
+    clean instead of computing it again in the next runs.
+    """
+    client.command(f"INSERT INTO {DATABASE}.refresh_settings (name, value) VALUES ('commit_margin_ms', 0)")
+    for _ in range(rounds):
+        refresh_views(client)
+        if dirty_entities(client) == 0:
+            return
+    raise RuntimeError(f"still {dirty_entities(client)} dirty after {rounds} refreshes")
 
 
 # ---- the spool ----------------------------------------------------------------------------

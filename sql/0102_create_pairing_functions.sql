@@ -2,7 +2,8 @@
 -- than one place (docs/metrics.md#event-time-and-ties).
 --
 -- ClickHouse SQL functions are server-wide, not in a database, hence the pbx_
--- prefix. They are expanded inline where used (no call cost).
+-- prefix. They are expanded inline where used (no call cost), and in a view
+-- when the view is created: changing one means re-creating the views.
 
 -- How far apart two events may be stamped in the wrong order. The PBX fires the
 -- events of one moment as concurrent HTTP requests, so they reach us up to tens
@@ -11,17 +12,9 @@
 -- access-log lines one second apart are never reordered.
 CREATE OR REPLACE FUNCTION pbx_reorder_tolerance_ms ${ON_CLUSTER} AS () -> 1000;
 
--- How long after its arrival time an insert may still be committing (visible
--- to one reader, not yet to another). An entity with an event that arrived
--- less than this before its last computation is computed again: the
--- computation may not have seen it (docs/metrics.md#refresh).
-CREATE OR REPLACE FUNCTION pbx_commit_margin_ms ${ON_CLUSTER} AS () -> 15000;
-
--- How much one run of a refresh reads of pbx.arrivals (one row per insert and
--- call or agent): about a day of a 200-agent centre's calls when a large import
--- or a schema upgrade queued a backlog. A longer backlog takes several runs;
--- memory and time per run stay bounded.
-CREATE OR REPLACE FUNCTION pbx_refresh_chunk_rows ${ON_CLUSTER} AS () -> 20000;
+-- A refresh setting's value (pbx.refresh_settings, 0104): the newest row of `name`.
+CREATE OR REPLACE FUNCTION pbx_refresh_setting ${ON_CLUSTER} AS (setting) ->
+    (SELECT argMax(value, updated_at) FROM pbx.refresh_settings WHERE name = setting);
 
 -- Start/end pairing for sessions that follow each other (spying, recording):
 -- each start ends at the first end at or after it, except that an end up to the
@@ -45,13 +38,17 @@ CREATE OR REPLACE FUNCTION pbx_session_end_indexes ${ON_CLUSTER} AS (starts, end
                 first[k]),
         arrayEnumerate(starts));
 
+-- greatest(t, x), NULL when x is NULL (greatest itself skips NULL arguments:
+-- an end not yet known must stay unknown, not become t).
+CREATE OR REPLACE FUNCTION pbx_not_before ${ON_CLUSTER} AS (t, x) -> if(x IS NULL, NULL, greatest(t, x));
+
 -- The end of an agent's talk on a call: `answer` (time, seq, agent) ends at that
 -- agent's first hangup_internal of the call (`hangups`: sorted (time, agent)),
 -- else the call's first call_end (`ends`: sorted times), else NULL (still
 -- going). An end up to the reorder tolerance before the answer still ends it
 -- (at the answer): both were fired at once.
 CREATE OR REPLACE FUNCTION pbx_talk_end ${ON_CLUSTER} AS (answer, hangups, ends) ->
-    greatest(answer.1, coalesce(
+    pbx_not_before(answer.1, coalesce(
         arrayFirstOrNull(h -> h >= answer.1 - toIntervalMillisecond(pbx_reorder_tolerance_ms()),
                          arrayMap(h -> h.1, arrayFilter(h -> h.2 = answer.3, hangups))),
         arrayFirstOrNull(e -> e >= answer.1 - toIntervalMillisecond(pbx_reorder_tolerance_ms()), ends)));

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import os
 import random
 import time
@@ -64,7 +65,7 @@ DATABASE = "pbx"
 TABLE = f"{DATABASE}.events"
 
 #: The insert columns, in order.
-COLUMNS: tuple[str, ...] = ("event_id", "received_at", "event", "source", *PARAMS, "extra")
+COLUMNS: tuple[str, ...] = ("event_id", "received_at", "event", "source", *PARAMS, "extra", "seq")
 
 #: Parameters stored as ``LowCardinality(String)``: few distinct values each.
 _LOW_CARDINALITY = frozenset({"caller_type", "direction", "queue_name", "reason", "state_name", "spy_type"})
@@ -77,6 +78,7 @@ COLUMN_TYPES: tuple[str, ...] = (
     "LowCardinality(String)",
     *("LowCardinality(String)" if p in _LOW_CARDINALITY else "String" for p in PARAMS),
     "Map(String, String)",
+    "UInt64",
 )
 
 #: A ``pbx.events`` row: values in :data:`COLUMNS` order (see the module doc for the forms).
@@ -85,14 +87,13 @@ Row = tuple[Any, ...]
 
 @functools.cache
 def arrow_schema() -> pa.Schema:
-    """The row as Arrow, for many rows at a time: :data:`COLUMNS` in order, then ``seq``.
+    """The row as Arrow, for many rows at a time: :data:`COLUMNS` in order.
 
     ``event_id`` is the UUID's 16 bytes, big endian (``uuid.UUID.bytes``: how
     the engine reads a 16-byte binary into a ``UUID`` column); ``received_at``
     epoch milliseconds; ``event`` and ``source`` dictionary-encoded (the engine
     takes them as ``LowCardinality`` as they are). ``seq`` is the arrival order
-    (for an imported line its place in the log), for ``pbx.events``' ``seq``
-    column; an insert sends only the columns of :data:`COLUMNS`.
+    (for an imported line its place in the log).
     """
     import pyarrow as pa  # here, not at the top: the webhook service never needs it
 
@@ -104,8 +105,8 @@ def arrow_schema() -> pa.Schema:
         "extra": pa.map_(pa.string(), pa.string()),
         "seq": pa.uint64(),
     }
-    names = [*COLUMNS, *(["seq"] if "seq" not in COLUMNS else [])]
-    return pa.schema([(name, special.get(name, pa.string())) for name in names])
+    return pa.schema([(name, special.get(name, pa.string())) for name in COLUMNS])
+
 
 # ---- time: the arrival clock and the one epoch-ms conversion ------------------------
 
@@ -148,6 +149,25 @@ def new_event_id() -> int:
     return (_getrandbits(128) & _ID_CLEAR) | _ID_SET
 
 
+# ---- arrival order ------------------------------------------------------------------------
+
+# ``seq``: the order rows were made in, the tie-breaker of events stamped with the same
+# received_at (docs/metrics.md#event-time-and-ties). A counter started at the process's
+# start time in nanoseconds: increasing in the order rows are stamped (a webhook's row is
+# made as it is stamped with the arrival clock, an imported line's in the log's order),
+# and later processes start above earlier ones (they make far fewer than 10^9 rows a
+# second). Reset in forked children, which stamp rows of their own.
+_seq = itertools.count(time.time_ns())
+
+
+def _reset_seq() -> None:
+    global _seq
+    _seq = itertools.count(time.time_ns())
+
+
+os.register_at_fork(after_in_child=_reset_seq)
+
+
 # ---- the row --------------------------------------------------------------------------
 
 
@@ -162,8 +182,10 @@ _ROW_GETTERS: dict[type[Event], itemgetter[tuple[Any, ...]]] = {cls: _row_getter
 _astuple = msgspec.structs.astuple
 
 
-def to_row(event: str, ev: Event, received_at: int, source: str = "http", event_id: int | None = None) -> Row:
-    """The row of a decoded event; ``received_at`` in epoch ms, a fresh id unless given."""
+def to_row(event: str, ev: Event, received_at: int, source: str = "http", event_id: int | None = None,
+           seq: int | None = None) -> Row:
+    """The row of a decoded event; ``received_at`` in epoch ms, a fresh id and the next
+    arrival order (``seq``) unless given."""
     return (
         new_event_id() if event_id is None else event_id,
         received_at,
@@ -171,6 +193,7 @@ def to_row(event: str, ev: Event, received_at: int, source: str = "http", event_
         source,
         *_ROW_GETTERS[type(ev)]((*_astuple(ev), "")),
         ev.extra,
+        next(_seq) if seq is None else seq,
     )
 
 
@@ -211,10 +234,15 @@ def meta_columns(meta: bytes) -> list[str] | None:
         return None
 
 
+#: The value of a column missing from an old spool record, where it is not "".
+_EMPTY: dict[str, Any] = {"extra": {}, "seq": 0}
+
+
 class Remap:
     """Maps rows spooled with other columns (an older version) onto the current ones.
 
-    A column the old rows lack gets its empty value; an old column that no
+    A column the old rows lack gets its empty value (``seq``: 0, as for rows
+    stored before it existed); an old column that no
     longer exists is kept in ``extra`` (when non-empty), so nothing is lost.
     """
 
@@ -224,7 +252,7 @@ class Remap:
         self.dropped = [(i, name) for i, name in enumerate(old) if name not in set(new)]
 
     def __call__(self, row: list[Any]) -> list[Any]:
-        out = [row[self.index[c]] if c in self.index else ({} if c == "extra" else "") for c in self.new]
+        out = [row[self.index[c]] if c in self.index else _EMPTY.get(c, "") for c in self.new]
         if self.dropped and "extra" in self.new:
             extra = dict(out[self.new.index("extra")])
             extra.update((name, str(row[i])) for i, name in self.dropped if row[i] not in ("", None))

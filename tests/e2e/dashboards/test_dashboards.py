@@ -26,6 +26,7 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from ingest.storing import clickhouse, migrations
+from ingest.testing import refresh_views
 from tests.e2e.dashboards import grafana_sim as gs
 
 REPO = Path(__file__).resolve().parents[3]
@@ -439,19 +440,9 @@ def sim_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clien
     migrations.apply_migrations(client)
     stats = importer.import_files(client, [log])
     assert stats.imported > 5000
-    for view in _refreshed_views(client):
-        client.command(f"SYSTEM REFRESH VIEW pbx.{view}")
-        client.command(f"SYSTEM WAIT VIEW pbx.{view}")
+    refresh_views(client)  # (the views are complete without it: panels read stored rows, as in production)
     yield client, now
     client.close()
-
-
-def _refreshed_views(client: Client) -> list[str]:
-    return [
-        r[0] for r in client.query(
-            "SELECT name FROM system.tables WHERE database = 'pbx' AND engine = 'MaterializedView' "
-            "AND create_table_query ILIKE '%REFRESH%'").result_rows
-    ]  # fmt: skip
 
 
 def _variables(client: Client, dash: dict[str, Any], pick: str, rng: gs.TimeRange) -> list[gs.Variable]:

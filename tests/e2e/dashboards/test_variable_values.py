@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from ingest.simulation import SimConfig, SimEvent, send_now, simulate
 from ingest.storing import clickhouse
-from ingest.testing import ServeProcess
+from ingest.testing import ServeProcess, refresh_views
 from tests.e2e.dashboards import grafana_sim as gs
 
 #: Values the simulator's queues and agents are renamed to (same count as SimConfig below).
@@ -94,12 +94,7 @@ def hostile_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
     finally:
         assert serve.stop() == 0, serve.log()[-2000:]  # SIGTERM: the spool is written to the engine
     client = clickhouse.connect(serve.dsn)
-    for (view,) in client.query(
-        "SELECT name FROM system.tables WHERE database = 'pbx' AND engine = 'MaterializedView' "
-        "AND create_table_query ILIKE '%REFRESH%'"
-    ).result_rows:
-        client.command(f"SYSTEM REFRESH VIEW pbx.{view}")
-        client.command(f"SYSTEM WAIT VIEW pbx.{view}")
+    refresh_views(client)
     # The service stamps arrival time: the dashboards' "now" is after the last webhook.
     yield client, dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
     client.close()

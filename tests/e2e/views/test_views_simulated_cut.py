@@ -14,7 +14,7 @@ import pytest
 
 from ingest.backfill.importer import import_files
 from ingest.simulation import SimConfig, simulate, write_access_log
-from tests.e2e.views.views_helpers import refresh, rows
+from tests.e2e.views.views_helpers import read
 
 
 def _time(iso: str | None) -> dt.datetime | None:
@@ -32,17 +32,17 @@ def test_a_period_cut_mid_call_matches_the_truth(tmp_path: Path) -> None:
     try:
         migrations.apply_migrations(client)
         import_files(client, [log])
-        refresh(client)
+        # Read at once (no refresh has run: everything computed live), then stored (read() does both).
         truth = sim.truth
         calls = {(r["call_id"], r["queue_name"], r["entered_at"]): r
-                 for r in rows(client, "SELECT * FROM pbx.queue_calls")}
+                 for r in read(client, "SELECT * FROM pbx.queue_calls")}
         assert calls == {
             (v["call_id"], v["queue_name"], _time(v["entered_at"])): dict(
                 call_id=v["call_id"], queue_name=v["queue_name"], entered_at=_time(v["entered_at"]),
                 left_at=_time(v["left_at"]), answered_at=_time(v["answered_at"]), agent=v["agent"],
                 wait_s=v["wait_s"], outcome=v["outcome"], in_sla=int(v["in_sla"]))
             for v in truth["queue_visits"]}
-        recordings = {r["call_id"]: r for r in rows(client, "SELECT * FROM pbx.recording_audit")}
+        recordings = {r["call_id"]: r for r in read(client, "SELECT * FROM pbx.recording_audit")}
         expected = {
             r["call_id"]: dict(r, answered_at=_time(r["answered_at"]), ended_at=_time(r["ended_at"]),
                                recorded=int(r["recorded"]), unstopped=int(r["unstopped"]),
@@ -50,7 +50,7 @@ def test_a_period_cut_mid_call_matches_the_truth(tmp_path: Path) -> None:
             for r in truth["recordings"]}
         assert any(r["ended_at"] is None and r["recorded"] for r in expected.values())
         assert recordings == expected
-        spies = rows(client, "SELECT * FROM pbx.spy_sessions ORDER BY call_id, started_at")
+        spies = read(client, "SELECT * FROM pbx.spy_sessions ORDER BY call_id, started_at")
         assert spies == sorted((dict(s, started_at=_time(s["started_at"]), ended_at=_time(s["ended_at"]))
                                 for s in truth["spy_sessions"]), key=lambda s: (s["call_id"], s["started_at"]))
     finally:

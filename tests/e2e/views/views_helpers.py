@@ -1,12 +1,19 @@
-"""Helpers for the analytics-view tests: write events, refresh, read views.
+"""Helpers for the analytics-view scenarios: write events, read views both ways.
 
 Events go through the one decoding path (``ingest.events.decode.decode`` /
-``to_row``) so a test event is stored exactly as a webhook would be.
+``to_row``) so a test event is stored exactly as a webhook would be, and get
+their arrival order (``seq``) from the order they are inserted in. Refreshing
+and settling the views is the shared harness's (``ingest.testing``).
+
+Every contract view is complete at once (stored rows plus, computed live, what
+is not stored yet): :func:`read` checks that by reading a view before and
+after :func:`ingest.testing.settle_views` has stored everything.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,15 +22,15 @@ from clickhouse_connect.driver.client import Client
 
 from ingest.events.decode import decode
 from ingest.events.table import COLUMN_TYPES, COLUMNS, to_row
+from ingest.testing import query_dicts, settle_views
 
-__all__ = ["REFRESHED_VIEWS", "T0", "at", "ev", "insert", "refresh", "rows"]
+__all__ = ["T0", "at", "columns", "ev", "insert", "read"]
 
 #: A fixed day for scenarios: 2026-11-02 09:00:00 UTC (an interval boundary).
 T0 = dt.datetime(2026, 11, 2, 9, 0, 0)
 
-#: The refreshable materialized views (15-minute stats, queue_calls and calls history).
-REFRESHED_VIEWS = ("pbx.queue_stats_15m_refresh", "pbx.agent_stats_15m_refresh", "pbx.queue_calls_refresh",
-                   "pbx.calls_data_refresh")
+#: Arrival order of the events the tests insert (``seq``), across tests.
+_SEQ = itertools.count(1)
 
 
 def at(seconds: float) -> dt.datetime:
@@ -39,30 +46,25 @@ def ev(event: str, when: float | dt.datetime, source: str = "http", **params: st
 
 
 def insert(client: Client, events: Iterable[tuple[Any, ...]]) -> None:
-    """Insert one block of events (one insert = one batch of the service)."""
-    data = list(events)
+    """Insert one block of events (one insert = one batch of the service), arrived in list order."""
+    data = [(*e[:-1], next(_SEQ)) for e in events]
     if data:
         client.insert("pbx.events", data, column_names=list(COLUMNS), column_type_names=list(COLUMN_TYPES),
                       settings={"insert_deduplication_token": str(uuid.uuid4())})
 
 
-def refresh(client: Client) -> None:
-    """Run the 15-minute views' refresh now and wait for it (what the schedule does every 5 s).
+def read(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The rows of ``sql`` as every reader sees them at once, which must be the rows once all is stored.
 
-    A scheduled refresh may be running, started before the caller's last
-    insert: wait for it first, so the one requested here sees everything.
+    Read first as is (what is not stored yet computed live), then after
+    :func:`~ingest.testing.settle_views`; returns the rows.
     """
-    for view in REFRESHED_VIEWS:
-        client.command(f"SYSTEM WAIT VIEW {view}")
-        client.command(f"SYSTEM REFRESH VIEW {view}")
-    for view in REFRESHED_VIEWS:
-        client.command(f"SYSTEM WAIT VIEW {view}")
-
-
-def rows(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Query results as dicts (column name -> value)."""
-    result = client.query(sql, parameters=parameters)
-    return [dict(zip(result.column_names, r)) for r in result.result_rows]
+    live = query_dicts(client, sql, parameters)
+    settle_views(client)
+    stored = query_dicts(client, sql, parameters)
+    # (in any order: a query without ORDER BY may list them differently)
+    assert sorted(map(repr, stored)) == sorted(map(repr, live)), f"stored and live differ for {sql}: {stored} != {live}"
+    return live
 
 
 def columns(client: Client, table: str) -> Sequence[tuple[str, str]]:

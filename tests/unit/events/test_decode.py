@@ -146,7 +146,7 @@ def test_row_has_one_value_per_column_in_column_order():
     ev = decode("queue_in", parse_query("call_id=7&queue_name=q&zz=1"))
     at = datetime_to_ms(dt.datetime(2026, 11, 2, 8, 0, 17, 123000, tzinfo=dt.timezone.utc))
     row = to_row("queue_in", ev, at, source="import")
-    assert len(row) == len(COLUMNS) == 4 + len(PARAMS) + 1
+    assert len(row) == len(COLUMNS) == 4 + len(PARAMS) + 2
     values = dict(zip(COLUMNS, row))
     assert values["received_at"] == at and values["event"] == "queue_in" and values["source"] == "import"
     assert values["call_id"] == "7" and values["queue_name"] == "q" and values["userid"] == ""

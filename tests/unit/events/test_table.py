@@ -44,8 +44,20 @@ def test_to_row_takes_each_parameter_from_its_field_or_empty(event, raw):
         return
     at = datetime_to_ms(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
     event_id = new_event_id()
-    row = to_row(event, ev, at, "http", event_id)
-    assert row == (event_id, at, event, "http", *(getattr(ev, p, "") for p in PARAMS), ev.extra)
+    row = to_row(event, ev, at, "http", event_id, seq=7)
+    assert row == (event_id, at, event, "http", *(getattr(ev, p, "") for p in PARAMS), ev.extra, 7)
+
+
+def test_rows_get_increasing_arrival_order_unless_given():
+    ev = decode("queue_in", parse_query("call_id=1&queue_name=q"))
+    seqs = [to_row("queue_in", ev, 0)[-1] for _ in range(1000)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 1000
+
+
+def test_an_old_spool_record_without_seq_replays_with_seq_0():
+    old = [c for c in COLUMNS if c != "seq"]
+    row = [0, 1, "queue_in", "http", *("" for _ in PARAMS), {}]
+    assert Remap(old)(row)[-1] == 0
 
 
 def test_event_ids_are_version_4_uuids_and_differ_in_a_forked_child():

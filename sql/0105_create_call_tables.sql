@@ -1,7 +1,7 @@
--- The per-call figures, stored: queue visits, recording audits, spy sessions
--- and rings, kept by one refreshable view for layer 'calls'.
+-- The per-call figures, stored: queue visits, recording audits, spy sessions,
+-- rings and call records, kept by one refreshable view for layer 'calls' (0108).
 --
--- Every 5 seconds pbx.calls_refresh computes pbx.call_facts for one run's
+-- Every minute pbx.calls_refresh computes pbx.call_facts_refresh for one run's
 -- share of the dirty calls (pbx.arrivals_from: bounded work and memory for a
 -- backlog of any length, which takes several runs) and appends one row per
 -- call to pbx.call_work, a Null table: nothing is kept there, its incremental
@@ -84,7 +84,36 @@ ENGINE = ReplacingMergeTree(computed_at)
 PARTITION BY toYYYYMM(rung_at)
 ORDER BY (rung_at, agent, call_id, seq);
 
--- One row per computed call; the arrays are pbx.call_facts' (plus is_deleted rows).
+-- One record per call (pbx.calls, issue 14): the columns that do not follow
+-- from others (wait_s, talk_s, duration_s and outcome are computed when read).
+-- A call whose earliest event arrives late starts earlier: its row under the
+-- old started_at gets is_deleted = 1.
+CREATE TABLE IF NOT EXISTS pbx.calls_data ${ON_CLUSTER}
+(
+    started_at DateTime64(3, 'UTC'),
+    call_id String,
+    custom_call_id String,
+    ended_at Nullable(DateTime64(3, 'UTC')),
+    direction LowCardinality(String),
+    caller_num String,
+    dialed_num String,
+    queues Array(String),
+    answered_at Nullable(DateTime64(3, 'UTC')),
+    agent Nullable(String),
+    agents Array(String),
+    recorded UInt8,
+    spied UInt8,
+    computed_at DateTime64(3, 'UTC'),
+    is_deleted UInt8,
+    -- "Show me that call": by number or id over months of history.
+    INDEX idx_caller_num caller_num TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX idx_call_id call_id TYPE bloom_filter(0.01) GRANULARITY 4
+)
+ENGINE = ReplacingMergeTree(computed_at, is_deleted)
+PARTITION BY toYYYYMM(started_at)
+ORDER BY (started_at, call_id);
+
+-- One row per computed call; the arrays are pbx.call_facts_*' (plus is_deleted rows).
 CREATE TABLE IF NOT EXISTS pbx.call_work ${ON_CLUSTER}
 (
     call_id String,                       -- '' for the row that only moves the cursor
@@ -100,7 +129,12 @@ CREATE TABLE IF NOT EXISTS pbx.call_work ${ON_CLUSTER}
     spies Array(Tuple(
         started_at DateTime64(3, 'UTC'), seq UInt64, spying_userid String, spying_target_userid String,
         spying_exten String, spying_target_exten String, spy_type String, ended_at Nullable(DateTime64(3, 'UTC')))),
-    rings Array(Tuple(rung_at DateTime64(3, 'UTC'), seq UInt64, agent String, answered UInt8))
+    rings Array(Tuple(rung_at DateTime64(3, 'UTC'), seq UInt64, agent String, answered UInt8)),
+    record Array(Tuple(
+        started_at DateTime64(3, 'UTC'), custom_call_id String, ended_at Nullable(DateTime64(3, 'UTC')),
+        direction String, caller_num String, dialed_num String, queues Array(String),
+        answered_at Nullable(DateTime64(3, 'UTC')), agent Nullable(String), agents Array(String),
+        recorded UInt8, spied UInt8, is_deleted UInt8))
 )
 ENGINE = Null;
 
@@ -129,6 +163,14 @@ SELECT r.rung_at AS rung_at, r.agent AS agent, call_id, r.seq AS seq, r.answered
 FROM pbx.call_work
 ARRAY JOIN rings AS r;
 
+CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.calls_mv ${ON_CLUSTER} TO pbx.calls_data AS
+SELECT r.started_at AS started_at, call_id, r.custom_call_id AS custom_call_id, r.ended_at AS ended_at,
+       r.direction AS direction, r.caller_num AS caller_num, r.dialed_num AS dialed_num, r.queues AS queues,
+       r.answered_at AS answered_at, r.agent AS agent, r.agents AS agents, r.recorded AS recorded,
+       r.spied AS spied, computed_at, r.is_deleted AS is_deleted
+FROM pbx.call_work
+ARRAY JOIN record AS r;
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.call_work_done_mv ${ON_CLUSTER} TO pbx.refresh_done AS
 SELECT 'calls' AS layer, call_id AS id, computed_at
 FROM pbx.call_work
@@ -137,76 +179,3 @@ WHERE call_id != '';
 CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.call_work_mark_mv ${ON_CLUSTER} TO pbx.refresh_marks AS
 SELECT 'calls' AS layer, max(cursor) AS cursor
 FROM pbx.call_work;
-
--- History stored before this migration: computed here in one pass over the
--- events (grouping spills to disk past 400 MB), after the cursor is set to now:
--- what arrives from now on is the refresh's.
-INSERT INTO pbx.refresh_marks SELECT 'calls', (now64(3, 'UTC'), '', '');
-
-INSERT INTO pbx.call_work
-SELECT
-    call_id,
-    now64(3, 'UTC'),
-    (toDateTime64(0, 3, 'UTC'), '', ''),
-    arrayMap(v -> (v.1, v.2, v.3, v.4, v.5, v.6, toUInt8(0)), visits),
-    arrayMap(r -> (r.1, r.2, r.3, r.4, r.5, r.6, toUInt8(0)), recording),
-    spies,
-    rings
-FROM pbx.call_facts(layer = 'calls', refresh = 0, whole = 1)
-SETTINGS max_bytes_before_external_group_by = 400000000;
-
--- (Rows for the calls pbx.call_facts(refresh = 1) computed, and one more row
--- that moves the cursor even when the rows read named no call to compute.)
-CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.calls_refresh ${ON_CLUSTER}
-REFRESH EVERY 5 SECOND APPEND TO pbx.call_work AS
-WITH
-    now64(3, 'UTC') AS started,
-    (
-        SELECT assumeNotNull(max((arrived_at, toString(kind), id)))
-        FROM pbx.arrivals_from(layer = 'calls', refresh = 1)
-        WHERE taken = 1
-    ) AS new_cursor,
-    -- The calls of this run and the hours of their events (scalars: computed once).
-    (
-        SELECT (groupArray(call_id),
-                groupUniqArray(arrayJoin(arrayMap(h -> toStartOfHour(first_at) + toIntervalHour(h),
-                    range(toUInt64(dateDiff('hour', toStartOfHour(first_at), toStartOfHour(last_at)) + 1))))))
-        FROM pbx.dirty_calls(layer = 'calls', refresh = 1)
-    ) AS chunk
-SELECT
-    f.call_id AS call_id,
-    started AS computed_at,
-    new_cursor AS cursor,
-    -- new rows, and the keys stored before that the call no longer produces, deleted
-    arrayConcat(
-        arrayMap(v -> (v.1, v.2, v.3, v.4, v.5, v.6, toUInt8(0)), f.visits),
-        arrayMap(x -> (x.1, x.2, NULL, NULL, NULL, toUInt8(0), toUInt8(1)),
-            arrayFilter(x -> NOT has(arrayMap(v -> (v.1, v.2), f.visits), x), old.visit_keys))) AS visits,
-    arrayConcat(
-        arrayMap(r -> (r.1, r.2, r.3, r.4, r.5, r.6, toUInt8(0)), f.recording),
-        arrayMap(x -> (x, NULL, NULL, toUInt32(0), NULL, toUInt8(0), toUInt8(1)),
-            arrayFilter(x -> NOT has(arrayMap(r -> r.1, f.recording), x), old.recording_keys))) AS recording,
-    f.spies AS spies,
-    f.rings AS rings
-FROM pbx.call_facts(layer = 'calls', refresh = 1, whole = 0) AS f
-LEFT JOIN
-(
-    SELECT call_id, groupArrayIf((entered_at, toString(queue_name)), src = 'visit') AS visit_keys,
-           groupArrayIf(entered_at, src = 'recording') AS recording_keys
-    FROM
-    (
-        SELECT call_id, entered_at, queue_name, 'visit' AS src
-        FROM pbx.queue_visits_data FINAL
-        WHERE toStartOfHour(entered_at) IN (SELECT arrayJoin(chunk.2))
-          AND call_id IN (SELECT arrayJoin(chunk.1)) AND is_deleted = 0
-        UNION ALL
-        SELECT call_id, at, '', 'recording'
-        FROM pbx.recordings_data FINAL
-        WHERE toStartOfHour(at) IN (SELECT arrayJoin(chunk.2))
-          AND call_id IN (SELECT arrayJoin(chunk.1)) AND is_deleted = 0
-    )
-    GROUP BY call_id
-) AS old ON old.call_id = f.call_id
-UNION ALL
-SELECT '', started, new_cursor, [], [], [], []
-SETTINGS max_bytes_before_external_group_by = 300000000;

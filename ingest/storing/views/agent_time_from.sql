@@ -1,0 +1,37 @@
+-- layers: agents
+-- pbx.agent_time_from(whole): logged-in time as stretches of one state within
+-- one 15-minute interval. whole = 0: stored plus dirty windows (the contract
+-- views); whole = 1: everything from raw events (the _raw twins).
+
+WITH
+    assumeNotNull((SELECT max(received_at) FROM pbx.events)) AS data_end,
+    toDateTime64('2299-12-31 00:00:00', 3, 'UTC') AS open_end,
+    -- agent -> its windows being computed live (a scalar subquery: computed once)
+    (
+        SELECT CAST((groupArray(agent), groupArray(windows)), 'Map(String, Array(Tuple(DateTime64(3, \'UTC\'), DateTime64(3, \'UTC\'))))')
+        FROM pbx.dirty_agents(layer = 'agents', refresh = 0)
+        WHERE {whole:UInt8} = 0
+    ) AS dirty
+SELECT interval_start, agent, started_at, ended_at, toString(state) AS state, toString(state_name) AS state_name, on_call
+FROM
+(
+    SELECT interval_start, agent, started_at, ended_at, state, state_name, on_call
+    FROM pbx.agent_time_data FINAL
+    WHERE {whole:UInt8} = 0 AND is_deleted = 0
+      AND NOT arrayExists(w -> interval_start >= w.1 AND interval_start < w.2, dirty[agent])
+    UNION ALL
+    -- Current stretches, logged in, up to the newest event stored.
+    SELECT p.1, agent, p.2, p.3, state, state_name, on_call
+    FROM pbx.agent_open FINAL
+    ARRAY JOIN pbx_interval_pieces(started_at, data_end) AS p
+    WHERE {whole:UInt8} = 0 AND state != 'logged_out'
+      AND NOT arrayExists(w -> w.2 = open_end, dirty[agent])
+    UNION ALL
+    -- The windows computed live: their stretches, and current stretches extended.
+    SELECT p.1, agent, p.2, p.3, p.4, p.5, p.6
+    FROM pbx.agent_time(layer = 'agents', refresh = 0, whole = {whole:UInt8})
+    ARRAY JOIN arrayConcat(pieces, arrayFlatten(arrayMap(
+        o -> if(o.3 = 'logged_out', [],
+                arrayMap(x -> (x.1, x.2, x.3, o.3, o.4, o.5), pbx_interval_pieces(o.1, data_end))),
+        open))) AS p
+)
