@@ -381,15 +381,20 @@ def dirty_entities(client: Client) -> int:
 def settle_views(client: Client, rounds: int = 50) -> None:
     """Store every figure now: run the refreshes until no call or agent is dirty.
 
-    The commit margin (docs/metrics.md#refresh) is set to 0 on this engine: the
-    caller's inserts have all committed, so a refresh leaves what it computed
-    clean instead of computing it again in the next runs.
+    For test engines: the refreshes' schedule is held (:func:`hold_views`), and
+    after a first round under the engine's commit margin (it recomputes what a
+    scheduled run racing an insert may have missed), the margin
+    (docs/metrics.md#refresh) is set to 0 on this engine: the caller's inserts
+    have all committed, so a refresh leaves what it computed clean instead of
+    computing it again in the next runs.
     """
+    hold_views(client)
+    refresh_views(client)
     client.command(f"INSERT INTO {DATABASE}.refresh_settings (name, value) VALUES ('commit_margin_ms', 0)")
     for _ in range(rounds):
-        refresh_views(client)
         if dirty_entities(client) == 0:
             return
+        refresh_views(client)
     raise RuntimeError(f"still {dirty_entities(client)} dirty after {rounds} refreshes")
 
 

@@ -1726,6 +1726,133 @@ FROM
 )
 GROUP BY call_id;
 
+-- pbx.calls_from(whole): every call (the contract view pbx.calls). whole = 0:
+-- stored records plus the dirty calls'; whole = 1: everything computed from raw
+-- events. Durations and the outcome follow from the stored times here.
+-- (mode: all)
+CREATE OR REPLACE VIEW pbx.calls_from_all ${ON_CLUSTER} AS
+SELECT
+    call_id, custom_call_id, started_at, ended_at,
+    CAST(direction, 'LowCardinality(String)') AS direction,
+    caller_num, dialed_num, queues, answered_at, agent, agents,
+    dateDiff('millisecond', started_at, answered_at) / 1000 AS wait_s,
+    -- An answer can reach us a few ms after the call_end (concurrent webhooks):
+    -- the call was answered and talked ~0 s, not less.
+    if(answered_at IS NULL OR ended_at IS NULL, NULL,
+       greatest(dateDiff('millisecond', answered_at, ended_at), 0) / 1000) AS talk_s,
+    dateDiff('millisecond', started_at, ended_at) / 1000 AS duration_s,
+    CAST(multiIf(
+        ended_at IS NULL, 'active',
+        answered_at IS NOT NULL, 'answered',
+        notEmpty(queues), 'abandoned',
+        'unanswered'), 'LowCardinality(String)') AS outcome,
+    recorded,
+    spied
+FROM
+(
+    SELECT call_id, custom_call_id, started_at, ended_at, toString(direction) AS direction, caller_num, dialed_num,
+           queues, answered_at, agent, agents, recorded, spied
+    FROM pbx.calls_data FINAL
+    WHERE 1 = 0 AND is_deleted = 0
+      AND call_id NOT IN (SELECT call_id FROM pbx.dirty_calls_live)
+    UNION ALL
+    SELECT call_id, r.2, r.1, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12
+    FROM pbx.call_records_all
+    ARRAY JOIN record AS r
+);
+
+-- Each call's record, one element (docs/metrics.md#pbxcalls). Every column is a
+-- presence, the first event of a kind or a difference of two such times: no
+-- column pairs an event with the next of another kind, so none depends on the
+-- reorder tolerance. "First" is by (received_at, seq): ties in one millisecond
+-- go by arrival order (the answers' then by agent id).
+-- (mode: live)
+CREATE OR REPLACE VIEW pbx.call_records_live ${ON_CLUSTER} AS
+SELECT
+    call_id,
+    [(
+        started_at,
+        first_custom_call_id,
+        ended_at,
+        CAST(multiIf(
+            outbound_legs > 0, 'outbound',
+            external_starts > 0 OR notEmpty(queues), 'inbound',
+            'internal'), 'String'),
+        if(start_caller_num != '', start_caller_num, any_caller_num),
+        if(start_dialed_num != '', start_dialed_num, any_dialed_num),
+        queues,
+        if(empty(answers), NULL, toNullable(answers[1].1)),
+        -- '' is "the PBX did not send it": no agent to name.
+        if(empty(answers), NULL, nullIf(answers[1].3, '')),
+        -- arrayDistinct keeps each agent's first occurrence, in order.
+        arrayDistinct(arrayFilter(a -> a != '', arrayMap(a -> a.3, answers))),
+        recorded,
+        spied
+    )] AS record
+FROM
+(
+    SELECT
+        call_id,
+        min(received_at) AS started_at,
+        minIf(toNullable(received_at), event = 'call_end') AS ended_at,
+        -- (one UInt128 sort key, not a tuple: 4x faster in argMin)
+        argMinIf(custom_call_id, event_order, custom_call_id != '') AS first_custom_call_id,
+        argMinIf(caller_num, event_order, event = 'start_call' AND caller_num != '') AS start_caller_num,
+        argMinIf(caller_num, event_order, caller_num != '') AS any_caller_num,
+        argMinIf(dialed_num, event_order, event = 'start_call' AND dialed_num != '') AS start_dialed_num,
+        argMinIf(dialed_num, event_order, dialed_num != '') AS any_dialed_num,
+        countIf(event IN ('start_ext_dial', 'answered_external')) AS outbound_legs,
+        countIf(event = 'start_call' AND caller_type = 'external') AS external_starts,
+        -- Every queue_in, in time order: a call that comes back to a queue lists it again.
+        arrayMap(q -> q.2, arraySort(groupArrayIf((event_order, toString(queue_name)), event = 'queue_in'))) AS queues,
+        arraySort(groupArrayIf((received_at, seq, line_userid),
+                               event IN ('answered_internal', 'answered_external'))) AS answers,
+        toUInt8(countIf(event = 'call_recording_start') > 0) AS recorded,
+        toUInt8(countIf(event = 'call_spy_start') > 0) AS spied
+    FROM
+    (
+        SELECT *, bitOr(bitShiftLeft(toUInt128(toUnixTimestamp64Milli(received_at)), 64), toUInt128(seq)) AS event_order
+        FROM pbx.call_events_live
+        WHERE call_id != ''
+    )
+    GROUP BY call_id
+);
+
+-- pbx.calls_from(whole): every call (the contract view pbx.calls). whole = 0:
+-- stored records plus the dirty calls'; whole = 1: everything computed from raw
+-- events. Durations and the outcome follow from the stored times here.
+-- (mode: live)
+CREATE OR REPLACE VIEW pbx.calls_from_live ${ON_CLUSTER} AS
+SELECT
+    call_id, custom_call_id, started_at, ended_at,
+    CAST(direction, 'LowCardinality(String)') AS direction,
+    caller_num, dialed_num, queues, answered_at, agent, agents,
+    dateDiff('millisecond', started_at, answered_at) / 1000 AS wait_s,
+    -- An answer can reach us a few ms after the call_end (concurrent webhooks):
+    -- the call was answered and talked ~0 s, not less.
+    if(answered_at IS NULL OR ended_at IS NULL, NULL,
+       greatest(dateDiff('millisecond', answered_at, ended_at), 0) / 1000) AS talk_s,
+    dateDiff('millisecond', started_at, ended_at) / 1000 AS duration_s,
+    CAST(multiIf(
+        ended_at IS NULL, 'active',
+        answered_at IS NOT NULL, 'answered',
+        notEmpty(queues), 'abandoned',
+        'unanswered'), 'LowCardinality(String)') AS outcome,
+    recorded,
+    spied
+FROM
+(
+    SELECT call_id, custom_call_id, started_at, ended_at, toString(direction) AS direction, caller_num, dialed_num,
+           queues, answered_at, agent, agents, recorded, spied
+    FROM pbx.calls_data FINAL
+    WHERE 0 = 0 AND is_deleted = 0
+      AND call_id NOT IN (SELECT call_id FROM pbx.dirty_calls_live)
+    UNION ALL
+    SELECT call_id, r.2, r.1, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12
+    FROM pbx.call_records_live
+    ARRAY JOIN record AS r
+);
+
 -- pbx.queue_calls_from(whole): every visit with its outcome. whole = 0: stored
 -- visits plus the dirty calls' (the contract views); whole = 1: everything
 -- computed from raw events (the _raw twins, for checking). The extra columns

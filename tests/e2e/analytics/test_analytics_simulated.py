@@ -19,8 +19,8 @@ import pytest
 
 from ingest.backfill.importer import import_files
 from ingest.simulation import SimConfig, simulate, write_access_log
+from ingest.testing import hold_views, query_dicts, settle_views
 from tests.e2e.analytics.erlang_reference import agents_required
-from tests.e2e.views.views_helpers import refresh, rows
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,9 @@ def client(tmp_path_factory: pytest.TempPathFactory):
     write_access_log(log, sim.events)
     ch = clickhouse.connect(f"chdb://{tmp_path_factory.mktemp('chdata') / 'db'}")
     migrations.apply_migrations(ch)
+    hold_views(ch)
     import_files(ch, [log])
-    refresh(ch)
+    settle_views(ch)
     yield ch
     ch.close()
 
@@ -44,19 +45,19 @@ def _by(items: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
 
 
 def test_every_call_is_one_row_and_the_stored_history_is_the_raw_computation(client) -> None:
-    calls = rows(client, "SELECT * FROM pbx.calls ORDER BY call_id")
-    ids = [r["call_id"] for r in rows(client, "SELECT DISTINCT call_id FROM pbx.events WHERE call_id != '' ORDER BY 1")]
+    calls = query_dicts(client, "SELECT * FROM pbx.calls ORDER BY call_id")
+    ids = [r["call_id"] for r in query_dicts(client, "SELECT DISTINCT call_id FROM pbx.events WHERE call_id != '' ORDER BY 1")]
     assert [c["call_id"] for c in calls] == ids and len(ids) > 300
-    raw = rows(client, "SELECT * FROM pbx.calls_since(since = '1970-01-01 00:00:00') ORDER BY call_id")
+    raw = query_dicts(client, "SELECT * FROM pbx.calls_since(since = '1970-01-01 00:00:00') ORDER BY call_id")
     assert calls == raw
     assert {c["direction"] for c in calls} == {"inbound", "outbound", "internal"}  # the simulator makes all three
     assert {c["outcome"] for c in calls} >= {"answered", "abandoned", "unanswered"}
 
 
 def test_calls_agree_with_visits_recordings_and_spy_sessions(client) -> None:
-    calls = _by(rows(client, "SELECT * FROM pbx.calls"), "call_id")
+    calls = _by(query_dicts(client, "SELECT * FROM pbx.calls"), "call_id")
     visits = defaultdict(list)
-    for v in rows(client, "SELECT * FROM pbx.queue_calls ORDER BY entered_at"):
+    for v in query_dicts(client, "SELECT * FROM pbx.queue_calls ORDER BY entered_at"):
         visits[v["call_id"]].append(v)
     for call_id, call in calls.items():
         mine = visits.get(call_id, [])
@@ -68,17 +69,17 @@ def test_calls_agree_with_visits_recordings_and_spy_sessions(client) -> None:
             assert all(v["outcome"] != "answered" for v in mine), call_id
         if call["direction"] == "inbound" and mine and any(v["outcome"] == "answered" for v in mine):
             assert call["outcome"] in ("answered", "active"), call_id
-    audit = _by(rows(client, "SELECT * FROM pbx.recording_audit"), "call_id")
+    audit = _by(query_dicts(client, "SELECT * FROM pbx.recording_audit"), "call_id")
     for call_id, a in audit.items():
         call = calls[call_id]
         assert call["recorded"] == a["recorded"], call_id
         assert (call["answered_at"], call["ended_at"], call["talk_s"]) == (a["answered_at"], a["ended_at"], a["talk_s"])
-    spied = {r["call_id"] for r in rows(client, "SELECT DISTINCT call_id FROM pbx.spy_sessions")}
+    spied = {r["call_id"] for r in query_dicts(client, "SELECT DISTINCT call_id FROM pbx.spy_sessions")}
     assert spied and {c for c, r in calls.items() if r["spied"]} == spied
 
 
 def test_repeat_calls_recomputed_from_the_calls(client) -> None:
-    inbound = sorted((r for r in rows(client, "SELECT * FROM pbx.calls") if r["direction"] == "inbound"
+    inbound = sorted((r for r in query_dicts(client, "SELECT * FROM pbx.calls") if r["direction"] == "inbound"
                       and r["caller_num"]), key=lambda r: (r["started_at"], r["call_id"]))
     following: dict[str, Any] = {}
     expected = {}
@@ -90,21 +91,21 @@ def test_repeat_calls_recomputed_from_the_calls(client) -> None:
                 first_queue=r["queues"][0] if r["queues"] else "", answered=int(r["answered_at"] is not None),
                 next_call_at=nxt, repeat=int(nxt is not None and (nxt - r["started_at"]).total_seconds() <= 3600))
         following[r["caller_num"]] = r["started_at"]
-    got = _by(rows(client, "SELECT * FROM pbx.repeat_calls(window_s = 3600)"), "call_id")
+    got = _by(query_dicts(client, "SELECT * FROM pbx.repeat_calls(window_s = 3600)"), "call_id")
     assert got == expected and len(got) > 200
 
 
 def test_staffing_recomputed_from_visits_calls_and_the_erlang_reference(client) -> None:
-    talk = {r["call_id"]: r["talk_s"] for r in rows(client, "SELECT call_id, talk_s FROM pbx.calls")}
+    talk = {r["call_id"]: r["talk_s"] for r in query_dicts(client, "SELECT call_id, talk_s FROM pbx.calls")}
     handled: dict[tuple, list[float]] = defaultdict(list)
-    for v in rows(client, "SELECT * FROM pbx.queue_calls WHERE outcome = 'answered'"):
+    for v in query_dicts(client, "SELECT * FROM pbx.queue_calls WHERE outcome = 'answered'"):
         t = v["entered_at"]
         interval = t.replace(minute=t.minute - t.minute % 15, second=0, microsecond=0)
         if talk[v["call_id"]] is not None:
             handled[(interval, v["queue_name"])].append(talk[v["call_id"]])
     offered = {(r["interval_start"], r["queue_name"]): r["offered"]
-               for r in rows(client, "SELECT interval_start, queue_name, offered FROM pbx.queue_stats_15m")}
-    got = rows(client, "SELECT * FROM pbx.staffing_15m ORDER BY interval_start, queue_name")
+               for r in query_dicts(client, "SELECT interval_start, queue_name, offered FROM pbx.queue_stats_15m")}
+    got = query_dicts(client, "SELECT * FROM pbx.staffing_15m ORDER BY interval_start, queue_name")
     assert len(got) >= len(offered) and sum(r["agents_required"] or 0 for r in got) > 0
     for r in got:
         key = (r["interval_start"], r["queue_name"])

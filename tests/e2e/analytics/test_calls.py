@@ -17,7 +17,8 @@ import random
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tests.e2e.views.views_helpers import at, ev, insert, refresh, rows
+from ingest.testing import query_dicts, settle_views
+from tests.e2e.views.views_helpers import at, ev, insert
 
 COLUMNS = [
     ("call_id", "String"),
@@ -170,17 +171,17 @@ def _insert_in_order(ch: Client, events: list[tuple], order: str) -> None:
         random.Random(14).shuffle(shuffled)
         for i in range(0, len(shuffled), 4):
             insert(ch, shuffled[i:i + 4])
-            refresh(ch)  # the stored history sees every partial state on the way
+            settle_views(ch)  # the stored history sees every partial state on the way
 
 
 def _calls_by_id(ch: Client, sql: str = "SELECT * FROM pbx.calls") -> dict[str, dict]:
-    return {r["call_id"]: r for r in rows(ch, sql)}
+    return {r["call_id"]: r for r in query_dicts(ch, sql)}
 
 
 @pytest.mark.parametrize("order", _orders())
 def test_every_column_of_every_kind_of_call_whatever_the_arrival_order(ch: Client, order: str) -> None:
     _insert_in_order(ch, _calls(), order)
-    refresh(ch)
+    settle_views(ch)
     got = _calls_by_id(ch)
     assert got.keys() == EXPECTED.keys()
     for call_id, expected in EXPECTED.items():
@@ -201,16 +202,16 @@ def test_calls_since_leaves_out_calls_that_started_before(ch: Client) -> None:
 def test_a_late_earlier_event_moves_the_start_and_replaces_the_stored_call(ch: Client) -> None:
     insert(ch, [ev("queue_in", 10, call_id="c", queue_name="sales", caller_num="+420600000009"),
                 ev("call_end", 40, call_id="c")])
-    refresh(ch)
-    assert [(r["started_at"], r["direction"]) for r in rows(ch, "SELECT * FROM pbx.calls")] == [(at(10), "inbound")]
+    settle_views(ch)
+    assert [(r["started_at"], r["direction"]) for r in query_dicts(ch, "SELECT * FROM pbx.calls")] == [(at(10), "inbound")]
     # The start_call, two seconds earlier, arrives in a later batch (an import of the PBX's log).
     insert(ch, [_start("c", 8, "external", "+420600000009", "800100")])
-    refresh(ch)
-    refresh(ch)  # within the 15-s overlap: the same window again, the old row is not deleted twice
-    got = rows(ch, "SELECT started_at, dialed_num, duration_s FROM pbx.calls")
+    settle_views(ch)
+    settle_views(ch)  # within the 15-s overlap: the same window again, the old row is not deleted twice
+    got = query_dicts(ch, "SELECT started_at, dialed_num, duration_s FROM pbx.calls")
     assert got == [dict(started_at=at(8), dialed_num="800100", duration_s=32.0)]
     # (FINAL hides deleted rows: look at the stored rows themselves.)
-    deleted = rows(ch, "SELECT started_at FROM pbx.calls_data WHERE is_deleted = 1")
+    deleted = query_dicts(ch, "SELECT started_at FROM pbx.calls_data WHERE is_deleted = 1")
     assert deleted == [dict(started_at=at(10))]
 
 
@@ -221,6 +222,6 @@ def test_recent_calls_come_from_raw_events_before_any_refresh(ch: Client) -> Non
     insert(ch, [_start("recent", ago(60), "external", "+420600000010", "800100"),
                 ev("queue_in", ago(58), call_id="recent", queue_name="sales"),
                 ev("answered_internal", ago(50), call_id="recent", line_userid="zoe")])
-    got = rows(ch, "SELECT call_id, outcome, agent, wait_s FROM pbx.calls")
+    got = query_dicts(ch, "SELECT call_id, outcome, agent, wait_s FROM pbx.calls")
     assert got == [dict(call_id="recent", outcome="active", agent="zoe", wait_s=10.0)]
     assert ch.query("SELECT count() FROM pbx.calls_data").result_rows == [(0,)]

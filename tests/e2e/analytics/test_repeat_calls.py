@@ -12,7 +12,8 @@ import datetime as dt
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tests.e2e.views.views_helpers import T0, at, ev, insert, refresh, rows
+from ingest.testing import query_dicts, settle_views
+from tests.e2e.views.views_helpers import T0, at, ev, insert
 
 DAY = 86400
 
@@ -71,8 +72,8 @@ def test_repeat_calls_has_the_contract_columns_and_types(ch: Client) -> None:
 
 def test_callers_who_call_again_just_inside_and_just_outside_the_window(ch: Client) -> None:
     insert(ch, _scenario())
-    refresh(ch)
-    got = rows(ch, "SELECT * FROM pbx.repeat_calls(window_s = 86400) ORDER BY started_at")
+    settle_views(ch)
+    got = query_dicts(ch, "SELECT * FROM pbx.repeat_calls(window_s = 86400) ORDER BY started_at")
     a, b = "+420600000001", "+420600000002"
     assert got == [
         _row("a1", a, 0, "sales", 1, DAY, 1),
@@ -82,14 +83,14 @@ def test_callers_who_call_again_just_inside_and_just_outside_the_window(ch: Clie
         _row("a2", a, DAY, "support", 1, 2 * DAY + 0.001, 0),
     ]
     # A shorter window: a's next call a day later is no longer a repeat, b's retry still is.
-    short = {r["call_id"]: r["repeat"] for r in rows(ch, "SELECT * FROM pbx.repeat_calls(window_s = 180)")}
+    short = {r["call_id"]: r["repeat"] for r in query_dicts(ch, "SELECT * FROM pbx.repeat_calls(window_s = 180)")}
     assert short == {"a1": 0, "b1": 1, "c1": 0, "b2": 0, "a2": 0}
 
 
 def test_first_contact_resolution_per_queue_and_day(ch: Client) -> None:
     insert(ch, _scenario())
-    refresh(ch)
-    got = rows(ch, """
+    settle_views(ch)
+    got = query_dicts(ch, """
         SELECT toDate(started_at) AS day, first_queue,
                100 * countIf(answered = 1 AND repeat = 0) / countIf(answered = 1) AS fcr_pct
         FROM pbx.repeat_calls(window_s = 86400)

@@ -16,8 +16,9 @@ from fractions import Fraction
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from ingest.testing import query_dicts, settle_views
 from tests.e2e.analytics.erlang_reference import agents_required, erlang_c, service_level
-from tests.e2e.views.views_helpers import T0, ev, insert, refresh, rows
+from tests.e2e.views.views_helpers import T0, ev, insert
 
 INTERVAL = dt.timedelta(minutes=15)
 #: Settings by name: the table has more columns than these (and may grow).
@@ -91,8 +92,8 @@ def _expected_row(interval: int, queue: str, offered: int, aht: float | None, th
 def test_every_column_per_interval_and_queue(ch: Client) -> None:
     insert(ch, _scenario())
     _settings(ch, "vip", 10, 5, 95)
-    refresh(ch)
-    got = rows(ch, "SELECT * FROM pbx.staffing_15m ORDER BY queue_name, interval_start")
+    settle_views(ch)
+    got = query_dicts(ch, "SELECT * FROM pbx.staffing_15m ORDER BY queue_name, interval_start")
     sales_aht = (100 + 200.5 + 300) / 3  # s1, s2 and t1's visit
     assert got == [
         _expected_row(0, "sales", 4, sales_aht),
@@ -107,17 +108,17 @@ def test_every_column_per_interval_and_queue(ch: Client) -> None:
     ]
     # Offered is queue_stats_15m's; intervals that view has no row for have 0.
     stats = {(r["interval_start"], r["queue_name"]): r["offered"]
-             for r in rows(ch, "SELECT interval_start, queue_name, offered FROM pbx.queue_stats_15m")}
+             for r in query_dicts(ch, "SELECT interval_start, queue_name, offered FROM pbx.queue_stats_15m")}
     assert {(r["interval_start"], r["queue_name"]): r["offered"] for r in got} == {
         (r["interval_start"], r["queue_name"]): stats.get((r["interval_start"], r["queue_name"]), 0) for r in got}
 
 
 def test_settings_newest_row_wins_and_a_row_without_a_target_means_80(ch: Client) -> None:
     insert(ch, [e for i in range(50) for e in _answered(f"c{i}", "sales", 10 * i, 180)])
-    refresh(ch)
+    settle_views(ch)
 
     def agents() -> int:
-        return rows(ch, "SELECT agents_required FROM pbx.staffing_15m")[0]["agents_required"]
+        return query_dicts(ch, "SELECT agents_required FROM pbx.staffing_15m")[0]["agents_required"]
 
     assert agents() == 14  # defaults: 80 % in 20 s
     _settings(ch, "sales", 20, 5, 95)
@@ -132,7 +133,7 @@ def test_settings_newest_row_wins_and_a_row_without_a_target_means_80(ch: Client
 
 
 def _staffing_of(ch: Client, queue: str) -> dict:
-    [row] = rows(ch, "SELECT * FROM pbx.staffing_15m WHERE queue_name = {q:String} AND offered > 0",
+    [row] = query_dicts(ch, "SELECT * FROM pbx.staffing_15m WHERE queue_name = {q:String} AND offered > 0",
                  parameters={"q": queue})
     return row
 
@@ -152,7 +153,7 @@ def test_erlang_c_matches_published_examples(ch: Client, calls: int, aht_s: floa
                                              target_pct: float, agents: int, published: list) -> None:
     insert(ch, [e for i in range(calls) for e in _answered(f"c{i}", "q", 4 * i, aht_s)])
     _settings(ch, "q", threshold_s, 5, target_pct)
-    refresh(ch)
+    settle_views(ch)
     row = _staffing_of(ch, "q")
     assert (row["offered"], row["aht_s"]) == (calls, pytest.approx(aht_s))
     assert row["agents_required"] == agents
@@ -200,8 +201,8 @@ def test_erlang_c_agrees_with_an_independent_implementation_over_a_grid(ch: Clie
         events += [e for i in range(calls) for e in _answered(f"g{g}-{i}", f"g{g}", 2 * i, aht)]
         ch.command(f"{SETTINGS} VALUES ('g{g}', {threshold}, 5, 80)")
     insert(ch, events)
-    refresh(ch)
-    measured = {r["queue_name"]: r for r in rows(ch, "SELECT * FROM pbx.staffing_15m WHERE offered > 0")}
+    settle_views(ch)
+    measured = {r["queue_name"]: r for r in query_dicts(ch, "SELECT * FROM pbx.staffing_15m WHERE offered > 0")}
     points = []
     for g, (calls, aht, threshold) in enumerate(GRID):
         row = measured[f"g{g}"]
@@ -222,8 +223,8 @@ def test_erlang_c_agrees_with_an_independent_implementation_over_a_grid(ch: Clie
         events += [e for i in range(calls) for e in _answered(f"{case}-{i}", case, 2 * i, aht)]
         ch.command(f"{SETTINGS} VALUES ('{case}', {threshold}, 5, {target!r})")
     insert(ch, events)
-    refresh(ch)
-    got = {r["queue_name"]: r["agents_required"] for r in rows(
+    settle_views(ch)
+    got = {r["queue_name"]: r["agents_required"] for r in query_dicts(
         ch, "SELECT queue_name, agents_required FROM pbx.staffing_15m WHERE offered > 0")}
     wrong = {case: (got[case], expected) for case, _, expected in cases if got[case] != expected}
     assert not wrong, wrong
@@ -241,7 +242,7 @@ def test_erlang_c_reference_is_the_textbook_formula() -> None:
 def test_the_sql_erlang_c_is_stable_for_hundreds_of_agents(ch: Client) -> None:
     # 2,000 Erlangs (n! and A^n overflow a double near n = 170): still the reference's answer.
     insert(ch, [e for i in range(6000) for e in _answered(f"c{i}", "big", 0.1 * i, 300)])
-    refresh(ch)
+    settle_views(ch)
     row = _staffing_of(ch, "big")
     assert row["traffic_erlangs"] == pytest.approx(2000)
     assert row["agents_required"] == agents_required(row["traffic_erlangs"], row["aht_s"], 20, 80)

@@ -39,13 +39,6 @@ from ingest.testing import REPO, ServeProcess, query_dicts, refresh_views, store
 
 UTC = dt.timezone.utc
 
-#: Issue 10's pairing rules are in the schema once a migration defines the answer grace.
-PAIRING_RULES = any("answer_grace_s" in p.read_text() for p in (REPO / "sql").glob("*.sql"))
-needs_pairing_rules = pytest.mark.xfail(
-    not PAIRING_RULES, strict=True, raises=AssertionError,
-    reason="issue 10's reorder-tolerant pairing (branch sqlcore) is not in sql/ yet: a queue_out that "
-    "overtakes its answered_internal makes the answered visit an abandon")
-
 JITTER_MS = 150
 #: The dense scenario: flat hourly profile, everyone logged in at once, short talks and patience.
 DENSE = ["--seed", "4", "--hours", "0", "--live-hours", "0.0034", "--queues", "3", "--agents", "10",
@@ -189,7 +182,6 @@ def _visit_mismatches(rows: list[dict[str, Any]], truth: dict[str, Any], tol: fl
     return out
 
 
-@needs_pairing_rules
 def test_every_queue_visit_matches_the_truth_within_the_jitter(live) -> None:
     truth = live["truth"]
     outcomes = Counter(v["outcome"] for v in truth["queue_visits"])

@@ -8,16 +8,14 @@ night intervals) go through the real backfill path; ``pbx.calls``,
 ``pbx.repeat_calls`` (two windows), ``pbx.agent_states_15m`` and
 ``pbx.staffing_15m`` must equal the truth row for row.
 
-The views are built on other branches (calls, repeat_calls, staffing_15m:
-analytics; agent_states_15m: sqlcore). Until a view's migration is in
-``sql/``, its test is an expected failure (strict: it must start passing when
-the view lands). Own module: the embedded engine is one path per process.
+The views are read right after the import, with no refresh run first (every
+reader sees complete figures at once: issue 12). Own module: the embedded
+engine is one path per process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +23,8 @@ import pytest
 
 from ingest.backfill.importer import import_files
 from ingest.simulation import simulate, write_access_log
-from ingest.testing import REPO, query_dicts, refresh_views
+from ingest.testing import query_dicts
 from tests.e2e.simulation.test_truth_issue14 import REPEAT_DAY
-
-_SQL = "\n".join(p.read_text() for p in sorted((REPO / "sql").glob("*.sql")))
-
-
-def _lands(view: str, branch: str) -> pytest.MarkDecorator:
-    """Expected to fail until a migration in sql/ creates ``pbx.<view>``."""
-    defined = re.search(rf"VIEW\s+(IF\s+NOT\s+EXISTS\s+)?pbx\.{view}\b", _SQL) is not None
-    return pytest.mark.xfail(not defined, strict=True, reason=f"pbx.{view} lands with branch {branch}")
-
 
 def _time(iso: str | None) -> dt.datetime | None:
     return None if iso is None else dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")
@@ -50,13 +39,11 @@ def imported(tmp_path_factory: pytest.TempPathFactory):
     write_access_log(log, sim.events)
     client = clickhouse.connect(f"chdb://{tmp_path_factory.mktemp('chdata') / 'db'}")
     migrations.apply_migrations(client)
-    import_files(client, [log])
-    refresh_views(client)
+    import_files(client, [log])  # and read at once: no refresh has to run first (issue 12)
     yield client, sim.truth
     client.close()
 
 
-@_lands("calls", "analytics")
 def test_calls_match_the_truth(imported) -> None:
     client, truth = imported
     expected = {c["call_id"]: dict(c, started_at=_time(c["started_at"]), ended_at=_time(c["ended_at"]),
@@ -69,7 +56,6 @@ def test_calls_match_the_truth(imported) -> None:
     assert not bad, f"{len(bad)} of {len(got)} calls differ (view, truth): {bad[:5]}"
 
 
-@_lands("repeat_calls", "analytics")
 @pytest.mark.parametrize("window", ["3600", "86400"])
 def test_repeat_calls_match_the_truth(imported, window: str) -> None:
     client, truth = imported
@@ -82,7 +68,6 @@ def test_repeat_calls_match_the_truth(imported, window: str) -> None:
         assert g == e, g["call_id"]
 
 
-@_lands("agent_states_15m", "sqlcore")
 def test_agent_states_15m_match_the_truth(imported) -> None:
     client, truth = imported
     expected = {(_time(r["interval_start"]), r["agent"], r["state"]): r["seconds"] for r in truth["agent_states_15m"]}
@@ -91,7 +76,6 @@ def test_agent_states_15m_match_the_truth(imported) -> None:
     assert got == expected
 
 
-@_lands("staffing_15m", "analytics")
 def test_staffing_15m_matches_the_truth(imported) -> None:
     client, truth = imported
 
