@@ -441,7 +441,7 @@ def abandonment() -> dict[str, Any]:
             ) AS e ON e.call_id = q.call_id
             WHERE $__timeFilter(q.entered_at) AND q.outcome IN ('abandoned', 'short_abandon')
               AND {matches('queue', 'q.queue_name')}
-            ORDER BY q.entered_at DESC
+            ORDER BY q.entered_at DESC, q.call_id, q.queue_name
             LIMIT 1000
             """, w=24, h=10, options=table_options(),
             description="Who hung up waiting: call back these numbers."),
@@ -570,7 +570,7 @@ def audit() -> dict[str, Any]:
                    duration_s AS `Duration (s)`, if(ended_at IS NULL, 'unfinished', 'ended') AS Status, call_id AS `Call id`
             FROM pbx.spy_sessions
             WHERE {spy}
-            ORDER BY started_at DESC
+            ORDER BY started_at DESC, call_id, spying_userid, spying_target_userid
             LIMIT 1000
             """, w=24, h=9, options=table_options(),
             description="Who listened to whom, how, and how long. Unfinished: no matching end event."),
@@ -595,7 +595,7 @@ def audit() -> dict[str, Any]:
             SELECT answered_at AS Answered, ended_at AS Ended, talk_s AS `Talk (s)`, call_id AS `Call id`
             FROM pbx.recording_audit
             WHERE answered_at IS NOT NULL AND recorded = 0 AND {rec}
-            ORDER BY answered_at DESC
+            ORDER BY answered_at DESC, call_id
             LIMIT 1000
             """, w=12, h=9, options=table_options()),
         panel(L, "table", "Recordings never stopped or partial", f"""
@@ -604,7 +604,7 @@ def audit() -> dict[str, Any]:
                    if(unstopped = 1, 'yes', 'no') AS `Never stopped`
             FROM pbx.recording_audit
             WHERE recorded = 1 AND (unstopped = 1 OR coverage_pct < 100) AND {rec}
-            ORDER BY answered_at DESC
+            ORDER BY answered_at DESC, call_id
             LIMIT 1000
             """, w=12, h=9, options=table_options()),
     ]

@@ -83,8 +83,8 @@ QUERIES: dict[str, str] = {
 
 def _refresh_selects(client: Any) -> dict[str, str]:
     """Each refreshable view's SELECT as it runs on a refresh (nothing new: its fixed cost)."""
-    rows = client.query("SELECT name, as_select FROM system.tables WHERE database = 'pbx' "
-                        "AND engine = 'MaterializedView' AND create_table_query ILIKE '%REFRESH%'").result_rows
+    rows = client.query("SELECT name, as_select FROM system.tables WHERE database = 'pbx' AND name IN "
+                        "(SELECT view FROM system.view_refreshes WHERE database = 'pbx')").result_rows
     return {f"refresh SELECT, nothing new: {name}": sql for name, sql in rows}
 
 

@@ -55,7 +55,9 @@ HARNESS = HERE.parent.parent  # the checkout holding the harness
 GRAFANA_SIM = HARNESS / "tests" / "e2e" / "dashboards" / "grafana_sim.py"
 
 #: Views a settings change or late data makes the refresh recompute.
-DATA_TABLES = ("queue_calls_data", "queue_stats_15m_data", "agent_stats_15m_data")
+#: (Those of either schema: the watermark refreshes' tables, or the per-call and per-agent layers'.)
+DATA_TABLES = ("queue_calls_data", "queue_stats_15m_data", "agent_stats_15m_data",
+               "queue_visits_data", "recordings_data", "calls_data", "agent_time_data")
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -185,9 +187,10 @@ class Serve:
 
 
 def refreshed_views(client: Any) -> list[str]:
+    # (system.view_refreshes: a name match on the DDL also picks incremental views whose
+    # query mentions a table named *refresh*)
     return [r[0] for r in client.query(
-        "SELECT name FROM system.tables WHERE database = 'pbx' AND engine = 'MaterializedView' "
-        "AND create_table_query ILIKE '%REFRESH%' ORDER BY name").result_rows]
+        "SELECT view FROM system.view_refreshes WHERE database = 'pbx' ORDER BY view").result_rows]
 
 
 def refresh_all(client: Any) -> None:
@@ -605,7 +608,7 @@ def phase_backfill(code: Code, client: Any, watch: RefreshWatch, panels: Panels,
 def phase_settings(code: Code, client: Any, watch: RefreshWatch, timeout: float, observe_s: float) -> dict[str, Any]:
     views = refreshed_views(client)
     idle = _idle(watch, views, observe_s)
-    queue = client.query("SELECT queue_name FROM pbx.queue_stats_15m_data GROUP BY queue_name "
+    queue = client.query("SELECT queue_name FROM pbx.queue_stats_15m GROUP BY queue_name "
                          "ORDER BY count() DESC LIMIT 1").result_rows[0][0]
     measure = f"SELECT sum(answered_in_sla) FROM pbx.queue_stats_15m WHERE queue_name = '{queue}'"
     before = client.query(measure).result_rows[0][0]
