@@ -4,5 +4,7 @@
 (``_spool_files`` its on-disk format); ``writer`` drains it into
 ``pbx.events`` in batches, exactly once; ``clickhouse`` opens the engine
 (embedded or a server); ``migrations`` applies ``sql/`` and ``cluster`` maps
-it onto a ClickHouse cluster.
+it onto a ClickHouse cluster. ``views`` holds the pairing rules of the
+per-call and per-agent views as templates, rendered into
+``sql/0107_create_layer_views.sql``.
 """
