@@ -36,7 +36,7 @@ from ingest.testing import ServeProcess, spec_example_urls, stored
 
 T0 = 1_793_577_600  # 2026-11-02 00:00:00 UTC
 #: The columns that say how a row arrived, not what the webhook said.
-ARRIVAL = {"event_id", "received_at", "source"}
+ARRIVAL = {"event_id", "received_at", "source", "seq"}
 
 
 def _send(serve: ServeProcess, targets: list[str]) -> list[int]:
