@@ -163,12 +163,13 @@ def _rows_of(events: list[Any]) -> list[tuple[Any, ...]]:
 
     seen: dict[tuple[int, str], int] = {}
     rows = []
-    for ev in events:
+    for lineno, ev in enumerate(events, 1):
         target = ev.target
         n = seen.get((ev.t, target), 0)
         seen[(ev.t, target)] = n + 1
+        # (seq: the line's number in the file, as the importer stores it)
         rows.append(to_row(ev.event, decode(ev.event, parse_query(ev.query)), ev.t * 1000, "import",
-                           line_event_id(ev.t, target, n)))
+                           line_event_id(ev.t, target, n), lineno))
     return rows
 
 
@@ -373,6 +374,18 @@ TIME_COLUMNS: dict[str, str | None] = {
     "queue_stats_15m_data": "interval_start",
     "agent_stats_15m_data": "interval_start",
     "calls_data": "started_at",
+    # the per-call and per-agent layers (sql/0104-0108)
+    "call_spans": "last_at",
+    "queue_visits_data": "entered_at",
+    "recordings_data": "at",
+    "spy_sessions_data": "started_at",
+    "agent_rings_data": "rung_at",
+    "agent_time_data": "interval_start",
+    "arrivals": None,  # behind every layer's cursor in a built dataset
+    "agent_open": "",  # each agent's current stretch
+    "refresh_done": "",
+    "refresh_marks": "",
+    "refresh_settings": "",
     "events_quarantine": None,  # emptied
     "queue_settings": "",  # kept whole
     "schema_migrations": "",

@@ -317,6 +317,17 @@ def views_settled(watch: RefreshWatch, views: list[str], t0: float, t1: float, t
     return {"finished": max(finish.values()), "refreshes": counted}
 
 
+def layers_settled(client: Any, watch: RefreshWatch, t0: float) -> dict[str, Any] | None:
+    """For the per-call and per-agent layers (sql/0104-0108): caught up when no call or agent
+    is dirty (everything stored; readers saw it all along). Refreshes completed since ``t0``
+    are counted. None while some are dirty."""
+    dirty = client.query("SELECT (SELECT count() FROM pbx.dirty_calls_live) "
+                         "+ (SELECT count() FROM pbx.dirty_agents_live)").result_rows[0][0]
+    if dirty:
+        return None
+    return {"finished": time.monotonic(), "refreshes": watch.since(t0)}
+
+
 # ---------------------------------------------------------------------------- panels
 
 
@@ -537,11 +548,13 @@ def _change(client: Any, code: Code, watch: RefreshWatch, views: list[str], idle
         shown = settled = None
         deadline = t1 + timeout
         failed: list[dict[str, str]] = []
+        layered = bool(client.command("EXISTS TABLE pbx.dirty_calls_live"))
         while time.monotonic() < deadline and (shown is None or settled is None) and not failed:
             if shown is None and shows():
                 shown = time.monotonic()
             if settled is None:
-                settled = views_settled(watch, views, t0, t1, t1_wall, idle)
+                settled = (layers_settled(client, watch, t0) if layered
+                           else views_settled(watch, views, t0, t1, t1_wall, idle))
             failed = [{"view": v, "exception": e} for (v, e), seen in list(watch.errors.items())
                       if seen >= t0 and "cancelled" not in e.lower()]
             time.sleep(0.2)

@@ -43,8 +43,8 @@ def _table_rows(root, dataset):
     try:
         out = {}
         for table, column in datasets.TIME_COLUMNS.items():
-            if not column:
-                continue
+            if not column or not client.command(f"EXISTS TABLE pbx.{table}"):
+                continue  # (TIME_COLUMNS knows the tables of older schemas too)
             names = [r[0] for r in client.query(f"DESCRIBE TABLE pbx.{table}").result_rows if r[0] not in VOLATILE]
             final = "" if table == "events" else "FINAL"
             out[table] = client.query(f"SELECT {', '.join(names)} FROM pbx.{table} {final} "
