@@ -374,7 +374,7 @@ TIME_COLUMNS: dict[str, str | None] = {
     "queue_stats_15m_data": "interval_start",
     "agent_stats_15m_data": "interval_start",
     "calls_data": "started_at",
-    # the per-call and per-agent layers (sql/0104-0108)
+    # the per-call and per-agent layers (sql/0214-0218)
     "call_spans": "last_at",
     "queue_visits_data": "entered_at",
     "recordings_data": "at",
@@ -516,7 +516,7 @@ def extend(chdata: Path, centre: Centre, start: dt.date, until: dt.datetime, *, 
     started = time.monotonic()
     try:
         client.command("SYSTEM STOP VIEWS")
-        # This checkout's rows carry seq (sql/0100); a dataset built before it lacks the
+        # This checkout's rows carry seq (sql/0210); a dataset built before it lacks the
         # column (an older checkout measured on it ignores it).
         client.command("ALTER TABLE pbx.events ADD COLUMN IF NOT EXISTS seq UInt64 CODEC(Delta, ZSTD(1))")
         totals = _insert_days(client, centre, days, jobs, lambda i, c: None, log)

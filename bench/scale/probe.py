@@ -318,7 +318,7 @@ def views_settled(watch: RefreshWatch, views: list[str], t0: float, t1: float, t
 
 
 def layers_settled(client: Any, watch: RefreshWatch, t0: float) -> dict[str, Any] | None:
-    """For the per-call and per-agent layers (sql/0104-0108): caught up when no call or agent
+    """For the per-call and per-agent layers (sql/0214-0218): caught up when no call or agent
     is dirty (everything stored; readers saw it all along). Refreshes completed since ``t0``
     are counted. None while some are dirty."""
     dirty = client.query("SELECT (SELECT count() FROM pbx.dirty_calls_live) "

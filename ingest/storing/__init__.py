@@ -6,5 +6,5 @@
 (embedded or a server); ``migrations`` applies ``sql/`` and ``cluster`` maps
 it onto a ClickHouse cluster. ``views`` holds the pairing rules of the
 per-call and per-agent views as templates, rendered into
-``sql/0107_create_layer_views.sql``.
+``sql/0217_create_layer_views.sql``.
 """

@@ -13,7 +13,7 @@ in up to three modes:
 ``pbx.<name>_<mode>``, its placeholders filled and its references to other
 templates (``pbx.call_events(layer = ..., refresh = ..., whole = ...)``) turned
 into the plain views of the matching mode. That is the migration
-``sql/0107_create_layer_views.sql`` (``python -m ingest.storing.views`` writes
+``sql/0217_create_layer_views.sql`` (``python -m ingest.storing.views`` writes
 it; a test pins that the file is what the templates render).
 
 Why not ClickHouse parameterized views directly: each use of one re-reads and
@@ -168,4 +168,4 @@ def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> set[str]
 
 def target() -> Path:
     """The generated migration (in the repository's ``sql/``)."""
-    return Path(__file__).resolve().parents[3] / "sql" / "0107_create_layer_views.sql"
+    return Path(__file__).resolve().parents[3] / "sql" / "0217_create_layer_views.sql"

@@ -1,6 +1,6 @@
 -- The two layers' refreshable views, and the history stored before this
 -- schema computed once, here (the refreshes then keep it up to date). Both read
--- the plain views of 0107 in mode `refresh` (one run's share of the arrival
+-- the plain views of 0217 in mode `refresh` (one run's share of the arrival
 -- rows: bounded work and memory whatever the backlog). Design:
 -- docs/metrics.md#how-the-views-are-computed.
 

@@ -12,7 +12,7 @@
 -- access-log lines one second apart are never reordered.
 CREATE OR REPLACE FUNCTION pbx_reorder_tolerance_ms ${ON_CLUSTER} AS () -> 1000;
 
--- A refresh setting's value (pbx.refresh_settings, 0104): the newest row of `name`.
+-- A refresh setting's value (pbx.refresh_settings, 0214): the newest row of `name`.
 CREATE OR REPLACE FUNCTION pbx_refresh_setting ${ON_CLUSTER} AS (setting) ->
     (SELECT argMax(value, updated_at) FROM pbx.refresh_settings WHERE name = setting);
 

@@ -103,7 +103,7 @@ ENGINE = AggregatingMergeTree
 ORDER BY layer;
 
 -- Spans of the calls stored before this migration (their figures are computed
--- by the migrations that create the layers: 0106, 0107).
+-- by the migrations that create the layers: 0216, 0217).
 INSERT INTO pbx.call_spans
 SELECT call_id, min(received_at), max(received_at)
 FROM pbx.events

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS pbx.agent_open ${ON_CLUSTER}
 ENGINE = ReplacingMergeTree(computed_at)
 ORDER BY agent;
 
--- One row per computed window (see 0105 for the pattern: a Null table whose
+-- One row per computed window (see 0215 for the pattern: a Null table whose
 -- incremental views store the arrays).
 CREATE TABLE IF NOT EXISTS pbx.agent_work ${ON_CLUSTER}
 (

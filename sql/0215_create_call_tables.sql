@@ -1,5 +1,5 @@
 -- The per-call figures, stored: queue visits, recording audits, spy sessions,
--- rings and call records, kept by one refreshable view for layer 'calls' (0108).
+-- rings and call records, kept by one refreshable view for layer 'calls' (0218).
 --
 -- Every minute pbx.calls_refresh computes pbx.call_facts_refresh for one run's
 -- share of the dirty calls (pbx.arrivals_from: bounded work and memory for a
