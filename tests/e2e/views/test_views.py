@@ -25,8 +25,8 @@ from tests.e2e.views.views_helpers import T0, at, columns, ev, insert, read
 # ----------------------------------------------------------------------------- schema
 
 CONTRACT = {
-    "pbx.queue_settings": ["queue_name", "sla_threshold_s", "short_abandon_s", "answer_grace_s",
-                           "sla_target_pct"],
+    "pbx.queue_settings": ["queue_name", "sla_threshold_s", "short_abandon_s", "sla_target_pct",
+                           "answer_grace_s"],  # in migration order: 0201, then 0211
     "pbx.queue_calls": ["call_id", "queue_name", "entered_at", "left_at", "answered_at", "agent", "wait_s",
                         "outcome", "in_sla"],
     "pbx.queue_stats_15m": ["interval_start", "queue_name", "offered", "answered", "abandoned", "short_abandoned",
