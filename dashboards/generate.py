@@ -894,17 +894,13 @@ def staffing() -> dict[str, Any]:
             SELECT countIf(staffed < required) AS `Intervals short`,
                    count() AS Intervals,
                    max(required) AS `Peak agents required`,
-                   round(sumIf(required - staffed, staffed < required) / 4, 1) AS `Agent-hours short`
+                   round(sumIf(required - staffed, staffed < required) / 4, 1) AS `Agent-hours short`,
+                   round(sum(erlangs) / 4, 1) AS `Traffic (Erlang-hours)`
             FROM ({per_interval})
-            """, w=14, h=5, decimals=0, options=stat_options(),
+            """, w=24, h=5, decimals=1, options=stat_options(),
             description="15-minute intervals in which fewer agents were logged in and not paused than Erlang C "
-            "requires for the selected queues' service-level targets (pbx.staffing_15m)."),
-        panel(L, "stat", "Traffic", f"""
-            SELECT sum(traffic_erlangs) / 4 AS `Erlang-hours`, max(traffic_erlangs) AS `Peak Erlangs (one queue)`
-            FROM pbx.staffing_15m
-            WHERE {stats}
-            """, w=10, h=5, decimals=1, options=stat_options(),
-            description="Offered calls × average handle time (talk), per queue and interval."),
+            "requires for the selected queues' service-level targets (pbx.staffing_15m); traffic is offered "
+            "calls × average handle time (talk) summed over the selected queues."),
         panel(L, "timeseries", "Agents required vs staffed (selected queues, whole centre staffed)", f"""
             SELECT $__timeInterval(interval_start) AS time,
                    sum(required) * 900 / $__interval_s AS `Agents required`,
