@@ -653,6 +653,32 @@ def agents() -> dict[str, Any]:
             ORDER BY time
             """, w=12, h=8, unit="short", interval="15m", options=series_options(),
             custom={"drawStyle": "bars", "fillOpacity": 80}),
+        panel(L, "barchart", "Paused time by reason", f"""
+            SELECT state AS Reason, sum(seconds) / 3600 AS `Paused (h)`
+            FROM pbx.agent_states_15m
+            WHERE {where} AND state NOT IN ('talk', 'idle')
+            GROUP BY state
+            ORDER BY `Paused (h)` DESC, Reason
+            """, w=10, h=8, unit="h", decimals=1,
+            options={"xField": "Reason", "orientation": "horizontal", "showValue": "auto",
+                     "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False}},
+            description="Where the paused time went: the state name the agent set to pause (lowercased; "
+            "pbx.agent_states_15m). Talk and idle are the rest of logged-in time."),
+        panel(L, "table", "Paused time by agent and reason", f"""
+            SELECT Agent, Reason, round(paused / 3600, 2) AS `Paused (h)`,
+                   round(100 * paused / nullIf(logged_in, 0), 1) AS `Share of logged-in time %`
+            FROM
+            (
+                SELECT agent AS Agent, state AS Reason, sum(seconds) AS paused,
+                       sum(sum(seconds)) OVER (PARTITION BY agent) AS logged_in
+                FROM pbx.agent_states_15m
+                WHERE {where}
+                GROUP BY agent, state
+            )
+            WHERE Reason NOT IN ('talk', 'idle')
+            ORDER BY Agent, paused DESC, Reason
+            """, w=14, h=8, options=table_options(),
+            overrides=[column("Agent", link_to_calls("Agent", "agent", "This agent's calls"))]),
     ]
     return dashboard(
         "pbx-agents", "Agents",

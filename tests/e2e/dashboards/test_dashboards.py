@@ -40,7 +40,7 @@ CONTRACT_VIEWS = {
     "queue_calls", "queue_stats_15m", "agent_stats_15m", "spy_sessions", "recording_audit",
     "queue_now", "agents_now", "queue_settings",
     "queue_calls_since",  # queue_calls from a start time (docs/metrics.md)
-    "calls", "repeat_calls", "staffing_15m",  # issue 14's contract
+    "calls", "repeat_calls", "staffing_15m", "agent_states_15m",  # issue 14's contract
 }  # fmt: skip
 RAW_EVENTS_ALLOWED = {"pbx-abandonment/Abandoned calls"}  # caller_num is in no view
 
@@ -726,3 +726,22 @@ def test_staffing_sets_required_against_staffed_per_interval(sim_engine: tuple[C
         assert r["Agents required"] == need and r["Agents staffed"] == pytest.approx(round(have, 1))
         assert r["Short by"] == pytest.approx(round(max(need - have, 0), 1))
     assert any(r["Short by"] > 0 for r in rows) and any(r["Short by"] == 0 for r in rows)
+
+
+def test_paused_time_by_reason_adds_up_to_the_agents_paused_time(sim_engine: tuple[Client, dt.datetime]):
+    """agent_states_15m splits paused time by reason: over the reasons it is agent_stats_15m's paused_s."""
+    client, now = sim_engine
+    chart = _panel("pbx-agents", "Paused time by reason")
+    table = _panel("pbx-agents", "Paused time by agent and reason")
+    rng = gs.default_time_range(chart.dashboard, now)
+    f, t = rng.from_ms // 1000, rng.to_ms // 1000
+    paused = dict(client.query(
+        f"SELECT agent, sum(paused_s) / 3600 FROM pbx.agent_stats_15m WHERE interval_start >= toDateTime({f}) "
+        f"AND interval_start <= toDateTime({t}) GROUP BY agent HAVING sum(paused_s) > 0").result_rows)  # fmt: skip
+    reasons = _run(client, chart, rng)
+    assert len(reasons) > 1, "the simulated day has named pause states"
+    assert sum(r["Paused (h)"] for r in reasons) == pytest.approx(sum(paused.values()), rel=1e-9)
+    rows = _run(client, table, rng)
+    for agent, hours in paused.items():
+        mine = [r["Paused (h)"] for r in rows if r["Agent"] == agent]
+        assert sum(mine) == pytest.approx(hours, abs=0.005 * len(mine)), agent
