@@ -171,11 +171,7 @@ def run(workdir: Path, *, days: int = 30, agents: int = 40, queues: int = 5, cal
             entry: dict[str, Any] = {"id": query.id, "dashboard": query.dashboard.get("title"),
                                      "panel": query.panel.get("title")}
             for label, rng in ranges.items():
-                variables = []
-                for v in query.dashboard.get("templating", {}).get("list", []):
-                    options = [str(r[0]) for r in client.query(gs.expand(v["query"], rng)).result_rows]
-                    variables.append(gs.Variable(v["name"], [gs.ALL], options, multi=v.get("multi", False),
-                                                 include_all=v.get("includeAll", False)))
+                variables = gs.default_variables(query.dashboard, rng, lambda s: client.query(s).result_rows)
                 sql = gs.expand(query.sql, rng, variables, query.interval_ms(rng))
                 times, rows = [], 0
                 try:

@@ -408,11 +408,7 @@ class Panels:
 
     def expand(self, client: Any, query: Any, rng: Any) -> str:
         gs = self.gs
-        variables = []
-        for v in query.dashboard.get("templating", {}).get("list", []):
-            options = [str(r[0]) for r in client.query(gs.expand(v["query"], rng)).result_rows]
-            variables.append(gs.Variable(v["name"], [gs.ALL], options, multi=v.get("multi", False),
-                                         include_all=v.get("includeAll", False), all_value=v.get("allValue")))
+        variables = gs.default_variables(query.dashboard, rng, lambda s: client.query(s).result_rows)
         return gs.expand(query.sql, rng, variables, query.interval_ms(rng))
 
     def measure(self, client: Any, now: dt.datetime, repeats: int, only: set[str] | None = None,

@@ -48,6 +48,9 @@ __all__ = [
     "apply_conditional_all",
     "encode_uri_component_strict",
     "calculate_interval_ms",
+    "custom_options",
+    "dashboard_variable",
+    "default_variables",
     "expand",
     "expand_macros",
     "format_value",
@@ -58,6 +61,7 @@ __all__ = [
     "replace_variables",
     "round_interval_ms",
     "strip_comments",
+    "variable_options",
 ]
 
 REPO = Path(__file__).resolve().parents[3]
@@ -718,6 +722,50 @@ def panel_queries(dashboards: list[dict[str, Any]] | None = None) -> list[PanelQ
     return out
 
 
+def custom_options(query: str) -> list[tuple[str, str]]:
+    """A custom variable's choices from its ``query``, as @grafana/scenes' ``CustomVariable`` reads it:
+    comma-separated (``\\,`` is a comma in a value), each ``text : value`` or just a value."""
+    out = []
+    for item in re.findall(r"(?:\\,|[^,])+", query):
+        item = item.replace("\\,", ",")
+        pair = re.fullmatch(r"\s*(.+)\s:\s(.+)", item, re.DOTALL)
+        out.append((pair[1].strip(), pair[2].strip()) if pair else (item.strip(), item.strip()))
+    return out
+
+
+Rows = Sequence[Sequence[Any]]
+
+
+def variable_options(variable: Mapping[str, Any], time_range: TimeRange, run: Callable[[str], Rows]) -> list[str]:
+    """The values a dashboard variable offers: a query variable's rows (``run`` executes the expanded
+    SQL), a custom variable's fixed values; a text box offers none (the user types)."""
+    kind = variable["type"]
+    if kind == "query":
+        return [str(row[0]) for row in run(expand(variable["query"], time_range))]
+    if kind == "custom":
+        return [value for _text, value in custom_options(variable["query"])]
+    if kind == "textbox":
+        return []
+    raise ValueError(f"variable type {kind!r} is not simulated")
+
+
+def dashboard_variable(
+    variable: Mapping[str, Any], options: list[str], current: str | list[str] | None = None
+) -> Variable:
+    """The JSON variable at query time: ``current`` selected (default: the dashboard's own default)."""
+    return Variable(
+        variable["name"], variable["current"]["value"] if current is None else current, options,
+        multi=bool(variable.get("multi")), include_all=bool(variable.get("includeAll")),
+        all_value=variable.get("allValue") or None, type=variable["type"],
+    )  # fmt: skip
+
+
+def default_variables(dashboard: Mapping[str, Any], time_range: TimeRange, run: Callable[[str], Rows]) -> list[Variable]:
+    """Every variable of the dashboard at its default (All, the default window, an empty text box),
+    as a dashboard opened without URL parameters queries."""
+    return [dashboard_variable(v, variable_options(v, time_range, run)) for v in dashboard["templating"]["list"]]
+
+
 def default_time_range(dashboard: Mapping[str, Any], now: datetime) -> TimeRange:
     """The dashboard's default ``time`` (``now-24h`` .. ``now``, ``now/d`` ..) resolved at ``now``."""
     return TimeRange.of(_resolve(dashboard["time"]["from"], now), _resolve(dashboard["time"]["to"], now, end=True))
@@ -759,8 +807,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rng = TimeRange.of(datetime.fromisoformat(args.start).replace(tzinfo=UTC), end)
         else:
             rng = default_time_range(query.dashboard, now)
-        variables = [Variable(v["name"], [ALL], [], multi=True, include_all=True)
-                     for v in query.dashboard["templating"]["list"]]  # fmt: skip
+        # All selected, without running the variables' queries: All needs no options here.
+        variables = [dashboard_variable(v, []) for v in query.dashboard["templating"]["list"]]
         print(f"-- {query.id} {query.panel['title']} ({query.panel['type']})")
         print(expand(query.sql, rng, variables, query.interval_ms(rng)) + ";\n")
     return 0

@@ -33,12 +33,14 @@ REPO = Path(__file__).resolve().parents[3]
 DASHBOARDS = REPO / "dashboards"
 PROVISIONING = DASHBOARDS / "provisioning"
 
-EXPECTED_UIDS = {"pbx-queue-sla", "pbx-abandonment", "pbx-agents", "pbx-audit", "pbx-wallboard"}
+EXPECTED_UIDS = {"pbx-queue-sla", "pbx-abandonment", "pbx-agents", "pbx-audit", "pbx-wallboard", "pbx-calls",
+                 "pbx-staffing"}
 #: Views panels may read (issue 4's contract); raw events only where no view has the field.
 CONTRACT_VIEWS = {
     "queue_calls", "queue_stats_15m", "agent_stats_15m", "spy_sessions", "recording_audit",
     "queue_now", "agents_now", "queue_settings",
     "queue_calls_since",  # queue_calls from a start time (docs/metrics.md)
+    "calls", "repeat_calls", "staffing_15m", "agent_states_15m",  # issue 14's contract
 }  # fmt: skip
 RAW_EVENTS_ALLOWED = {"pbx-abandonment/Abandoned calls"}  # caller_num is in no view
 
@@ -299,7 +301,7 @@ def test_the_committed_json_is_what_the_generator_writes():
     assert on_disk == rendered, "dashboards/json is stale: run python dashboards/generate.py"
 
 
-def test_the_five_dashboards_have_fixed_unique_uids():
+def test_the_dashboards_have_fixed_unique_uids():
     uids = [d["uid"] for d in ALL_DASHBOARDS]
     assert sorted(uids) == sorted(EXPECTED_UIDS)
 
@@ -332,13 +334,26 @@ def test_variables_are_sql_queries_and_every_referenced_variable_exists(dash: di
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert "queue" in variables
     for v in variables.values():
-        assert v["type"] == "query" and v["datasource"]["uid"] == uid
-        assert v["query"].lstrip().upper().startswith("SELECT")
-        # Refreshed on time-range change exactly when the query depends on the period.
-        assert v["refresh"] == (2 if "$__timeFilter" in v["query"] else 1)
-        assert v["multi"] and v["includeAll"], f"{v['name']}: multi-select with All"
-        assert v["current"]["value"] == [gs.ALL]
-        assert _views_read(v["query"]) <= CONTRACT_VIEWS
+        assert v["type"] in ("query", "custom", "textbox"), v["name"]
+        if v["type"] == "query":
+            assert v["datasource"]["uid"] == uid
+            assert v["query"].lstrip().upper().startswith("SELECT")
+            # Refreshed on time-range change exactly when the query depends on the period.
+            assert v["refresh"] == (2 if "$__timeFilter" in v["query"] else 1)
+            assert _views_read(v["query"]) <= CONTRACT_VIEWS
+        if v["type"] == "textbox":
+            assert v["current"]["value"] == "", f"{v['name']}: an empty text box (no filter) by default"
+            assert v["name"] in TEXTBOX_SAMPLES, f"{v['name']}: give the panel tests a value to type"
+            continue
+        if v["type"] == "custom":
+            values = [value for _text, value in gs.custom_options(v["query"])]
+            assert values and [o["value"] for o in v["options"]] == values
+        if v.get("multi"):
+            assert v["includeAll"], f"{v['name']}: multi-select with All"
+            assert v["current"]["value"] == [gs.ALL]
+        else:  # one value of a fixed list, with a default (the FCR window)
+            assert v["type"] == "custom" and not v["includeAll"]
+            assert v["current"]["value"] in [value for _text, value in gs.custom_options(v["query"])]
     generator = _generator()
     for panel in gs.iter_panels(dash["panels"]):
         for target in panel.get("targets", []):
@@ -346,12 +361,13 @@ def test_variables_are_sql_queries_and_every_referenced_variable_exists(dash: di
                 name = match.group(1) or match.group(2) or match.group(3)
                 if not name.startswith("__"):
                     assert name in variables, f"{panel['title']!r} uses ${name}, not a variable of {dash['uid']}"
-            # A value reaches the SQL only through the generator's selected(): percent-encoded, decoded
-            # by ClickHouse. The only other use of a variable is naming it to $__conditionalAll, which
+            # A value reaches the SQL only through the generator's selected() or one_value(): percent-encoded,
+            # decoded by ClickHouse. The only other use of a variable is naming it to $__conditionalAll, which
             # the front end removes with the whole macro before any value is interpolated.
             rest = target["rawSql"]
             for name in variables:
-                rest = rest.replace(generator.selected(name), "").replace(f", ${name})", ")")
+                rest = (rest.replace(generator.selected(name), "").replace(generator.one_value(name), "")
+                        .replace(f", ${name})", ")"))  # fmt: skip
             leftover = re.findall(r"\$\{?(?!__)\w+|\[\[\w+", rest)
             assert not leftover, f"{panel['title']!r}: {leftover} interpolates a value outside selected()"
 
@@ -445,14 +461,34 @@ def sim_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clien
     client.close()
 
 
+#: What the panel tests type into each text box (the newest value of the simulated day; "two":
+#: the last four characters, a search for part of a value). Empty box = the "all" pick.
+TEXTBOX_SAMPLES = {
+    "caller": "SELECT caller_num FROM pbx.calls WHERE $__timeFilter(started_at) AND caller_num != '' "
+              "ORDER BY started_at DESC, call_id LIMIT 1",
+    "call": "SELECT call_id FROM pbx.calls WHERE $__timeFilter(started_at) ORDER BY started_at DESC, call_id LIMIT 1",
+}  # fmt: skip
+
+
 def _variables(client: Client, dash: dict[str, Any], pick: str, rng: gs.TimeRange) -> list[gs.Variable]:
-    """The dashboard's variables with options from their own SQL; ``pick`` = all | one | two."""
+    """The dashboard's variables with options from their own SQL; ``pick`` = all | one | two.
+
+    All: the dashboard's defaults (All, the default window, empty text boxes). One / two: the first
+    one or two options; a single-value list its first or last option; a text box a sample value.
+    """
     out = []
     for v in dash["templating"]["list"]:
-        options = [str(r[0]) for r in client.query(gs.expand(v["query"], rng)).result_rows]
-        assert options, f"variable {v['name']} has no options on the simulated day"
-        current: list[str] = [gs.ALL] if pick == "all" else options[: 1 if pick == "one" else 2]
-        out.append(gs.Variable(v["name"], current, options, multi=v["multi"], include_all=v["includeAll"]))
+        options = gs.variable_options(v, rng, lambda sql: client.query(sql).result_rows)
+        current: str | list[str] | None = None
+        if v["type"] == "textbox":
+            if pick != "all":
+                (sample,) = client.query(gs.expand(TEXTBOX_SAMPLES[v["name"]], rng)).result_rows[0]
+                current = sample if pick == "one" or v["name"] == "call" else sample[-4:]
+        else:
+            assert options, f"variable {v['name']} has no options on the simulated day"
+            if pick != "all":
+                current = options[: 1 if pick == "one" else 2] if v.get("multi") else options[0 if pick == "one" else -1]
+        out.append(gs.dashboard_variable(v, options, current))
     return out
 
 
@@ -514,6 +550,8 @@ def test_panel_sql_runs_on_a_simulated_day_with_the_shape_its_panel_needs(
     described = client.query(f"DESCRIBE TABLE ({sql})").result_rows
     columns = [r[0] for r in described]
     check_shape(query.panel, columns, rows)
+    for override in query.panel["fieldConfig"]["overrides"]:  # column options and data links
+        assert override["matcher"]["options"] in columns, f"override for a column the panel does not have: {override}"
     if query.panel["type"] == "timeseries":
         assert re.match(r"DateTime(64)?\b", described[0][1]), f"time column is {described[0][1]}, not a DateTime"
     # "Today" just after midnight UTC holds minutes of data: judge only the shape then.
@@ -572,3 +610,138 @@ def test_the_expander_prints_every_panel_for_a_given_range(capsys: pytest.Captur
     out = capsys.readouterr().out
     assert out.count("-- pbx-") == len(ALL_QUERIES)
     assert "$__" not in out and "toDateTime(1793577600)" in out
+
+
+# -- data links between dashboards --------------------------------------------------------------------
+
+#: The one link form the generator writes (``link_to_calls``): the same time range, one variable set to
+#: the clicked cell's value, percent-encoded for the URL.
+LINK = re.compile(r"/d/(?P<uid>[\w-]+)/[\w-]+\?\$\{__url_time_range\}&var-(?P<var>\w+)="
+                  r"\$\{__data\.fields\[\"(?P<field>[^\"]+)\"\]:percentencode\}")  # fmt: skip
+
+
+def _links(dash: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
+    """(panel, column, link) of every data link on a column."""
+    for panel in gs.iter_panels(dash["panels"]):
+        for override in panel.get("fieldConfig", {}).get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] == "links":
+                    assert override["matcher"]["id"] == "byName"
+                    for link in prop["value"]:
+                        yield panel, override["matcher"]["options"], link
+
+
+def test_data_links_open_a_provisioned_dashboard_on_one_of_its_variables():
+    by_uid = {d["uid"]: d for d in ALL_DASHBOARDS}
+    found = set()
+    for dash in ALL_DASHBOARDS:
+        for panel, column, link in _links(dash):
+            m = LINK.fullmatch(link["url"])
+            assert m, f"{dash['uid']} {panel['title']!r}: unexpected link {link['url']}"
+            assert m["field"] == column, "the link carries the value of the column it is on"
+            target = by_uid[m["uid"]]
+            assert m["var"] in {v["name"] for v in target["templating"]["list"]}, link["url"]
+            found.add((dash["uid"], panel["title"], column, m["uid"], m["var"]))
+    assert {("pbx-abandonment", "Abandoned calls", "Call id", "pbx-calls", "call"),
+            ("pbx-abandonment", "Abandoned calls", "Caller", "pbx-calls", "caller"),
+            ("pbx-agents", "Per agent", "Agent", "pbx-calls", "agent")} <= found  # fmt: skip
+
+
+def _panel(uid: str, title: str) -> gs.PanelQuery:
+    return next(q for q in ALL_QUERIES if q.dashboard["uid"] == uid and q.panel["title"] == title)
+
+
+def _run(client: Client, query: gs.PanelQuery, rng: gs.TimeRange, **current: Any) -> list[dict[str, Any]]:
+    """The panel's rows as dicts, its variables at their defaults but ``current`` (name -> value)."""
+    variables = [gs.dashboard_variable(v, gs.variable_options(v, rng, lambda s: client.query(s).result_rows),
+                                       current.get(v["name"]))
+                 for v in query.dashboard["templating"]["list"]]  # fmt: skip
+    result = client.query(gs.expand(query.sql, rng, variables, query.interval_ms(rng)))
+    return [dict(zip(result.column_names, row)) for row in result.result_rows]
+
+
+def test_following_a_link_finds_that_call_that_caller_and_that_agent(sim_engine: tuple[Client, dt.datetime]):
+    """What a click opens: the Calls list filtered by the clicked value, as Grafana would fill it."""
+    client, now = sim_engine
+    abandoned = _panel("pbx-abandonment", "Abandoned calls")
+    calls = _panel("pbx-calls", "Calls")
+    rng = gs.default_time_range(abandoned.dashboard, now)
+    assert gs.default_time_range(calls.dashboard, now) == rng, "the link keeps the time range"
+    clicked = next(r for r in _run(client, abandoned, rng) if r["Caller"])
+    (one,) = _run(client, calls, rng, call=clicked["Call id"])
+    assert one["Call id"] == clicked["Call id"] and one["Outcome"] == "abandoned"
+    by_caller = _run(client, calls, rng, caller=clicked["Caller"])
+    assert clicked["Call id"] in {r["Call id"] for r in by_caller}
+    assert all(clicked["Caller"] in r["Caller"] for r in by_caller)
+
+    agent = _run(client, _panel("pbx-agents", "Per agent"), rng)[0]["Agent"]
+    listed = _run(client, calls, rng, agent=[agent])
+    direct = client.query(
+        "SELECT count() FROM pbx.calls WHERE has(agents, {a:String}) AND started_at >= toDateTime({f:Int64}) "
+        "AND started_at <= toDateTime({t:Int64})", parameters={"a": agent, "f": rng.from_ms // 1000, "t": rng.to_ms // 1000},
+    ).result_rows[0][0]  # fmt: skip
+    assert 0 < len(listed) == min(direct, 1000)
+    assert all(agent in r["Agents"].split(", ") for r in listed)
+
+
+def test_fcr_panel_is_the_contracts_formula_for_each_window(sim_engine: tuple[Client, dt.datetime]):
+    """First-contact resolution per queue and day = 100 * answered calls with repeat = 0 / answered calls,
+    from pbx.repeat_calls with the window chosen on the dashboard."""
+    client, now = sim_engine
+    fcr = _panel("pbx-queue-sla", "First-contact resolution per queue and day")
+    rng = gs.default_time_range(fcr.dashboard, now)
+    (window,) = [v for v in fcr.dashboard["templating"]["list"] if v["name"] == "fcr_window"]
+    seen = set()
+    for _text, seconds in gs.custom_options(window["query"]):
+        direct = client.query(
+            "SELECT toDate(started_at), if(first_queue = '', '(no queue)', first_queue), countIf(answered = 1), "
+            "round(100 * countIf(answered = 1 AND repeat = 0) / countIf(answered = 1), 1) "
+            "FROM pbx.repeat_calls(window_s = {w:UInt32}) "
+            "WHERE started_at >= toDateTime({f:Int64}) AND started_at <= toDateTime({t:Int64}) "
+            "GROUP BY 1, 2 HAVING countIf(answered = 1) > 0 ORDER BY 1 DESC, 2",
+            parameters={"w": int(seconds), "f": rng.from_ms // 1000, "t": rng.to_ms // 1000}).result_rows  # fmt: skip
+        rows = [(r["Day"], r["Queue"], r["Answered calls"], r["FCR %"]) for r in _run(client, fcr, rng, fcr_window=seconds)]
+        assert rows == [tuple(r) for r in direct] and rows
+        seen.add(tuple(r[3] for r in rows))
+    assert len(seen) > 1, "the window changes the figures"
+
+
+def test_staffing_sets_required_against_staffed_per_interval(sim_engine: tuple[Client, dt.datetime]):
+    """Agents required = sum over queues of staffing_15m.agents_required; staffed = (logged_in_s - paused_s) / 900
+    summed over agents; short by = the difference when positive."""
+    client, now = sim_engine
+    table = _panel("pbx-staffing", "Per interval: required, staffed, short by")
+    rng = gs.default_time_range(table.dashboard, now)
+    rows = _run(client, table, rng)
+    f, t = rng.from_ms // 1000, rng.to_ms // 1000
+    required = dict(client.query(
+        f"SELECT interval_start, sum(agents_required) FROM pbx.staffing_15m WHERE interval_start >= toDateTime({f}) "
+        f"AND interval_start <= toDateTime({t}) GROUP BY 1").result_rows)  # fmt: skip
+    staffed = dict(client.query(
+        f"SELECT interval_start, sum(logged_in_s - paused_s) / 900 FROM pbx.agent_stats_15m "
+        f"WHERE interval_start >= toDateTime({f}) AND interval_start <= toDateTime({t}) GROUP BY 1").result_rows)  # fmt: skip
+    assert {r["Interval"] for r in rows} == set(required) | set(staffed)
+    for r in rows:
+        need, have = required.get(r["Interval"], 0), staffed.get(r["Interval"], 0.0)
+        assert r["Agents required"] == need and r["Agents staffed"] == pytest.approx(round(have, 1))
+        assert r["Short by"] == pytest.approx(round(max(need - have, 0), 1))
+    assert any(r["Short by"] > 0 for r in rows) and any(r["Short by"] == 0 for r in rows)
+
+
+def test_paused_time_by_reason_adds_up_to_the_agents_paused_time(sim_engine: tuple[Client, dt.datetime]):
+    """agent_states_15m splits paused time by reason: over the reasons it is agent_stats_15m's paused_s."""
+    client, now = sim_engine
+    chart = _panel("pbx-agents", "Paused time by reason")
+    table = _panel("pbx-agents", "Paused time by agent and reason")
+    rng = gs.default_time_range(chart.dashboard, now)
+    f, t = rng.from_ms // 1000, rng.to_ms // 1000
+    paused = dict(client.query(
+        f"SELECT agent, sum(paused_s) / 3600 FROM pbx.agent_stats_15m WHERE interval_start >= toDateTime({f}) "
+        f"AND interval_start <= toDateTime({t}) GROUP BY agent HAVING sum(paused_s) > 0").result_rows)  # fmt: skip
+    reasons = _run(client, chart, rng)
+    assert len(reasons) > 1, "the simulated day has named pause states"
+    assert sum(r["Paused (h)"] for r in reasons) == pytest.approx(sum(paused.values()), rel=1e-9)
+    rows = _run(client, table, rng)
+    for agent, hours in paused.items():
+        mine = [r["Paused (h)"] for r in rows if r["Agent"] == agent]
+        assert sum(mine) == pytest.approx(hours, abs=0.005 * len(mine)), agent

@@ -100,21 +100,39 @@ def hostile_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
     client.close()
 
 
+#: What is typed into text boxes (caller number, call id): a user or a link's URL may type anything.
+HOSTILE_TEXT = HOSTILE_QUEUES + HOSTILE_AGENTS
+
+
 def _options(client: Client, dash: dict[str, Any], rng: gs.TimeRange) -> dict[str, list[str]]:
-    return {v["name"]: [str(r[0]) for r in client.query(gs.expand(v["query"], rng)).result_rows]
+    return {v["name"]: gs.variable_options(v, rng, lambda sql: client.query(sql).result_rows)
             for v in dash["templating"]["list"]}  # fmt: skip
 
 
-def _pick(options: list[str], pick: str, rotate: int) -> list[str]:
-    """All, or one / two values starting at a different option for each panel (all values get chosen)."""
+def _pick(variable: dict[str, Any], options: list[str], pick: str, rotate: int) -> str | list[str]:
+    """All (the default), or one / two values starting at a different option for each panel (all values
+    get chosen); a text box gets hostile text, a single-value list one of its values."""
     if pick == "all":
-        return [gs.ALL]
+        return variable["current"]["value"]
+    if variable["type"] == "textbox":
+        return HOSTILE_TEXT[(rotate + (pick == "two")) % len(HOSTILE_TEXT)]
     start = rotate % len(options)
-    return [options[(start + i) % len(options)] for i in range(1 if pick == "one" else 2)]
+    values = [options[(start + i) % len(options)] for i in range(1 if pick == "one" else 2)]
+    return values if variable.get("multi") else values[-1]
 
 
-def _variables(options: dict[str, list[str]], current: dict[str, list[str]]) -> list[gs.Variable]:
-    return [gs.Variable(name, current[name], opts, multi=True, include_all=True) for name, opts in options.items()]
+def _harmless(variable: dict[str, Any], current: str | list[str]) -> str | list[str]:
+    """The same selection shape with harmless values (a single-value list keeps its own: it is a number)."""
+    if current in ([gs.ALL], ""):
+        return current
+    if isinstance(current, str):
+        return "harmless0" if variable["type"] == "textbox" else current
+    return [f"harmless{i}" for i in range(len(current))]
+
+
+def _variables(dash: dict[str, Any], options: dict[str, list[str]],
+               current: dict[str, str | list[str]]) -> list[gs.Variable]:  # fmt: skip
+    return [gs.dashboard_variable(v, options[v["name"]], current[v["name"]]) for v in dash["templating"]["list"]]
 
 
 #: (panel, pick) -> the panel had rows: filled by the panel test, judged by the next one.
@@ -139,19 +157,19 @@ def test_no_variable_value_breaks_or_alters_a_panels_sql(hostile_engine: tuple[C
     query = QUERIES[index]
     rng = gs.default_time_range(query.dashboard, now)
     options = _options(client, query.dashboard, rng)
-    assert all(options.values()), f"a variable has no options: {options}"
-    hostile = {name: _pick(opts, pick, index) for name, opts in options.items()}
+    defined = {v["name"]: v for v in query.dashboard["templating"]["list"]}
+    assert all(opts for name, opts in options.items() if defined[name]["type"] != "textbox"), options
+    hostile = {name: _pick(defined[name], opts, pick, index) for name, opts in options.items()}
     assert set(options["queue"]) == set(HOSTILE_QUEUES), "the Queue selector offers the stored names"
-    harmless = {name: [gs.ALL] if vals == [gs.ALL] else [f"harmless{i}" for i in range(len(vals))]
-                for name, vals in hostile.items()}  # fmt: skip
+    harmless = {name: _harmless(defined[name], value) for name, value in hostile.items()}
     interval = query.interval_ms(rng)
-    sql = gs.expand(query.sql, rng, _variables(options, hostile), interval)
+    sql = gs.expand(query.sql, rng, _variables(query.dashboard, options, hostile), interval)
     try:
         rows = client.query(sql).result_rows
     except Exception as exc:
         pytest.fail(f"{query.id} {query.panel['title']!r} with {hostile} fails: {exc}\n--- SQL sent ---\n{sql}")
     ran[(query.id, pick)] = bool(rows)
-    reference = gs.expand(query.sql, rng, _variables(options, harmless), interval)
+    reference = gs.expand(query.sql, rng, _variables(query.dashboard, options, harmless), interval)
     assert _normalized(client, sql) == _normalized(client, reference), f"the values changed the SQL:\n{sql}"
 
 
@@ -178,10 +196,10 @@ def test_selecting_a_value_selects_exactly_its_rows(hostile_engine: tuple[Client
         query = next(q for q in QUERIES if q.dashboard["uid"] == uid and q.panel["title"] == title)
         rng = gs.default_time_range(query.dashboard, now)
         options = _options(client, query.dashboard, rng)
-        every = {name: [gs.ALL] for name in options}
+        every = {v["name"]: v["current"]["value"] for v in query.dashboard["templating"]["list"]}
 
-        def panel_total(current: dict[str, list[str]]) -> int:
-            rows = client.query(gs.expand(query.sql, rng, _variables(options, current))).result_rows
+        def panel_total(current: dict[str, str | list[str]]) -> int:
+            rows = client.query(gs.expand(query.sql, rng, _variables(query.dashboard, options, current))).result_rows
             return sum(v or 0 for row in rows for v in row[1 if title == "Outcome of queue visits" else 0:][:1])
 
         singles = []
@@ -198,11 +216,11 @@ def test_the_old_singlequote_form_fails_this_check(hostile_engine: tuple[Client,
     client, now = hostile_engine
     old = "SELECT count() FROM pbx.queue_calls WHERE $__conditionalAll(queue_name IN (${queue:singlequote}), $queue)"
     rng = gs.TimeRange.of(now - dt.timedelta(hours=2), now)
-    options = {"queue": HOSTILE_QUEUES}
-    harmless = gs.expand(old, rng, _variables(options, {"queue": ["harmless0"]}))
+    queue = lambda value: [gs.Variable("queue", [value], HOSTILE_QUEUES, multi=True, include_all=True)]  # noqa: E731
+    harmless = gs.expand(old, rng, queue("harmless0"))
     broken = 0
     for value in HOSTILE_QUEUES:
-        sql = gs.expand(old, rng, _variables(options, {"queue": [value]}))
+        sql = gs.expand(old, rng, queue(value))
         try:
             broken += _normalized(client, sql) != _normalized(client, harmless) or not client.query(sql).result_rows
         except Exception:
@@ -230,6 +248,11 @@ def test_any_selection_is_encoded_in_the_safe_alphabet_and_decoded_exactly(hosti
     assert SAFE.fullmatch(literal), literal
     (decoded,) = client.query(f"SELECT {gs.replace_variables(generator.selected('queue'), [variable])}").result_rows[0]
     assert decoded == values
+    # A text box (one value): the same encoding, decoded without the array.
+    box = gs.Variable("caller", values[0])
+    assert SAFE.fullmatch(gs.replace_variables("${caller:customqueryparam:v}", [box]))
+    (typed,) = client.query(f"SELECT {gs.replace_variables(generator.one_value('caller'), [box])}").result_rows[0]
+    assert typed == values[0]
 
 
 def _generator() -> Any:

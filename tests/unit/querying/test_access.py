@@ -49,6 +49,8 @@ def test_the_tree_check_finds_what_reaches_outside_at_any_depth(engine, sql):
     "SELECT * FROM numbers(10)", "SELECT * FROM system.tables", "SELECT * FROM merge('system', '^one$')",
     "SELECT * FROM view(SELECT 1)", "SELECT * FROM generateRandom('a UInt8') LIMIT 1",
     "SELECT * FROM format(JSONEachRow, '{\"a\": 1}')", "SELECT filename FROM numbers(1) AS filename",
+    "SELECT * FROM pbx.repeat_calls(window_s = 86400)",  # a parameterized view (the FCR panel)
+    "SELECT * FROM pbx.repeat_calls(window_s = toUInt32(decodeURLComponent(substring('v=3600', 3))))",
 ])
 def test_the_tree_check_lets_the_engines_own_tables_through(engine, sql):
     access.check_tree(ast(engine, sql))
