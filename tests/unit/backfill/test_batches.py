@@ -50,7 +50,9 @@ def reference(path: Path) -> tuple[list[tuple[Any, ...]], ImportStats, str]:
             occurrence = seen.get((d.epoch, d.target), 0)
             seen[(d.epoch, d.target)] = occurrence + 1
             event_id = line_event_id(d.epoch, d.target, occurrence)
-            rows.append((*to_row(d.event, d.decoded, d.epoch * 1000, "import", event_id), lineno))
+            row = list(to_row(d.event, d.decoded, d.epoch * 1000, "import", event_id))
+            row[COLUMNS.index("seq")] = lineno  # an imported row arrives as its line (to_row stamps a counter)
+            rows.append((*row, lineno))
     report_unparsed(str(path), stats.lines, stats.unparsed, stats, errors)  # the file's verdict
     return rows, stats, errors.getvalue()
 
