@@ -168,6 +168,10 @@ def test_generated_lines_give_the_rows_counts_and_reports_of_the_line_by_line_ru
     pytest.param(["/call_end?call%5Fid=1&Call_ID=2&token=s3cret&x", "/call_end?call_id=&call_id=3"], id="names"),
     pytest.param(["http://pbx/call_end?call_id=1", "/pbx/call_end/?call_id=2", "/call_endx?call_id=3"], id="paths"),
     pytest.param(["/call_end?call_id=1+2&caller_num=%2B420+1%2b", "/call_end?call_id=%C3%A9%ff"], id="escapes"),
+    pytest.param(["/answered_external?call_id=1&call_id=1&call_id=12&&call_id&call_id=1&call_id=2&&call_id&call_id=1"
+                  "&call_id=2&", "/answered_external?cel_id&cel_id=2&&call_id=1&&call_id&cel_id&cel_id=2&&call_id&&"
+                  "call_id&cel_id&cel_id=2&", "/queue_in?&&queue_name&call_id=3&queue_name=a&queue_name&&"],
+                 id="repeats-bare-names-empty-fields"),
 ])
 def test_rules_at_their_edges_give_the_line_by_line_rows(tmp_path, targets):
     lines = [format_line(T0, target).rstrip("\n") for target in targets * 2]
@@ -189,6 +193,23 @@ def test_a_simulated_day_decodes_as_line_by_line_whatever_the_chunks(tmp_path, c
     write_access_log(log, simulate(SimConfig(seed=5, hours=6.0)).events, tz="Europe/Prague")
     rows = assert_same(log, chunk_bytes)
     assert len(rows) > 5_000
+
+
+@pytest.mark.parametrize("odd_time", [
+    pytest.param("29/Feb/2028:99:99:99 +0100", id="years-ahead"),
+    pytest.param("02/Nov/2026:09:00:21 +0199", id="hours-ahead"),
+    pytest.param("02/Nov/2025:00:00:00 +0000", id="a-year-behind"),
+])
+def test_a_line_with_a_clock_far_off_does_not_end_the_counting_of_the_lines_after_it(tmp_path, odd_time):
+    # Found by the generated-lines test: the same line before and after a line whose time is
+    # far off, one line per chunk. The window was by the newest time read only, so a line
+    # years ahead dropped every count: the repeat got the first line's id (and would have
+    # been dropped as already stored).
+    line = format_line(T0, "/answered_external?call_id=1&call_id=1&call_id=12&&call_id&call_id=1&call_id=2"
+                           "&&call_id&call_id=1&call_id=2&").rstrip("\n")
+    odd = format_line(T0, "/call_end?call_id=2").rstrip("\n").replace("02/Nov/2026:00:00:00 +0000", odd_time)
+    rows = assert_same(write_log(tmp_path / "odd.log", [line, odd, line], ["\n"] * 3, False), chunk_bytes=64)
+    assert len({r[0] for r in rows}) == 3
 
 
 def test_identical_lines_across_chunk_boundaries_are_counted_as_in_one_pass(tmp_path):
