@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.backfill.accesslog import LINE, LineChunks, parse_log_time
-from ingest.backfill.rows import Decoded, ImportStats, LineDecoder, Progress, report_unparsed
+from ingest.backfill.rows import Decoded, ImportStats, LineDecoder, Progress, line_seq, report_unparsed
 from ingest.events.decode import percent_decode
 from ingest.events.spec import EVENTS, PARAMS, required_params
 from ingest.events.table import COLUMNS, Row, arrow_schema, to_row
@@ -145,6 +145,7 @@ class FileBatches:
         self._midnights: dict[str, int] = {}  # "02/Nov/2026 +0100" -> that local midnight, UTC epoch s
         self._seen = _Seen.empty()  # the (time, target) pairs still inside the window, with their counts
         self._newest = np.iinfo(np.int64).min  # the newest time read (ms)
+        self._seq_zero: np.uint64 | None = None  # line 0's seq: line_seq(the first row's second, 0)
 
     def batch(self, first_lineno: int, chunk: bytes) -> pa.RecordBatch | None:
         """The rows of a chunk of whole lines (``LineChunks``), or None if it has none."""
@@ -421,6 +422,8 @@ class FileBatches:
             digests.append(h.digest())
         event_id = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(ms), [None, pa.py_buffer(b"".join(digests))])
 
+        if self._seq_zero is None:
+            self._seq_zero = np.uint64(line_seq(int(ms[np.argmin(rows.lineno)]) // 1000, 0))
         n = len(ms)
         columns = [
             event_id,
@@ -429,7 +432,7 @@ class FileBatches:
             pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), _SOURCE_DICTIONARY),
             *rows.params,
             rows.extra,
-            pa.array(rows.lineno.astype(np.uint64)),
+            pa.array(rows.lineno.astype(np.uint64) + self._seq_zero),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=_SCHEMA)
 

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from ingest.backfill.accesslog import format_line
 from ingest.backfill.batches import read_batches, rows_of
-from ingest.backfill.rows import MAX_REPORTED_PER_FILE, ImportStats, LineDecoder, line_event_id, report_unparsed
+from ingest.backfill.rows import (MAX_REPORTED_PER_FILE, ImportStats, LineDecoder, line_event_id, line_seq,
+                                  report_unparsed)
 from ingest.events.spec import EVENTS, PARAMS
 from ingest.events.table import COLUMNS, to_row
 from ingest.simulation import SimConfig, simulate
@@ -35,11 +36,12 @@ T0 = 1_793_577_600  # 2026-11-02 00:00:00 UTC
 
 
 def reference(path: Path) -> tuple[list[tuple[Any, ...]], ImportStats, str]:
-    """The rows of a log line by line: (row in COLUMNS order + seq, stats, reports)."""
+    """The rows of a log line by line (in COLUMNS order), its stats and reports."""
     stats, errors = ImportStats(files=1), io.StringIO()
     decoder = LineDecoder(str(path), stats, errors)
     opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
     seen: dict[tuple[int, str], int] = {}
+    first_second = None  # of the file's first row: its seqs count from there
     rows = []
     with opener(path, "rt", encoding="utf-8", errors="replace") as text:
         for lineno, line in enumerate(text, 1):
@@ -51,8 +53,9 @@ def reference(path: Path) -> tuple[list[tuple[Any, ...]], ImportStats, str]:
             seen[(d.epoch, d.target)] = occurrence + 1
             event_id = line_event_id(d.epoch, d.target, occurrence)
             row = list(to_row(d.event, d.decoded, d.epoch * 1000, "import", event_id))
-            row[COLUMNS.index("seq")] = lineno  # an imported row arrives as its line (to_row stamps a counter)
-            rows.append((*row, lineno))
+            first_second = d.epoch if first_second is None else first_second
+            row[COLUMNS.index("seq")] = line_seq(first_second, lineno)  # to_row stamps a counter
+            rows.append(tuple(row))
     report_unparsed(str(path), stats.lines, stats.unparsed, stats, errors)  # the file's verdict
     return rows, stats, errors.getvalue()
 
@@ -63,8 +66,8 @@ def batched(path: Path, chunk_bytes: int | None = None) -> tuple[list[tuple[Any,
     rows = []
     kwargs = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
     for batch in read_batches(path, stats, errors, **kwargs):
-        rows += [(*row, seq) for row, seq in zip(rows_of(batch), batch.column("seq").to_pylist())]
-    return sorted(rows, key=lambda r: r[-1]), stats, errors.getvalue()
+        rows += rows_of(batch)
+    return sorted(rows, key=lambda r: r[COLUMNS.index("seq")]), stats, errors.getvalue()
 
 
 def assert_same(path: Path, chunk_bytes: int | None = None) -> list[tuple[Any, ...]]:
@@ -74,7 +77,7 @@ def assert_same(path: Path, chunk_bytes: int | None = None) -> list[tuple[Any, .
     assert got_stats == want_stats
     assert len(got) == len(want)
     for g, w in zip(got, want):
-        assert g == w, {c: (a, b) for c, a, b in zip((*COLUMNS, "seq"), g, w) if a != b}
+        assert g == w, {c: (a, b) for c, a, b in zip(COLUMNS, g, w) if a != b}
     return got
 
 
