@@ -88,8 +88,9 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: in
     subprocess.run([sys.executable, "-m", "ingest", "migrate", "--clickhouse", alone], cwd=workdir, check=True,
                    capture_output=True)
     result["alone"] = _finished(_import(alone, files, workdir))
-    # Each round's logs outlast the window (plus the command's start-up) at the speed alone.
-    per_file = max(lines, round(result["alone"]["lines_per_s"] * (seconds + 3))) // len(files)
+    # Each round's logs outlast the window (plus the command's start-up) at twice the speed
+    # alone (the machine's load drifts between the two measurements).
+    per_file = max(lines, round(result["alone"]["lines_per_s"] * (seconds + 3) * 2)) // len(files)
     copies = -(-per_file // lines)
     logs = [[workdir / "logs" / f"round-{r}-{f}.log.gz" for f in range(len(files))] for r in range(rounds)]
     for n, path in enumerate(p for paths in logs for p in paths):
