@@ -50,9 +50,11 @@ class Options:
     naive: bool = False
     #: Closed-loop connections (every app alike).
     connections: int = 64
-    #: Paced runs: one connection per wrk thread. A connection carries at most 1/latency
-    #: requests/s, so a service that acknowledges after an fsync needs enough of them.
-    paced_connections: int = 64
+    #: Paced runs: the pool of one wrk thread's keep-alive connections; the schedule's due
+    #: requests go out on whichever is free. It must exceed rate × the latency measured (a
+    #: service that answers after an fsync holds each connection for that long), else the
+    #: client's queue is what is measured.
+    paced_connections: int = 256
     #: Closed-loop rounds over all apps; the table shows medians.
     rounds: int = 3
     #: Extra environment of every serve (PBX_* settings), e.g. {"PBX_SPOOL_COMMIT_WINDOW": "0"}.
