@@ -53,8 +53,9 @@ class Options:
     #: Paced runs: the pool of one wrk thread's keep-alive connections; the schedule's due
     #: requests go out on whichever is free. It must exceed rate × the latency measured (a
     #: service that answers after an fsync holds each connection for that long), else the
-    #: client's queue is what is measured.
-    paced_connections: int = 256
+    #: client's queue is what is measured. At most serve's PBX_MAX_CONNECTIONS_PER_CLIENT
+    #: (128): past it, connections are shed with 503s.
+    paced_connections: int = 120
     #: Closed-loop rounds over all apps; the table shows medians.
     rounds: int = 3
     #: Extra environment of every serve (PBX_* settings), e.g. {"PBX_SPOOL_COMMIT_WINDOW": "0"}.
