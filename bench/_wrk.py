@@ -23,6 +23,8 @@ class WrkResult:
     latency_ms: dict[str, float]
     #: Paced runs: latency from each request's intended send time (coordinated-omission corrected).
     intended_latency_ms: dict[str, float] = field(default_factory=dict)
+    #: Paced runs: answers matched to a request's intended send time (all of them, normally).
+    matched: int = 0
     events: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -41,6 +43,7 @@ class WrkResult:
             "errors": self.errors,
             "latency_ms": self.latency_ms,
             "intended_latency_ms": self.intended_latency_ms,
+            "matched": self.matched,
             "events": self.events,
         }
 
@@ -77,5 +80,6 @@ def run_wrk(url: str, seconds: float, *, connections: int = 32, threads: int = 1
         errors=data["errors"],
         latency_ms=_ms(data["latency_us"]),
         intended_latency_ms=_ms(data.get("intended_latency_us", {})),
+        matched=int(data.get("intended_latency_us", {}).get("count", 0)),
         events=data["events"],
     )
