@@ -172,7 +172,9 @@ function request()
   head = head + 1
   local event = path:match("^/([%w_]+)")
   counts[event] = (counts[event] or 0) + 1
-  if interval then
+  -- A request with no slot claimed is wrk's own check of the script (one call of request()
+  -- on the first thread before the run): nothing is sent, nothing will be answered.
+  if interval and slot_head <= slot_tail then
     local slot = slots[slot_head]
     slots[slot_head] = nil
     slot_head = slot_head + 1
@@ -202,7 +204,7 @@ function response(status, headers, body)
   out_head = i + 1
   local intended, sent_at = due[i], sent[i]
   due[i], sent[i] = nil, nil
-  if intended == nil then return end -- an answer without a request (cannot happen in order)
+  if intended == nil then return end -- more answers than requests sent: not counted (matched < requests)
   local lat = now_us() - math.min(intended, sent_at) -- early sends (ms timers) count from the send
   if lat < 1 then lat = 1 end
   local b = math.floor(100 * math.log(lat))
