@@ -71,8 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="closed-loop connections of the throughput runs (default 64)")
     run.add_argument("--rounds", type=int, default=None,
                      help="alternating bare/serve runs per server, medians reported (default 3; --smoke: 1)")
-    run.add_argument("--paced-connections", dest="paced_connections", type=int, default=64,
-                     help="connections of the paced (half the bare rate) runs (default 64)")
+    run.add_argument("--paced-connections", dest="paced_connections", type=int, default=120,
+                     help="connections of the paced (half the bare rate) runs, one wrk thread's pool "
+                     "(default 120: under serve's 128 per client, and more than rate × 8 ms at the "
+                     "rates this machine reaches)")
     run.add_argument("--serve-env", dest="serve_env", action="append", default=[], metavar="PBX_NAME=VALUE",
                      help="a setting of serve for this run (repeatable), e.g. PBX_SPOOL_COMMIT_WINDOW=0")
     run.add_argument("--days", type=int, default=30, help="queries: simulated days (default 30)")
