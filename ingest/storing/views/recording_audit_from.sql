@@ -16,7 +16,7 @@ FROM
     SELECT call_id, answered_at, ended_at, segments, recording_ms, unstopped
     FROM pbx.recordings_data FINAL
     WHERE {whole:UInt8} = 0 AND is_deleted = 0
-      AND call_id NOT IN (SELECT call_id FROM pbx.dirty_calls(layer = 'calls', refresh = 0))
+      AND call_id NOT IN (SELECT arrayJoin((SELECT calls FROM pbx.dirty_call_list(layer = 'calls', refresh = 0))).1)
     UNION ALL
     SELECT call_id, r.2, r.3, r.4, r.5, r.6
     FROM pbx.call_recordings(layer = 'calls', refresh = 0, whole = {whole:UInt8})
