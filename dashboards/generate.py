@@ -693,8 +693,10 @@ def agents() -> dict[str, Any]:
 def audit() -> dict[str, Any]:
     L = Layout()
     spy = f"$__timeFilter(started_at) AND {matches('agent', 'spying_userid', 'spying_target_userid')}"
+    # `at` is the stored order of pbx.recording_audit: filtering on it too reads one range of
+    # history (docs/metrics.md#pbxrecording_audit); the coalesce is what the panels mean.
     rec = (
-        "$__timeFilter(coalesce(answered_at, ended_at)) AND $__conditionalAll(call_id IN "
+        "$__timeFilter(at) AND $__timeFilter(coalesce(answered_at, ended_at)) AND $__conditionalAll(call_id IN "
         "(SELECT call_id FROM pbx.queue_calls WHERE $__timeFilter(entered_at) AND "
         f"has({selected('queue')}, queue_name)), $queue)"
     )
