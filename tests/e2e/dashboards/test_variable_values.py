@@ -74,7 +74,7 @@ def _renamed(events: list[SimEvent], queues: dict[str, str], agents: dict[str, s
 
 
 @pytest.fixture(scope="module")
-def hostile_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, dt.datetime]]:
+def hostile_engine(tmp_path_factory: pytest.TempPathFactory, migrated_copy) -> Iterator[tuple[Client, dt.datetime]]:
     """An hour of call-centre traffic under hostile names, sent as webhooks to a real ``serve``."""
     tmp = tmp_path_factory.mktemp("hostile")
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
@@ -86,7 +86,7 @@ def hostile_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
     assert len(stored_queues) == len(HOSTILE_QUEUES) and len(stored_agents) == len(HOSTILE_AGENTS)
     events = _renamed(sim.events, dict(zip(stored_queues, HOSTILE_QUEUES)), dict(zip(stored_agents, HOSTILE_AGENTS)))
 
-    serve = ServeProcess(tmp / "chdata")
+    serve = ServeProcess(migrated_copy(tmp / "chdata"))
     try:
         # One at a time, in order: the service stamps arrival time and pairs events in that order.
         sent, failed = send_now(events, serve.url, concurrency=1)

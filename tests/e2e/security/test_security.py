@@ -81,9 +81,9 @@ def test_oversized_requests_are_refused_and_nothing_is_stored(with_token, dsn, k
     assert stored(dsn, CALLS) == []
 
 
-def test_allow_list_token_and_redaction_in_a_real_process(tmp_path: Path):
+def test_allow_list_token_and_redaction_in_a_real_process(tmp_path: Path, migrated_copy):
     """One served process: the allow-list by source address, and the secret absent from its log."""
-    proc = ServeProcess(tmp_path / "chdata", "--access-log", "--allow-cidrs", "127.0.0.2/32, 10.0.0.0/8",
+    proc = ServeProcess(migrated_copy(tmp_path / "chdata"), "--access-log", "--allow-cidrs", "127.0.0.2/32, 10.0.0.0/8",
                         env={"PBX_TOKEN": SECRET})
     allowed = httpx.Client(base_url=proc.url,
                            transport=httpx.HTTPTransport(local_address="127.0.0.2"))

@@ -51,12 +51,12 @@ def _comparable(status: int, body: bytes) -> tuple[int, Any]:
     return status, json.loads(body) if body.startswith(b"{") else body
 
 
-def test_the_fast_path_and_the_asgi_app_answer_alike_and_store_the_same(tmp_path: Path, dsn: str):
+def test_the_fast_path_and_the_asgi_app_answer_alike_and_store_the_same(tmp_path: Path, dsn: str, migrated_copy):
     settings = Settings(clickhouse_url=dsn, batch_size=100, flush_interval=0.05)
     with TestClient(create_app(settings)) as client:
         through_asgi = [_comparable(r.status_code, r.content) for r in
                         (client.request(method, target) for method, target in REQUESTS)]
-    served = ServeProcess(tmp_path / "served")
+    served = ServeProcess(migrated_copy(tmp_path / "served"))
     try:
         through_socket = []
         for method, target in REQUESTS:
