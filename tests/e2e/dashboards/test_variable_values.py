@@ -104,9 +104,17 @@ def hostile_engine(tmp_path_factory: pytest.TempPathFactory, migrated_copy) -> I
 HOSTILE_TEXT = HOSTILE_QUEUES + HOSTILE_AGENTS
 
 
+#: (engine, dashboard, range) -> its variables' options: the engine is read-only once built, so
+#: each dashboard's variable queries run once, not once per panel and pick.
+_OPTIONS: dict[tuple[int, str, gs.TimeRange], dict[str, list[str]]] = {}
+
+
 def _options(client: Client, dash: dict[str, Any], rng: gs.TimeRange) -> dict[str, list[str]]:
-    return {v["name"]: gs.variable_options(v, rng, lambda sql: client.query(sql).result_rows)
-            for v in dash["templating"]["list"]}  # fmt: skip
+    key = (id(client), dash["uid"], rng)
+    if key not in _OPTIONS:
+        _OPTIONS[key] = {v["name"]: gs.variable_options(v, rng, lambda sql: client.query(sql).result_rows)
+                         for v in dash["templating"]["list"]}  # fmt: skip
+    return {name: list(options) for name, options in _OPTIONS[key].items()}
 
 
 def _pick(variable: dict[str, Any], options: list[str], pick: str, rotate: int) -> str | list[str]:
