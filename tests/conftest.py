@@ -70,9 +70,10 @@ def ch(migrated_dsn: str) -> Iterator[Client]:
 
 
 @pytest.fixture
-def settings(dsn: str) -> Settings:
-    """Service settings for in-process app tests: small, fast batches."""
-    return Settings(clickhouse_url=dsn, batch_size=100, flush_interval=0.05)
+def settings(migrated_dsn: str) -> Settings:
+    """Service settings for in-process app tests: small, fast batches, on the test's engine migrated
+    already (the app's start applies no migration then)."""
+    return Settings(clickhouse_url=migrated_dsn, batch_size=100, flush_interval=0.05)
 
 
 @pytest.fixture

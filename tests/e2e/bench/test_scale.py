@@ -57,7 +57,7 @@ def _table_rows(root, dataset):
 def test_a_dataset_cut_from_a_longer_one_holds_what_building_it_alone_holds(tmp_path):
     centre = datasets.Centre(agents=6, queues=2, calls_per_hour=30, seed=3)
     end = dt.date(2026, 3, 5)
-    longer = datasets.build(tmp_path / "a", centre, 3, end=end, jobs=1, log=lambda m: None)
+    longer = datasets.build(tmp_path / "a", centre, 2, end=end, jobs=1, log=lambda m: None)
     cut = datasets.derive(tmp_path / "a", longer, 1, log=lambda m: None)
     alone = datasets.build(tmp_path / "b", centre, 1, end=end, jobs=1, log=lambda m: None)
 
@@ -65,7 +65,7 @@ def test_a_dataset_cut_from_a_longer_one_holds_what_building_it_alone_holds(tmp_
     cut_rows, alone_rows = _table_rows(tmp_path / "a", cut), _table_rows(tmp_path / "b", alone)
     for table in cut_rows:
         assert cut_rows[table] == alone_rows[table], table
-    assert datasets.find_longer(tmp_path / "a", centre, 1).info["days"] == 3
+    assert datasets.find_longer(tmp_path / "a", centre, 1).info["days"] == 2
 
 
 def test_scale_run_on_one_day_prints_every_section_and_saves_positive_figures(tmp_path):

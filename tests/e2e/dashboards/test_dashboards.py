@@ -471,7 +471,8 @@ TEXTBOX_SAMPLES = {
 
 #: (engine, dashboard, pick, range) -> its variables: the simulated day is read-only, so each
 #: dashboard's variable queries run once per pick, not once per panel.
-_VARIABLES: dict[tuple[int, str, str, gs.TimeRange], list[gs.Variable]] = {}
+#: (The client itself is the key, not its id(): a later client must not find a closed one's answers.)
+_VARIABLES: dict[tuple[Client, str, str, gs.TimeRange], list[gs.Variable]] = {}
 
 
 def _variables(client: Client, dash: dict[str, Any], pick: str, rng: gs.TimeRange) -> list[gs.Variable]:
@@ -480,7 +481,7 @@ def _variables(client: Client, dash: dict[str, Any], pick: str, rng: gs.TimeRang
     All: the dashboard's defaults (All, the default window, empty text boxes). One / two: the first
     one or two options; a single-value list its first or last option; a text box a sample value.
     """
-    key = (id(client), dash["uid"], pick, rng)
+    key = (client, dash["uid"], pick, rng)
     if key not in _VARIABLES:
         _VARIABLES[key] = _variables_now(client, dash, pick, rng)
     return _VARIABLES[key]

@@ -106,11 +106,12 @@ HOSTILE_TEXT = HOSTILE_QUEUES + HOSTILE_AGENTS
 
 #: (engine, dashboard, range) -> its variables' options: the engine is read-only once built, so
 #: each dashboard's variable queries run once, not once per panel and pick.
-_OPTIONS: dict[tuple[int, str, gs.TimeRange], dict[str, list[str]]] = {}
+#: (The client itself is the key, not its id(): a later client must not find a closed one's answers.)
+_OPTIONS: dict[tuple[Client, str, gs.TimeRange], dict[str, list[str]]] = {}
 
 
 def _options(client: Client, dash: dict[str, Any], rng: gs.TimeRange) -> dict[str, list[str]]:
-    key = (id(client), dash["uid"], rng)
+    key = (client, dash["uid"], rng)
     if key not in _OPTIONS:
         _OPTIONS[key] = {v["name"]: gs.variable_options(v, rng, lambda sql: client.query(sql).result_rows)
                          for v in dash["templating"]["list"]}  # fmt: skip

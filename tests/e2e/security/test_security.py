@@ -24,8 +24,8 @@ CALLS = "SELECT call_id, extra FROM pbx.events ORDER BY call_id"
 
 
 @pytest.fixture
-def with_token(dsn: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(clickhouse_url=dsn, token=SECRET, flush_interval=0.02)
+def with_token(migrated_dsn: str, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(clickhouse_url=migrated_dsn, token=SECRET, flush_interval=0.02)
     with TestClient(create_app(settings)) as client:
         yield client
 
