@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ingest.testing import REPO, Subprocess, free_port
 
-__all__ = ["REPO", "Server", "free_port", "process_tree", "rss_kib"]
+__all__ = ["REPO", "Server", "cpu_seconds", "free_port", "process_tree", "rss_kib"]
 
 
 def process_tree(pid: int) -> list[int]:
@@ -40,6 +40,32 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     except OSError:
         pass
     return 0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU time (user + system) the threads of ``pids`` have used so far, by kind: ``loop``
+    (a process's main thread: the event loop of serve and of the bare apps), ``python`` (its
+    other Python threads: spool sync, writer, query interface), ``engine`` (every other
+    thread: chDB's inserts, merges and view refreshes; granian's Rust workers)."""
+    out = dict.fromkeys(("loop", "python", "engine"), 0.0)
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            kind = "loop" if int(task) == pid else "python" if name.startswith("python") else "engine"
+            out[kind] += (int(fields[11]) + int(fields[12])) / _TICK
+    return out
 
 
 class Server(Subprocess):

@@ -23,6 +23,8 @@ class WrkResult:
     latency_ms: dict[str, float]
     #: Paced runs: latency from each request's intended send time (coordinated-omission corrected).
     intended_latency_ms: dict[str, float] = field(default_factory=dict)
+    #: Paced runs: answers matched to a request's intended send time (all of them, normally).
+    matched: int = 0
     events: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -41,6 +43,7 @@ class WrkResult:
             "errors": self.errors,
             "latency_ms": self.latency_ms,
             "intended_latency_ms": self.intended_latency_ms,
+            "matched": self.matched,
             "events": self.events,
         }
 
@@ -51,8 +54,11 @@ def _ms(us: dict[str, float]) -> dict[str, float]:
 
 def run_wrk(url: str, seconds: float, *, connections: int = 32, threads: int = 1, rate: float | None = None,
             timeout_s: float = 5.0) -> WrkResult:
-    """Closed loop at ``connections`` when ``rate`` is None, else paced at ``rate`` requests/s
-    overall, one connection per wrk thread (``connections`` of them)."""
+    """Closed loop at ``connections`` when ``rate`` is None, else open loop: ``rate`` requests/s
+    overall, due on a fixed schedule per wrk thread and sent by whichever of the thread's
+    connections is free (``bench/mix.lua``). A paced run needs more connections than
+    ``rate`` × the latency it is to measure: when all are busy, the requests falling due wait
+    in the client and are charged to the server (from their intended send time)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk not found: apt-get install wrk (.ci/run does)")
@@ -60,8 +66,7 @@ def run_wrk(url: str, seconds: float, *, connections: int = 32, threads: int = 1
     if rate is None:
         mode = "max"
     else:
-        threads = connections
-        mode = str(int(1e6 * connections / rate))
+        mode = str(int(1e6 * threads / rate))
     cmd = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
            "--timeout", f"{timeout_s:g}s", "-s", str(SCRIPT), url, "--", tag, mode]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
@@ -75,5 +80,6 @@ def run_wrk(url: str, seconds: float, *, connections: int = 32, threads: int = 1
         errors=data["errors"],
         latency_ms=_ms(data["latency_us"]),
         intended_latency_ms=_ms(data.get("intended_latency_us", {})),
+        matched=int(data.get("intended_latency_us", {}).get("count", 0)),
         events=data["events"],
     )

@@ -71,8 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="closed-loop connections of the throughput runs (default 64)")
     run.add_argument("--rounds", type=int, default=None,
                      help="alternating bare/serve runs per server, medians reported (default 3; --smoke: 1)")
-    run.add_argument("--paced-connections", dest="paced_connections", type=int, default=64,
-                     help="connections of the paced (half the bare rate) runs (default 64)")
+    run.add_argument("--paced-connections", dest="paced_connections", type=int, default=120,
+                     help="connections of the paced (half the bare rate) runs, one wrk thread's pool "
+                     "(default 120: under serve's 128 per client, and more than rate × 8 ms at the "
+                     "rates this machine reaches)")
     run.add_argument("--serve-env", dest="serve_env", action="append", default=[], metavar="PBX_NAME=VALUE",
                      help="a setting of serve for this run (repeatable), e.g. PBX_SPOOL_COMMIT_WINDOW=0")
     run.add_argument("--days", type=int, default=30, help="queries: simulated days (default 30)")
@@ -87,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="import: comma-separated log lengths (lines) whose peak RSS to measure, e.g. "
                      "500000,3000000 (default none: minutes each)")
     run.add_argument("--import-load-days", dest="import_load_days", type=int, default=2,
-                     help="import_load: simulated days (gzip logs of a 60-agent centre) imported per loaded "
-                     "round (default 2; enough to outlast a 15 s window on 2 shared CPUs)")
+                     help="import_load: simulated days (gzip logs of a 60-agent centre) each round's log is "
+                     "copied from, forward in time, until it outlasts the window (default 2)")
     run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
     sc = run.add_argument_group("scale (issue 15; docs/benchmarks.md#scale-a-year-of-data-issue-15)")
     sc.add_argument("--dir", type=Path, default=None, metavar="DIR",
@@ -312,8 +314,8 @@ def _run_import_load(args: argparse.Namespace, workdir: Path, seconds: float, se
                      serve_env: dict[str, str], results: dict[str, Any]) -> None:
     res = results["import_load"] = import_load.run(
         workdir / "import_load", seconds, rate=min(args.rate or 2000.0, 1000.0),
-        rounds=args.rounds or (1 if args.smoke else 2), days_per_round=args.import_load_days, serve_env=serve_env)
-    print(f"\nlogs: {res['log_lines']:,} lines; import alone: {res['alone']['lines_per_s']:,} lines/s")
+        rounds=args.rounds or (1 if args.smoke else 2), days=args.import_load_days, serve_env=serve_env)
+    print(f"\nlogs: {res['log_lines']:,} lines a round; import alone: {res['alone']['lines_per_s']:,} lines/s")
     print_table("Webhook latency while import goes through serve", import_load.table(res))
 
 

@@ -4,10 +4,13 @@ One ``serve`` (the real command line) takes paced webhooks from ``wrk``. In the 
 ``pbx-analytics import`` (the real command line, a process of its own) backfills simulated
 access logs, which it finds the service for and hands over through its ClickHouse HTTP
 interface; *baseline* rounds are the same webhooks without an import. Rounds alternate
-(baseline, loaded, ...) on the same process; each loaded round imports days not imported
-before (a re-import would only compare ids). The table reports the webhooks' latency of each
-kind (median over rounds) and its ratio to the baseline of the same run, and the import's own
-speed through the service against an import of the same files into an engine of its own
+(baseline, loaded, ...) on the same process; each loaded round imports large logs of lines
+not imported before (a re-import would only compare ids), long enough to outlast the window
+at the speed the import reaches alone (the simulated days, copied forward in time, in as many
+files as days: the import decodes as many files at once as alone). The table reports the
+webhooks' latency of each kind (median over rounds) and its ratio to the baseline of the same
+run, the spool's commit times (each webhook's answer waits for one), and the import's own
+speed through the service against an import of the simulated days into an engine of its own
 (no service, views paused: what ``import`` does when no service runs).
 """
 
@@ -18,12 +21,13 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from bench._servers import Server
 from bench._wrk import run_wrk
-from bench.importing import make_logs
+from bench.importing import long_log, make_logs
 
 __all__ = ["run", "table"]
 
@@ -45,19 +49,53 @@ def _finished(proc: subprocess.Popen[str]) -> dict[str, Any]:
             "through_service": "through the running service" in err}
 
 
-def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days_per_round: int = 2,
+#: The spool's commit-time bucket whose excess the table shows (seconds, a bucket bound of
+#: ``pbx_spool_commit_seconds``).
+SLOW_COMMIT_S = "0.05"
+
+
+def _commits(url: str) -> dict[str, float]:
+    """``pbx_spool_commit_seconds`` of the service now: count, sum and the count at or under
+    ``SLOW_COMMIT_S`` (a webhook is answered once its group of records is fsync'd)."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("pbx_spool_commit_seconds_count"):
+            found["count"] = float(line.split()[-1])
+        elif line.startswith("pbx_spool_commit_seconds_sum"):
+            found["sum"] = float(line.split()[-1])
+        elif line.startswith(f'pbx_spool_commit_seconds_bucket{{le="{SLOW_COMMIT_S}"}}'):
+            found["fast"] = float(line.split()[-1])
+    return found
+
+
+def _commit_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    count = after["count"] - before["count"]
+    return {"commits": count, "mean_ms": round(1000 * (after["sum"] - before["sum"]) / max(count, 1), 2),
+            "slow": count - (after["fast"] - before["fast"])}
+
+
+def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: int = 2,
         serve_env: dict[str, str] | None = None) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(exist_ok=True)
-    files, lines = make_logs(workdir / "logs", rounds * days_per_round)
-    result: dict[str, Any] = {"rate": rate, "seconds": seconds, "log_lines": lines, "baseline": [], "loaded": []}
+    files, lines = make_logs(workdir / "logs", days)
+    result: dict[str, Any] = {"rate": rate, "seconds": seconds, "baseline": [], "loaded": []}
 
-    # One round's files into an engine of its own (migrated first): the import's speed when no
+    # The simulated days into an engine of its own (migrated first): the import's speed when no
     # service runs.
     alone = f"chdb://{workdir / 'alone'}"
     subprocess.run([sys.executable, "-m", "ingest", "migrate", "--clickhouse", alone], cwd=workdir, check=True,
                    capture_output=True)
-    result["alone"] = _finished(_import(alone, files[:days_per_round], workdir))
+    result["alone"] = _finished(_import(alone, files, workdir))
+    # Each round's logs outlast the window (plus the command's start-up) at twice the speed
+    # alone (the machine's load drifts between the two measurements).
+    per_file = max(lines, round(result["alone"]["lines_per_s"] * (seconds + 3) * 2)) // len(files)
+    copies = -(-per_file // lines)
+    logs = [[workdir / "logs" / f"round-{r}-{f}.log.gz" for f in range(len(files))] for r in range(rounds)]
+    for n, path in enumerate(p for paths in logs for p in paths):
+        long_log(path, files, per_file, first_copy=1 + n * copies)
+    result["log_lines"] = per_file * len(files)
 
     with Server("serve", "uvicorn", workdir / "serve", env=serve_env) as server:
         run_wrk(f"{server.url}/", 3.0, rate=rate, connections=16)  # warm up
@@ -65,12 +103,14 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days_per
             for kind in ("baseline", "loaded"):
                 proc = None
                 if kind == "loaded":
-                    proc = _import(server.dsn, files[r * days_per_round:(r + 1) * days_per_round], workdir)
+                    proc = _import(server.dsn, logs[r], workdir)
                     time.sleep(1.0)  # the command's start-up: measure while rows flow
+                commits = _commits(server.url)
                 res = run_wrk(f"{server.url}/", seconds, rate=rate, connections=16)
                 entry: dict[str, Any] = {"intended_latency_ms": res.intended_latency_ms,
                                          "latency_ms": res.latency_ms, "rps": round(res.rps, 1),
-                                         "errors": res.error_count}
+                                         "errors": res.error_count,
+                                         "spool_commits": _commit_delta(commits, _commits(server.url))}
                 if proc is not None:
                     entry["import_running_at_end"] = proc.poll() is None
                     entry["import"] = _finished(proc)
@@ -79,6 +119,9 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days_per
         for p in ("p50", "p99"):
             result[f"{kind}_{p}_ms"] = statistics.median(r["intended_latency_ms"][p] for r in result[kind])
             result[f"{kind}_{p}_service_ms"] = statistics.median(r["latency_ms"][p] for r in result[kind])
+        result[f"{kind}_commit_mean_ms"] = statistics.median(r["spool_commits"]["mean_ms"] for r in result[kind])
+        result[f"{kind}_commits_slow_per_s"] = statistics.median(r["spool_commits"]["slow"] / seconds
+                                                                 for r in result[kind])
     # Each loaded round against the baseline round just before it (the machine's load drifts
     # between rounds more than within a pair), then the median over the pairs.
     for p in ("p50", "p99"):
@@ -94,9 +137,12 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days_per
 
 def table(res: dict[str, Any]) -> list[list[str]]:
     """Latency from each webhook's intended send time (what a PBX waits, falling behind
-    included), and as ``wrk`` saw each answer; ratios are the median of per-round pairs."""
+    included), and as ``wrk`` saw each answer; ratios are the median of per-round pairs. The
+    spool's commits (write + fdatasync of a group of webhooks, which each answer waits for):
+    mean time, and how many a second took over ``SLOW_COMMIT_S``."""
     rows = [["webhooks", "import", "p50 / p99 ms", "answer p50 / p99 ms", "p99 / baseline",
-             "answer p99 / baseline", "import lines/s"]]
+             "answer p99 / baseline", f"spool commit mean ms / >{float(SLOW_COMMIT_S) * 1000:g} ms per s",
+             "import lines/s"]]
     alone = res["alone"]["lines_per_s"]
     for kind in ("baseline", "loaded"):
         base = kind == "baseline"
@@ -107,6 +153,7 @@ def table(res: dict[str, Any]) -> list[list[str]]:
             f"{res[f'{kind}_p50_service_ms']:.1f} / {res[f'{kind}_p99_service_ms']:.1f}",
             "1.00" if base else f"{res['p99_ratio']:.2f}",
             "1.00" if base else f"{res['p99_service_ratio']:.2f}",
+            f"{res[f'{kind}_commit_mean_ms']:.1f} / {res[f'{kind}_commits_slow_per_s']:.1f}",
             f"alone {alone:,}" if base else f"{res['through_lines_per_s']:,} ({res['import_speed_ratio']:.2f}x alone)",
         ])
     return rows

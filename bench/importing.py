@@ -75,9 +75,10 @@ def engine_parse_sql(path: Path) -> str:
             "format_regexp_skip_unmatched = 1")
 
 
-def long_log(path: Path, base: list[Path], lines: int) -> int:
-    """A gzip log of ``lines`` lines: ``base``'s lines again and again, each round shifted by the
-    base's whole days, so each line is another event. Returns the lines written."""
+def long_log(path: Path, base: list[Path], lines: int, first_copy: int = 0) -> int:
+    """A gzip log of ``lines`` lines: ``base``'s lines again and again, each copy shifted by the
+    base's whole days, so each line is another event; the first copy is shifted ``first_copy``
+    times (another log's copies do not overlap this one's). Returns the lines written."""
     stamp = re.compile(r"\[([^\]]+)\]")
     parsed = []
     for source in base:
@@ -91,7 +92,7 @@ def long_log(path: Path, base: list[Path], lines: int) -> int:
     span = ((parsed[-1][1] - parsed[0][1]) // 86400 + 1) * 86400
     written = 0
     with gzip.open(path, "wt", compresslevel=1) as out:
-        shift = 0
+        shift = first_copy * span
         while written < lines:
             batch = parsed[: lines - written]
             out.writelines(f"{a}{format_time(t + shift, o)}{b}" for a, t, o, b in batch)

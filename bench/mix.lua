@@ -8,11 +8,17 @@
 -- Arguments (after `--`):
 --   1. run tag (digits): makes call_ids unique across runs;
 --   2. "max" for a closed loop (as fast as the server answers), or the interval between two
---      requests of one connection in microseconds for a paced, open-loop run. Paced runs need
---      one connection per thread (-t N -c N): latency is then measured here from each request's
---      *intended* send time, so a stalled server is charged for the requests it delayed
---      (the coordinated-omission correction wrk2 makes; wrk2 is not packaged by Debian).
---
+--      requests of one wrk *thread* in microseconds for a paced, open-loop run: the thread's
+--      requests are due on a fixed schedule, and whichever of its connections is free sends the
+--      next one due (a pool, as a client with many keep-alive connections would). A request is
+--      charged from its *intended* send time, so a stalled server is charged for the requests it
+--      delayed (the coordinated-omission correction wrk2 makes; wrk2 is not packaged by Debian).
+--      wrk's script API does not say which connection a response came on, so a thread's answers
+--      are matched to its requests in send order: exact while answers come back in that order;
+--      two answers that overtake each other get each other's latency (the slower of the two is
+--      then under-charged by at most the overtaking gap). Enough connections that the pool is
+--      never all busy keep the client out of the measurement (bench/_wrk.py).
+
 -- done() prints one line "BENCHJSON {...}" that bench/_wrk.py reads.
 
 local ffi = require("ffi")
@@ -45,9 +51,12 @@ local pending = {} -- webhook paths of the call being played, in order
 local head = 1
 local calls = 0
 local run_tag = "0"
-local interval = nil -- paced: microseconds between two requests of this thread's connection
+local interval = nil -- paced: microseconds between two requests of this thread (all its connections)
 local next_due = nil
-local intended, sent_at = 0, 0
+-- Paced: slots claimed by delay() not yet sent (FIFO), and the requests sent and not yet
+-- answered (FIFO of intended time, send time). Ring buffers indexed by ever-growing counters.
+local slots, slot_head, slot_tail = {}, 1, 0
+local due, sent, out_head, out_tail = {}, {}, 1, 0
 hist = {}   -- latency histogram: bucket floor(100*ln(us)) -> count (1% resolution)
 counts = {} -- requests sent per event
 
@@ -163,9 +172,14 @@ function request()
   head = head + 1
   local event = path:match("^/([%w_]+)")
   counts[event] = (counts[event] or 0) + 1
-  if interval then
-    sent_at = now_us()
-    intended = next_due
+  -- A request with no slot claimed is wrk's own check of the script (one call of request()
+  -- on the first thread before the run): nothing is sent, nothing will be answered.
+  if interval and slot_head <= slot_tail then
+    local slot = slots[slot_head]
+    slots[slot_head] = nil
+    slot_head = slot_head + 1
+    out_tail = out_tail + 1
+    due[out_tail], sent[out_tail] = slot, now_us()
   end
   return wrk.format("GET", path)
 end
@@ -174,17 +188,24 @@ end
 function delay()
   local now = now_us()
   if next_due == nil then
-    next_due = now + math.random() * interval -- spread the connections' schedules
+    next_due = now + math.random() * interval -- spread the threads' schedules
   else
     next_due = next_due + interval
   end
+  slot_tail = slot_tail + 1
+  slots[slot_tail] = next_due
   local wait = (next_due - now) / 1000
   if wait < 1 then return 0 end
   return math.floor(wait)
 end
 
 function response(status, headers, body)
-  local lat = now_us() - math.min(intended, sent_at) -- early sends count from the send
+  local i = out_head
+  out_head = i + 1
+  local intended, sent_at = due[i], sent[i]
+  due[i], sent[i] = nil, nil
+  if intended == nil then return end -- more answers than requests sent: not counted (matched < requests)
+  local lat = now_us() - math.min(intended, sent_at) -- early sends (ms timers) count from the send
   if lat < 1 then lat = 1 end
   local b = math.floor(100 * math.log(lat))
   hist[b] = (hist[b] or 0) + 1

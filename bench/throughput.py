@@ -15,8 +15,12 @@ measured as a ratio of it:
 
 All run side by side and are measured in turn, a few rounds, so a noisy
 neighbour hits all alike; a ratio is the median of the rounds' ratios. Then
-every serve is paced at half the baseline's rate, open loop, and its latency
-measured from each request's intended send time. Afterwards the rows each
+the baseline and every serve are paced at half the baseline's rate, open loop
+(a schedule of due requests over a pool of connections, ``bench/mix.lua``),
+latency measured from each request's intended send time, and the CPU time each
+used per request counted from ``/proc`` by thread kind (event loop, other
+Python threads, engine): a per-request cost the neighbours' load moves far
+less than it moves req/s or p99. Afterwards the rows each
 serve stored are counted against the 200s it answered, so a fast-but-lossy
 service cannot look good.
 """
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._servers import Server
+from bench._servers import Server, cpu_seconds
 from bench._wrk import WrkResult, run_wrk
 
 __all__ = ["Options", "run", "table"]
@@ -50,9 +54,12 @@ class Options:
     naive: bool = False
     #: Closed-loop connections (every app alike).
     connections: int = 64
-    #: Paced runs: one connection per wrk thread. A connection carries at most 1/latency
-    #: requests/s, so a service that acknowledges after an fsync needs enough of them.
-    paced_connections: int = 64
+    #: Paced runs: the pool of one wrk thread's keep-alive connections; the schedule's due
+    #: requests go out on whichever is free. It must exceed rate × the latency measured (a
+    #: service that answers after an fsync holds each connection for that long), else the
+    #: client's queue is what is measured. At most serve's PBX_MAX_CONNECTIONS_PER_CLIENT
+    #: (128): past it, connections are shed with 503s.
+    paced_connections: int = 120
     #: Closed-loop rounds over all apps; the table shows medians.
     rounds: int = 3
     #: Extra environment of every serve (PBX_* settings), e.g. {"PBX_SPOOL_COMMIT_WINDOW": "0"}.
@@ -115,9 +122,14 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
                 "ratio_to_baseline": round(ratios[len(ratios) // 2], 3) if ratios else None,
             }
             if name == opts.baseline or name.split("/")[0] in SERVES:
+                before = cpu_seconds(srv.pids())
                 paced = run_wrk(srv.url, opts.seconds, connections=opts.paced_connections, rate=half)
+                after = cpu_seconds(srv.pids())
                 acked[name] += _ok(paced)
                 entry["paced"] = paced.as_dict()
+                # CPU per answered request at the same rate: what the neighbours' load barely moves.
+                entry["paced"]["cpu_us_per_request"] = {
+                    kind: round(1e6 * (after[kind] - before[kind]) / max(paced.requests, 1), 1) for kind in after}
             entry["peak_rss_mib"] = round(srv.peak_rss_kib() / 1024, 1)
             res[name] = entry
     finally:
@@ -143,9 +155,15 @@ def run(opts: Options, workdir: Path) -> dict[str, Any]:
             "runs": res}
 
 
+def _cpu(per: dict[str, float] | None) -> str:
+    if not per:
+        return ""
+    return f"{sum(per.values()):.0f} ({per['loop']:.0f}+{per['python']:.0f}+{per['engine']:.0f})"
+
+
 def table(results: dict[str, Any]) -> list[list[str]]:
     rows = [["app/server", "req/s", "× baseline", "p50 ms", "p99 ms", "paced req/s", "paced p50", "paced p99",
-             "peak RSS MiB", "stored/2xx", "rounds × baseline"]]
+             "paced CPU µs/req (loop+python+engine)", "peak RSS MiB", "stored/2xx", "rounds × baseline"]]
     for name, e in results["runs"].items():
         m = e["max"]
         p = e.get("paced", {})
@@ -155,6 +173,7 @@ def table(results: dict[str, Any]) -> list[list[str]]:
             name + (" (baseline)" if name == results["baseline"] else ""), f"{m['rps']:.0f}",
             f"{e['ratio_to_baseline']:.3f}", f"{m['latency_ms']['p50']:.2f}", f"{m['latency_ms']['p99']:.2f}",
             f"{p['rps']:.0f}" if p else "", f"{pl['p50']:.2f}" if pl else "", f"{pl['p99']:.2f}" if pl else "",
+            _cpu(p.get("cpu_us_per_request")) if p else "",
             f"{e['peak_rss_mib']:.0f}", stored, " ".join(f"{r:.2f}" for r in e.get("rounds_ratio", [])),
         ])
     return rows

@@ -159,7 +159,7 @@ def day_events(centre: Centre, day: dt.date, hours: float = DAY_HOURS, end_mode:
 
 def _rows_of(events: list[Any]) -> list[tuple[Any, ...]]:
     """The ``pbx.events`` rows ``import`` would store for these events as one access-log file."""
-    from ingest.backfill.rows import line_event_id
+    from ingest.backfill.rows import line_event_id, line_seq
     from ingest.events.decode import decode, parse_query
     from ingest.events.table import to_row
 
@@ -169,9 +169,9 @@ def _rows_of(events: list[Any]) -> list[tuple[Any, ...]]:
         target = ev.target
         n = seen.get((ev.t, target), 0)
         seen[(ev.t, target)] = n + 1
-        # (seq: the line's number in the file, as the importer stores it)
+        # (seq: the line's number from the file's first second, as the importer stores it)
         rows.append(to_row(ev.event, decode(ev.event, parse_query(ev.query)), ev.t * 1000, "import",
-                           line_event_id(ev.t, target, n), lineno))
+                           line_event_id(ev.t, target, n), line_seq(events[0].t, lineno)))
     return rows
 
 

@@ -29,8 +29,12 @@ the vendor spec's URLs and generated lines).
 
 The id needs each row's occurrence index: how many earlier rows of the file
 had the same (time, target). Counted for a chunk's rows together, in line
-order; the counts of the last :data:`OCCURRENCE_WINDOW_MS` of rows carry over
-to the next chunk (docs/import.md: "occurrence counting looks back 5 minutes").
+order; a pair's count carries over to the next chunks while the pair is within
+:data:`OCCURRENCE_WINDOW_MS` of the newest time read *or* was seen in the last
+:data:`OCCURRENCE_WINDOW_LINES` lines (docs/import.md: "occurrence counting
+looks back 5 minutes and 10,000 lines"). The line bound keeps one line with a
+clock far ahead (``+0199``, a host's wrong date) from ending the counting of
+the lines after it.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import hashlib
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -47,18 +51,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.backfill.accesslog import LINE, LineChunks, parse_log_time
-from ingest.backfill.rows import Decoded, ImportStats, LineDecoder, Progress, report_unparsed
+from ingest.backfill.rows import Decoded, ImportStats, LineDecoder, Progress, line_seq, report_unparsed
 from ingest.events.decode import percent_decode
 from ingest.events.spec import EVENTS, PARAMS, required_params
 from ingest.events.table import COLUMNS, Row, arrow_schema, to_row
 
-__all__ = ["CHUNK_BYTES", "MAX_PARAMS", "OCCURRENCE_WINDOW_MS", "FileBatches", "read_batches", "rows_of"]
+__all__ = ["CHUNK_BYTES", "MAX_PARAMS", "OCCURRENCE_WINDOW_LINES", "OCCURRENCE_WINDOW_MS", "FileBatches",
+           "read_batches", "rows_of"]
 
 #: ``parse_query``'s limit (its default): a query with this many ``&`` is a bad line.
 MAX_PARAMS = 200
 
-#: How far back (by the newest time seen) a (time, target) pair's count is kept.
+#: How far back (by the newest time seen) a (time, target) pair's count is kept...
 OCCURRENCE_WINDOW_MS = 300_000
+#: ... and, whatever its time, how many lines back (identical lines are logged within
+#: seconds of each other: a few lines apart, not 10,000).
+OCCURRENCE_WINDOW_LINES = 10_000
 
 #: Bytes of log text decoded at a time (~20,000 lines): large enough that the per-chunk
 #: work (kernel calls, per-distinct-value Python) is small per line, small enough that
@@ -135,10 +143,9 @@ class FileBatches:
         self.stats = stats
         self.lines = LineDecoder(name, stats, errors)
         self._midnights: dict[str, int] = {}  # "02/Nov/2026 +0100" -> that local midnight, UTC epoch s
-        # "<ms>|<target>|" -> (ms, rows so far) for the pairs of the last OCCURRENCE_WINDOW_MS
-        self._seen: dict[str, tuple[int, int]] = {}
-        self._seen_newest = np.iinfo(np.int64).min  # the newest ms in _seen
-        self._newest = np.iinfo(np.int64).min
+        self._seen = _Seen.empty()  # the (time, target) pairs still inside the window, with their counts
+        self._newest = np.iinfo(np.int64).min  # the newest time read (ms)
+        self._seq_zero: np.uint64 | None = None  # line 0's seq: line_seq(the first row's second, 0)
 
     def batch(self, first_lineno: int, chunk: bytes) -> pa.RecordBatch | None:
         """The rows of a chunk of whole lines (``LineChunks``), or None if it has none."""
@@ -386,30 +393,20 @@ class FileBatches:
         starts = np.flatnonzero(first)
         group_of = np.cumsum(first) - 1
         rank = np.arange(len(order)) - starts[group_of]
-        distinct_ms = ms[order[starts]]
-        codes = ordered[starts]
-        base = np.zeros(len(encoded.dictionary), np.int64)
+        counts = np.diff(np.r_[starts, len(order)])  # rows of each pair (code i: the i-th group)
         seen = self._seen
-        if seen:
-            maybe = np.flatnonzero(distinct_ms <= self._seen_newest)
-            if len(maybe):
-                for c, text in zip(codes[maybe], encoded.dictionary.take(codes[maybe]).to_pylist()):
-                    base[c] = seen.get(text, (0, 0))[1]
+        at = seen.find(encoded.dictionary)  # each pair's place in `seen`, -1 if new
+        earlier = at >= 0
+        base = np.zeros(len(counts), np.int64)
+        base[earlier] = seen.total[at[earlier]]
         occurrence = np.empty(len(order), np.int64)
         occurrence[order] = rank + base[ordered]
 
-        # Carry the counts of the pairs still inside the window.
-        self._newest = newest = max(self._newest, int(ms.max()))
-        horizon = newest - OCCURRENCE_WINDOW_MS
-        if seen and min(v[0] for v in seen.values()) <= horizon:
-            self._seen = seen = {k: v for k, v in seen.items() if v[0] > horizon}
-        recent = np.flatnonzero(distinct_ms > horizon)
-        if len(recent):
-            totals = base[codes[recent]] + np.diff(np.r_[starts, len(order)])[recent]
-            for text, at, total in zip(encoded.dictionary.take(codes[recent]).to_pylist(),
-                                       distinct_ms[recent].tolist(), totals.tolist()):
-                seen[text] = (at, total)
-            self._seen_newest = max(self._seen_newest, int(distinct_ms[recent].max()))
+        # Carry the counts of the pairs still inside the window (by time or by lines).
+        self._newest = max(self._newest, int(ms.max()))
+        self._seen = seen.merged(at[earlier], encoded.dictionary, ms[order[starts]], base + counts,
+                                 rows.lineno[order[starts + counts - 1]]).within(
+            self._newest - OCCURRENCE_WINDOW_MS, int(rows.lineno.max()) - OCCURRENCE_WINDOW_LINES)
 
         # BLAKE2b of "<ms>|<target>|<occurrence>" (line_event_id), one line at a time: the
         # inputs as one bytes object, "\n" after each (no target holds one), split in C.
@@ -425,6 +422,8 @@ class FileBatches:
             digests.append(h.digest())
         event_id = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(ms), [None, pa.py_buffer(b"".join(digests))])
 
+        if self._seq_zero is None:
+            self._seq_zero = np.uint64(line_seq(int(ms[np.argmin(rows.lineno)]) // 1000, 0))
         n = len(ms)
         columns = [
             event_id,
@@ -433,9 +432,49 @@ class FileBatches:
             pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), _SOURCE_DICTIONARY),
             *rows.params,
             rows.extra,
-            pa.array(rows.lineno.astype(np.uint64)),
+            pa.array(rows.lineno.astype(np.uint64) + self._seq_zero),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=_SCHEMA)
+
+
+class _Seen(NamedTuple):
+    """The (time, target) pairs a file's next chunks may meet again, as columns: ``key`` is
+    ``"<ms>|<target>|"``, ``ms`` its time, ``total`` its rows so far, ``line`` its last line."""
+
+    key: pa.StringArray
+    ms: np.ndarray
+    total: np.ndarray
+    line: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Seen:
+        return cls(pa.array([], pa.string()), *(np.empty(0, np.int64) for _ in range(3)))
+
+    def find(self, keys: pa.StringArray) -> np.ndarray:
+        """Each key's index here, -1 where absent (one hash lookup each, in C++)."""
+        if not len(self.key):
+            return np.full(len(keys), -1, np.int64)
+        return pc.fill_null(pc.index_in(keys, value_set=self.key), -1).to_numpy().astype(np.int64)
+
+    def merged(self, found: np.ndarray, key: pa.StringArray, ms: np.ndarray, total: np.ndarray,
+               line: np.ndarray) -> _Seen:
+        """These pairs updated by a chunk's (all of ``key``; ``found``: the indices here of
+        those already seen)."""
+        if not len(self.key):
+            return _Seen(key, ms, total, line)
+        old = np.ones(len(self.key), bool)
+        old[found] = False
+        mask = pa.array(old)
+        return _Seen(pa.concat_arrays([self.key.filter(mask), key]), np.r_[self.ms[old], ms],
+                     np.r_[self.total[old], total], np.r_[self.line[old], line])
+
+    def within(self, after_ms: int, after_line: int) -> _Seen:
+        """The pairs later than ``after_ms`` or last seen after line ``after_line``."""
+        keep = (self.ms > after_ms) | (self.line > after_line)
+        if keep.all():
+            return self
+        mask = pa.array(keep)
+        return _Seen(self.key.filter(mask), self.ms[keep], self.total[keep], self.line[keep])
 
 
 #: An escape whose byte is ASCII and not "%" itself.

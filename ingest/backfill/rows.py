@@ -9,6 +9,8 @@ applies them to many lines at a time and gives it the lines it leaves to Python.
 A line's ``event_id`` is a hash of (UTC time, request target, occurrence index
 of that exact pair in the file), so the same line read twice -- the same file
 again, or two rotated files that overlap -- gets the same id (docs/import.md).
+Its ``seq`` (the arrival order that breaks ties of one second) is its line
+number counted from the file's start in time, :func:`line_seq`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ingest.backfill.accesslog import LINE, LogTimes, origin_form
 from ingest.events.decode import DecodeError, decode, parse_query
 from ingest.events.spec import EVENTS, Event
 
-__all__ = ["MAX_REPORTED_PER_FILE", "Decoded", "ImportStats", "LineDecoder", "Progress", "line_event_id", "report_unparsed"]
+__all__ = ["MAX_REPORTED_PER_FILE", "Decoded", "ImportStats", "LineDecoder", "Progress", "line_event_id", "line_seq",
+           "report_unparsed"]
 
 #: Bad lines reported per file before the rest are only counted.
 MAX_REPORTED_PER_FILE = 50
@@ -40,6 +43,26 @@ def line_event_id(epoch_s: int, target: str, occurrence: int) -> int:
     Returned as the UUID's 128-bit integer, the row's form of an id.
     """
     return int.from_bytes(_blake2b(f"{epoch_s * 1000}|{target}|{occurrence}".encode(), digest_size=16).digest())
+
+
+#: The latest second a file can start at and its seqs still fit UInt64 (in the year 2554).
+_LAST_SEQ_SECOND = (2**64 - 1) // 10**9 - 2
+
+
+def line_seq(first_second: int, lineno: int) -> int:
+    """The ``seq`` of line ``lineno`` of a file whose first row is at ``first_second`` (UTC epoch s):
+    that second in nanoseconds plus the line number.
+
+    Within a file that is the line order; across files, a later file (rotated after
+    an earlier one) starts at a later second and so sorts after it (fewer than 10^9
+    lines a file), which is what orders the events of the second two rotated files
+    share. The same form as a webhook's ``seq`` (its process's start in nanoseconds
+    plus rows stamped since, ``ingest.events.table``), but the two are separate
+    counters: within one second, live and imported rows are not in arrival order
+    (docs/metrics.md#event-time-and-ties). A first second outside UInt64's range
+    (a line dated before 1970 or after 2554) is clamped.
+    """
+    return min(max(first_second, 0), _LAST_SEQ_SECOND) * 10**9 + lineno
 
 
 @dataclass

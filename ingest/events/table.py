@@ -154,9 +154,10 @@ def new_event_id() -> int:
 # ``seq``: the order rows were made in, the tie-breaker of events stamped with the same
 # received_at (docs/metrics.md#event-time-and-ties). A counter started at the process's
 # start time in nanoseconds: increasing in the order rows are stamped (a webhook's row is
-# made as it is stamped with the arrival clock, an imported line's in the log's order),
-# and later processes start above earlier ones (they make far fewer than 10^9 rows a
-# second). Reset in forked children, which stamp rows of their own.
+# made as it is stamped with the arrival clock), and later processes start above earlier
+# ones (they make far fewer than 10^9 rows a second). Reset in forked children, which
+# stamp rows of their own. Imported rows get theirs from their line instead
+# (ingest.backfill.rows.line_seq: the file's first second in ns plus the line number).
 _seq = itertools.count(time.time_ns())
 
 

@@ -63,7 +63,7 @@ class QueryRequest:
     #: The owner's POST that starts with INSERT: the query stream as bytes (``?query=``, a line
     #: break, the body), since an INSERT's data may follow its query in any format, binary ones
     #: included (``inserts``). ``sql`` is then taken from it only if no such data is found.
-    raw: bytes | None = None
+    raw: bytes | bytearray | None = None
 
 
 @dataclass
@@ -270,7 +270,7 @@ class Engine:
         data = bytes(result.bytes())
         return Execution(out_format, iter([data] if data else []), _summary(result))
 
-    def _insert_with_data(self, conn: Any, raw: bytes) -> inserts.InsertData | None:
+    def _insert_with_data(self, conn: Any, raw: bytes | bytearray) -> inserts.InsertData | None:
         """The INSERT at the start of ``raw`` and its data, as the engine parses the query (the
         first place the data may start whose query text is an INSERT ending in that FORMAT)."""
         for found in inserts.candidates(raw):

@@ -36,7 +36,9 @@ class InsertData(NamedTuple):
 
     sql: str
     format: str
-    data: bytes
+    #: A view into the request (an import's batch is tens of MB: copying it would hold the GIL,
+    #: and so the webhooks, for as long).
+    data: memoryview
 
 
 def is_insert(raw: bytes) -> bool:
@@ -44,7 +46,7 @@ def is_insert(raw: bytes) -> bool:
     return _LEADING.match(raw) is not None
 
 
-def candidates(raw: bytes) -> Iterator[InsertData]:
+def candidates(raw: bytes | bytearray) -> Iterator[InsertData]:
     """Where an INSERT's query may end and its data start, first the earliest; nothing if
     ``raw`` is not an INSERT. The engine confirms which one (if any) is the query."""
     if not is_insert(raw):
@@ -61,4 +63,4 @@ def candidates(raw: bytes) -> Iterator[InsertData]:
             start += 1
         if raw[start : start + 1] == b"\n":
             start += 1
-        yield InsertData(sql, match[1].decode(), raw[start:])
+        yield InsertData(sql, match[1].decode(), memoryview(raw)[start:])

@@ -12,9 +12,12 @@ in up to three modes:
 :func:`render` writes each mode a template has as a plain view
 ``pbx.<name>_<mode>``, its placeholders filled and its references to other
 templates (``pbx.call_events(layer = ..., refresh = ..., whole = ...)``) turned
-into the plain views of the matching mode. That is the migration
-``sql/0217_create_layer_views.sql`` (``python -m ingest.storing.views`` writes
-it; a test pins that the file is what the templates render).
+into the plain views of the matching mode. That is the newest generated
+migration, :data:`TARGET` (``python -m ingest.storing.views`` writes it; a test
+pins that the file is what the templates render). Migrations are history once
+they land: when the templates change after :data:`TARGET` has landed (it is in
+``sql/LANDED.sha256``), point :data:`TARGET` at the next free number; the new
+file replaces every view (``CREATE OR REPLACE``), the older ones stay as they were.
 
 Why not ClickHouse parameterized views directly: each use of one re-reads and
 re-analyses its text, nested ones compound, and these views are read by every
@@ -34,7 +37,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MODES", "Template", "load_templates", "render", "resolve", "target"]
+__all__ = ["MODES", "TARGET", "Template", "load_templates", "render", "resolve", "target"]
 
 #: Mode name -> the placeholder values it stands for.
 MODES: dict[str, dict[str, str]] = {
@@ -161,11 +164,16 @@ def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> set[str]
     """The rendered views the hand-written migrations read."""
     names: set[str] = set()
     for path in target().parent.glob("*.sql"):
-        if path != target():
-            names |= {n for n in re.findall(r"pbx\.(\w+)\b", path.read_text()) if n in views}
+        text = path.read_text()
+        if not text.startswith(_HEADER):
+            names |= {n for n in re.findall(r"pbx\.(\w+)\b", text) if n in views}
     return names
+
+
+#: The generated migration the templates render into (earlier ones: 0217).
+TARGET = "0222_replace_layer_views.sql"
 
 
 def target() -> Path:
     """The generated migration (in the repository's ``sql/``)."""
-    return Path(__file__).resolve().parents[3] / "sql" / "0217_create_layer_views.sql"
+    return Path(__file__).resolve().parents[3] / "sql" / TARGET

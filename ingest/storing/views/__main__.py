@@ -1,4 +1,4 @@
-"""``python -m ingest.storing.views [--check]``: write (or check) ``sql/0217_create_layer_views.sql``."""
+"""``python -m ingest.storing.views [--check]``: write (or check) the generated migration (``TARGET``)."""
 
 import sys
 

@@ -15,16 +15,9 @@ WITH
     toDateTime64('2299-12-31 00:00:00', 3, 'UTC') AS open_end,
     assumeNotNull((SELECT max(received_at) FROM pbx.events)) AS data_end,
     -- The windows: [(agent, lo, hi)] (a scalar subquery: computed once).
-    (
-        SELECT groupArray((agent, w.1, w.2))
-        FROM
-        (
-            SELECT agent, windows
-            FROM pbx.dirty_agents(layer = {layer:String}, refresh = {refresh:UInt8})
-            WHERE {whole:UInt8} = 0
-        )
-        ARRAY JOIN windows AS w
-    ) AS plan,
+    if({whole:UInt8} = 1, [],
+       arrayFlatten(arrayMap(a -> arrayMap(w -> (a.1, w.1, w.2), a.2),
+           (SELECT agents FROM pbx.dirty_agent_list(layer = {layer:String}, refresh = {refresh:UInt8}))))) AS plan,
     -- The hours of events the windows read: agent events from 7 days before, calls from 1 day before.
     (
         SELECT groupUniqArray(arrayJoin(arrayMap(h -> toStartOfHour(w.2 - INTERVAL 7 DAY) + toIntervalHour(h),

@@ -7,11 +7,9 @@ WITH
     assumeNotNull((SELECT max(received_at) FROM pbx.events)) AS data_end,
     toDateTime64('2299-12-31 00:00:00', 3, 'UTC') AS open_end,
     -- agent -> its windows being computed live (a scalar subquery: computed once)
-    (
-        SELECT CAST((groupArray(agent), groupArray(windows)), 'Map(String, Array(Tuple(DateTime64(3, \'UTC\'), DateTime64(3, \'UTC\'))))')
-        FROM pbx.dirty_agents(layer = 'agents', refresh = 0)
-        WHERE {whole:UInt8} = 0
-    ) AS dirty
+    if({whole:UInt8} = 1, [], (SELECT agents FROM pbx.dirty_agent_list(layer = 'agents', refresh = 0))) AS dirty_list,
+    CAST((arrayMap(a -> a.1, dirty_list), arrayMap(a -> a.2, dirty_list)),
+         'Map(String, Array(Tuple(DateTime64(3, \'UTC\'), DateTime64(3, \'UTC\'))))') AS dirty
 SELECT interval_start, agent, started_at, ended_at, toString(state) AS state, toString(state_name) AS state_name, on_call
 FROM
 (

@@ -5,11 +5,7 @@
 
 WITH
     -- (a scalar subquery: computed once, however often used)
-    (
-        SELECT groupArray((call_id, first_at, last_at))
-        FROM pbx.dirty_calls(layer = {layer:String}, refresh = {refresh:UInt8})
-        WHERE {whole:UInt8} = 0
-    ) AS calls
+    (SELECT calls FROM pbx.dirty_call_list(layer = {layer:String}, refresh = {refresh:UInt8})) AS calls
 SELECT *
 FROM pbx.events
 WHERE {whole:UInt8} = 1

@@ -26,7 +26,7 @@ FROM
            queues, answered_at, agent, agents, recorded, spied
     FROM pbx.calls_data FINAL
     WHERE {whole:UInt8} = 0 AND is_deleted = 0
-      AND call_id NOT IN (SELECT call_id FROM pbx.dirty_calls(layer = 'calls', refresh = 0))
+      AND call_id NOT IN (SELECT arrayJoin((SELECT calls FROM pbx.dirty_call_list(layer = 'calls', refresh = 0))).1)
     UNION ALL
     SELECT call_id, r.2, r.1, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12
     FROM pbx.call_records(layer = 'calls', refresh = 0, whole = {whole:UInt8})

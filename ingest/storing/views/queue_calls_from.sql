@@ -41,7 +41,7 @@ FROM
     SELECT call_id, toString(queue_name) AS queue_name, entered_at, left_at, answer_at, answer_agent, overflow
     FROM pbx.queue_visits_data FINAL
     WHERE {whole:UInt8} = 0 AND is_deleted = 0
-      AND call_id NOT IN (SELECT call_id FROM pbx.dirty_calls(layer = 'calls', refresh = 0))
+      AND call_id NOT IN (SELECT arrayJoin((SELECT calls FROM pbx.dirty_call_list(layer = 'calls', refresh = 0))).1)
     UNION ALL
     SELECT call_id, v.2, v.1, v.3, v.4, v.5, v.6
     FROM pbx.call_visits(layer = 'calls', refresh = 0, whole = {whole:UInt8})

@@ -20,7 +20,7 @@ from ingest.cli import main as cli_main
 from ingest.config import ImportOptions
 from ingest.simulation import SimConfig, SimEvent, simulate
 from ingest.storing import clickhouse
-from ingest.testing import ServeProcess
+from ingest.testing import ServeProcess, settle_views
 
 UTC = dt.timezone.utc
 
@@ -28,8 +28,9 @@ UTC = dt.timezone.utc
 def _snapshot(client) -> list[tuple]:
     """Every stored event, every column but ``seq``, in a stable order.
 
-    (``seq`` is a line's place in the file it was first imported from: the same
-    line read from another file of an overlapping rotation has another.)
+    (``seq`` is a line's place in the file it was first imported from, counted from
+    that file's first second: the same line read from another file of an overlapping
+    rotation has another.)
     """
     return client.query("SELECT * EXCEPT seq FROM pbx.events ORDER BY event_id").result_rows
 
@@ -105,6 +106,30 @@ def test_rows_carry_the_log_time_in_utc_and_the_decoded_parameters(sim, tmp_path
         "SELECT queue_name, extra FROM pbx.events WHERE event = 'start_int_dial' LIMIT 1").result_rows
     if dial:  # the repeated queue_name is one value, as the live service stores it
         assert dial[0][0] and dial[0][1] == {}
+
+
+@pytest.mark.parametrize("states", [["meeting", "online"], ["online", "meeting"]],
+                         ids=["meeting-then-online", "online-then-meeting"])
+@pytest.mark.parametrize("file_order", [[0, 1], [1, 0]], ids=["older-file-first", "newer-file-first"])
+def test_two_rotated_files_cutting_one_second_keep_the_logs_order(tmp_path, ch, states, file_order):
+    # The log rotated within second S: its last line before the cut is on line 4 of the older
+    # file, its first line after the cut on line 1 of the newer one. The views must take the
+    # two states in the log's order, whichever file is imported first.
+    t0 = 1_793_610_000  # 2026-11-02 09:00:00 UTC, an interval's start
+    older = [(t0, "pbx_agent_login?userid=a1"), (t0 + 10, "call_start?call_id=c1"),
+             (t0 + 20, "call_end?call_id=c1"), (t0 + 100, f"pbx_agent_set_state?userid=a1&state_name={states[0]}")]
+    newer = [(t0 + 100, f"pbx_agent_set_state?userid=a1&state_name={states[1]}"),
+             (t0 + 700, "pbx_agent_logout?userid=a1")]
+    files = [_write(tmp_path / name, [format_line(t, "/" + target, 3600) for t, target in lines])
+             for name, lines in (("access.log.1", older), ("access.log", newer))]
+    importer.import_files(ch, [files[i] for i in file_order])
+
+    in_order = ch.query("SELECT state_name FROM pbx.events WHERE event = 'pbx_agent_set_state' "
+                        "ORDER BY received_at, seq").result_rows
+    assert [r[0] for r in in_order] == states
+    settle_views(ch)
+    paused, idle = ch.query("SELECT paused_s, idle_s FROM pbx.agent_stats_15m").result_rows[0]
+    assert (paused, idle) == ((600.0, 100.0) if states[-1] == "meeting" else (0.0, 700.0))
 
 
 def test_the_same_events_in_common_and_combined_format_plain_and_gzip_are_the_same_rows(sim, tmp_path, ch):

@@ -93,6 +93,19 @@ def test_the_spec_examples_and_a_simulated_hour(tmp_path, migrated_copy):
     assert_import_stores_what_serve_stores(tmp_path, targets, migrated_copy)
 
 
+def test_repeated_parameters_bare_names_and_empty_fields(tmp_path, migrated_copy):
+    # The line the generated-lines test of the batch decoder found (its mismatch was the
+    # occurrence window, not these fields), and its family: each twice, a second apart.
+    targets = [
+        "/answered_external?call_id=1&call_id=1&call_id=12&&call_id&call_id=1&call_id=2&&call_id&call_id=1&call_id=2&",
+        "/answered_external?cel_id&cel_id=2&&call_id=1&&call_id&cel_id&cel_id=2&&call_id&&call_id&cel_id&cel_id=2&",
+        "/queue_in?&&queue_name&call_id=3&queue_name=a&queue_name&&",
+        "/call_end?call_id&call_id=4",
+        "/call_end?call_id=&call_id=5&call_id[2]=6&call_id=7",
+    ]
+    assert_import_stores_what_serve_stores(tmp_path, targets * 2, migrated_copy)
+
+
 _NAMES = [*PARAMS, "token", "extra", "call%5Fid", "x", "x[2]", "Call_ID", "", "%41b"]
 _BITS = ["1", "a", "41", "+", "%2B", "%2b", "%20", "%41", "%25", "%C3%A9", "%e2%82", "%ff", "%ZZ", "%", "%4", "=",
          "/", "?", ";", "1541078811.98", "helpdesk"]

@@ -31,7 +31,12 @@ def test_bench_smoke_run_prints_tables_and_saves_positive_numbers(tmp_path):
     for name in ("bare/uvicorn", "serve/uvicorn"):
         assert runs[name]["max"]["rps"] > 0, name
         assert runs[name]["max"]["errors"]["status"] == 0, runs[name]
-        assert runs[name]["paced"]["intended_latency_ms"]["p99"] > 0, name
+        paced = runs[name]["paced"]
+        assert paced["intended_latency_ms"]["p99"] > 0, name
+        # Open loop over a pool: no connection refused or broken, every answer matched to its request.
+        assert sum(paced["errors"].values()) == 0, paced
+        assert paced["matched"] == paced["requests"] > 0, paced
+        assert paced["cpu_us_per_request"]["loop"] > 0, paced
         assert runs[name]["peak_rss_mib"] > 0, name
     serve = runs["serve/uvicorn"]
     assert serve["ratio_to_baseline"] > 0

@@ -37,7 +37,7 @@ CONTRACT = {
     "pbx.spy_sessions": ["call_id", "spying_userid", "spying_target_userid", "spying_exten", "spying_target_exten",
                          "spy_type", "started_at", "ended_at", "duration_s"],
     "pbx.recording_audit": ["call_id", "answered_at", "ended_at", "talk_s", "recorded", "segments", "recording_s",
-                            "unstopped", "coverage_pct"],
+                            "unstopped", "coverage_pct", "at"],  # at: 0222
     "pbx.queue_now": ["queue_name", "waiting", "oldest_entered_at", "longest_wait_s"],
     "pbx.agents_now": ["agent", "state", "state_name", "since", "on_call"],
     "pbx.agent_states_15m": ["interval_start", "agent", "state", "seconds"],
@@ -430,15 +430,15 @@ def test_recording_audit_every_case(ch: Client) -> None:
     got = {r["call_id"]: r for r in read(ch, "SELECT * FROM pbx.recording_audit")}
     assert got == {
         "r1": dict(call_id="r1", answered_at=at(10), ended_at=at(110), talk_s=100.0, recorded=1, segments=2,
-                   recording_s=90.0, unstopped=1, coverage_pct=90.0),
+                   recording_s=90.0, unstopped=1, coverage_pct=90.0, at=at(10)),
         "r2": dict(call_id="r2", answered_at=at(0), ended_at=at(60), talk_s=60.0, recorded=0, segments=0,
-                   recording_s=0.0, unstopped=0, coverage_pct=0.0),
+                   recording_s=0.0, unstopped=0, coverage_pct=0.0, at=at(0)),
         "r3": dict(call_id="r3", answered_at=None, ended_at=at(6), talk_s=None, recorded=1, segments=1,
-                   recording_s=None, unstopped=0, coverage_pct=None),
+                   recording_s=None, unstopped=0, coverage_pct=None, at=at(6)),
         "r4": dict(call_id="r4", answered_at=at(50), ended_at=at(50), talk_s=0.0, recorded=1, segments=1,
-                   recording_s=0.0, unstopped=0, coverage_pct=None),
+                   recording_s=0.0, unstopped=0, coverage_pct=None, at=at(50)),
         "r5": dict(call_id="r5", answered_at=at(0), ended_at=None, talk_s=None, recorded=1, segments=2,
-                   recording_s=None, unstopped=1, coverage_pct=None),
+                   recording_s=None, unstopped=1, coverage_pct=None, at=at(0)),
     }
 
 

@@ -175,7 +175,25 @@ def test_recording_audit_matches_the_truth(read_when) -> None:
     got = {r["call_id"]: r for r in rows(client, "SELECT * FROM pbx.recording_audit")}
     assert got.keys() == expected.keys()
     for call_id, g in got.items():
+        # at: the stored order, the answer or else the end (or else the first start)
+        at = g.pop("at")
+        assert at == (g["answered_at"] or g["ended_at"] or at), call_id
         assert g == expected[call_id], call_id
+
+
+def test_recording_audit_filtered_on_at_as_well_keeps_every_row(read_when) -> None:
+    # The Audit panels filter on at (the stored order: reads one range of history)
+    # and on coalesce(answered_at, ended_at) (what they mean): the first must drop nothing.
+    client, _ = read_when
+    since, until = client.query(
+        "SELECT quantileExact(0.3)(coalesce(answered_at, ended_at)), quantileExact(0.7)(coalesce(answered_at, ended_at))"
+        " FROM pbx.recording_audit").result_rows[0]
+    meant = ("SELECT * FROM pbx.recording_audit WHERE coalesce(answered_at, ended_at) >= {s:DateTime64(3)}"
+             " AND coalesce(answered_at, ended_at) <= {u:DateTime64(3)}")
+    both = meant + " AND at >= {s:DateTime64(3)} AND at <= {u:DateTime64(3)}"
+    expected = rows(client, meant + " ORDER BY call_id", {"s": since, "u": until})
+    assert len(expected) > 20
+    assert rows(client, both + " ORDER BY call_id", {"s": since, "u": until}) == expected
 
 
 def test_queue_calls_since_is_queue_calls_from_that_time(read_when) -> None:

@@ -32,6 +32,8 @@ REQUESTS = [
     ("GET", "/call_end?call_id=same-1"),
     ("GET", "/call_end/?call_id=same-trailing-slash"),
     ("GET", "/start_int_dial?call_id=same-2&queue_name=a&queue_name=a&queue_name=b&pbx_v2=x"),
+    ("GET", "/answered_external?call_id=1&call_id=1&call_id=12&&call_id&call_id=1&call_id=2&&call_id&call_id=1"
+            "&call_id=2&"),
     ("GET", "/start_call?call_id=same-3&caller_name=Jan%20Nov%C3%A1k&caller_num=%2B420123"),
     ("GET", "/call_end?call_id=same-4&odd=%ZZ%00%ff"),
     ("GET", "/call_end?call_id=same-5&token=not-configured"),
@@ -66,10 +68,10 @@ def test_the_fast_path_and_the_asgi_app_answer_alike_and_store_the_same(tmp_path
     finally:
         assert served.stop() == 0
     assert through_socket == through_asgi
-    assert [s for s, _ in through_socket] == [200] * 6 + [422, 422, 422, 404, 404, 413, 414, 405, 405]
+    assert [s for s, _ in through_socket] == [200] * 7 + [422, 422, 422, 404, 404, 413, 414, 405, 405]
     columns = "SELECT * EXCEPT (event_id, received_at, seq) FROM pbx.events ORDER BY call_id"  # seq: arrival order
     assert stored(served.dsn, columns) == stored(dsn, columns)
-    assert len(stored(dsn, columns)) == 6
+    assert len(stored(dsn, columns)) == 7
 
 
 class _InProcess:

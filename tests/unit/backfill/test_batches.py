@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from ingest.backfill.accesslog import format_line
 from ingest.backfill.batches import read_batches, rows_of
-from ingest.backfill.rows import MAX_REPORTED_PER_FILE, ImportStats, LineDecoder, line_event_id, report_unparsed
+from ingest.backfill.rows import (MAX_REPORTED_PER_FILE, ImportStats, LineDecoder, line_event_id, line_seq,
+                                  report_unparsed)
 from ingest.events.spec import EVENTS, PARAMS
 from ingest.events.table import COLUMNS, to_row
 from ingest.simulation import SimConfig, simulate
@@ -35,11 +36,12 @@ T0 = 1_793_577_600  # 2026-11-02 00:00:00 UTC
 
 
 def reference(path: Path) -> tuple[list[tuple[Any, ...]], ImportStats, str]:
-    """The rows of a log line by line: (row in COLUMNS order + seq, stats, reports)."""
+    """The rows of a log line by line (in COLUMNS order), its stats and reports."""
     stats, errors = ImportStats(files=1), io.StringIO()
     decoder = LineDecoder(str(path), stats, errors)
     opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
     seen: dict[tuple[int, str], int] = {}
+    first_second = None  # of the file's first row: its seqs count from there
     rows = []
     with opener(path, "rt", encoding="utf-8", errors="replace") as text:
         for lineno, line in enumerate(text, 1):
@@ -51,8 +53,9 @@ def reference(path: Path) -> tuple[list[tuple[Any, ...]], ImportStats, str]:
             seen[(d.epoch, d.target)] = occurrence + 1
             event_id = line_event_id(d.epoch, d.target, occurrence)
             row = list(to_row(d.event, d.decoded, d.epoch * 1000, "import", event_id))
-            row[COLUMNS.index("seq")] = lineno  # an imported row arrives as its line (to_row stamps a counter)
-            rows.append((*row, lineno))
+            first_second = d.epoch if first_second is None else first_second
+            row[COLUMNS.index("seq")] = line_seq(first_second, lineno)  # to_row stamps a counter
+            rows.append(tuple(row))
     report_unparsed(str(path), stats.lines, stats.unparsed, stats, errors)  # the file's verdict
     return rows, stats, errors.getvalue()
 
@@ -63,8 +66,8 @@ def batched(path: Path, chunk_bytes: int | None = None) -> tuple[list[tuple[Any,
     rows = []
     kwargs = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
     for batch in read_batches(path, stats, errors, **kwargs):
-        rows += [(*row, seq) for row, seq in zip(rows_of(batch), batch.column("seq").to_pylist())]
-    return sorted(rows, key=lambda r: r[-1]), stats, errors.getvalue()
+        rows += rows_of(batch)
+    return sorted(rows, key=lambda r: r[COLUMNS.index("seq")]), stats, errors.getvalue()
 
 
 def assert_same(path: Path, chunk_bytes: int | None = None) -> list[tuple[Any, ...]]:
@@ -74,7 +77,7 @@ def assert_same(path: Path, chunk_bytes: int | None = None) -> list[tuple[Any, .
     assert got_stats == want_stats
     assert len(got) == len(want)
     for g, w in zip(got, want):
-        assert g == w, {c: (a, b) for c, a, b in zip((*COLUMNS, "seq"), g, w) if a != b}
+        assert g == w, {c: (a, b) for c, a, b in zip(COLUMNS, g, w) if a != b}
     return got
 
 
@@ -168,6 +171,10 @@ def test_generated_lines_give_the_rows_counts_and_reports_of_the_line_by_line_ru
     pytest.param(["/call_end?call%5Fid=1&Call_ID=2&token=s3cret&x", "/call_end?call_id=&call_id=3"], id="names"),
     pytest.param(["http://pbx/call_end?call_id=1", "/pbx/call_end/?call_id=2", "/call_endx?call_id=3"], id="paths"),
     pytest.param(["/call_end?call_id=1+2&caller_num=%2B420+1%2b", "/call_end?call_id=%C3%A9%ff"], id="escapes"),
+    pytest.param(["/answered_external?call_id=1&call_id=1&call_id=12&&call_id&call_id=1&call_id=2&&call_id&call_id=1"
+                  "&call_id=2&", "/answered_external?cel_id&cel_id=2&&call_id=1&&call_id&cel_id&cel_id=2&&call_id&&"
+                  "call_id&cel_id&cel_id=2&", "/queue_in?&&queue_name&call_id=3&queue_name=a&queue_name&&"],
+                 id="repeats-bare-names-empty-fields"),
 ])
 def test_rules_at_their_edges_give_the_line_by_line_rows(tmp_path, targets):
     lines = [format_line(T0, target).rstrip("\n") for target in targets * 2]
@@ -189,6 +196,23 @@ def test_a_simulated_day_decodes_as_line_by_line_whatever_the_chunks(tmp_path, c
     write_access_log(log, simulate(SimConfig(seed=5, hours=6.0)).events, tz="Europe/Prague")
     rows = assert_same(log, chunk_bytes)
     assert len(rows) > 5_000
+
+
+@pytest.mark.parametrize("odd_time", [
+    pytest.param("29/Feb/2028:99:99:99 +0100", id="years-ahead"),
+    pytest.param("02/Nov/2026:09:00:21 +0199", id="hours-ahead"),
+    pytest.param("02/Nov/2025:00:00:00 +0000", id="a-year-behind"),
+])
+def test_a_line_with_a_clock_far_off_does_not_end_the_counting_of_the_lines_after_it(tmp_path, odd_time):
+    # Found by the generated-lines test: the same line before and after a line whose time is
+    # far off, one line per chunk. The window was by the newest time read only, so a line
+    # years ahead dropped every count: the repeat got the first line's id (and would have
+    # been dropped as already stored).
+    line = format_line(T0, "/answered_external?call_id=1&call_id=1&call_id=12&&call_id&call_id=1&call_id=2"
+                           "&&call_id&call_id=1&call_id=2&").rstrip("\n")
+    odd = format_line(T0, "/call_end?call_id=2").rstrip("\n").replace("02/Nov/2026:00:00:00 +0000", odd_time)
+    rows = assert_same(write_log(tmp_path / "odd.log", [line, odd, line], ["\n"] * 3, False), chunk_bytes=64)
+    assert len({r[0] for r in rows}) == 3
 
 
 def test_identical_lines_across_chunk_boundaries_are_counted_as_in_one_pass(tmp_path):
