@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--repo", type=Path, action="append", default=[], metavar="CHECKOUT",
                     help="scale: measure this checkout's sql/, dashboards/ and ingest (its .venv if it has one); "
                     "repeat to compare checkouts in one run (default: this checkout)")
-    sc.add_argument("--agents", default="40,200", help="scale: centres, comma-separated: 40, 200 (default both)")
+    sc.add_argument("--agents", default="40,200", help="scale: centres, comma-separated: 40, 200 (default both); 8 (one queue) for a smoke run")
     sc.add_argument("--scale-days", dest="scale_days", default="30,90,365",
                     help="scale: simulated days of each dataset, comma-separated (default 30,90,365)")
     sc.add_argument("--phases", default="panels,refresh,backfill,settings",

@@ -19,7 +19,7 @@ from ingest.backfill.accesslog import format_line, offset_function, parse_log_ti
 from ingest.cli import main as cli_main
 from ingest.config import ImportOptions
 from ingest.simulation import SimConfig, SimEvent, simulate
-from ingest.storing import clickhouse, migrations
+from ingest.storing import clickhouse
 from ingest.testing import ServeProcess, settle_views
 
 UTC = dt.timezone.utc
@@ -58,7 +58,8 @@ def _with_same_second_twin(lines: list[str]) -> list[str]:
     return [*lines[: i + 1], lines[i], *lines[i + 1:]]
 
 
-def test_shuffled_overlapping_files_imported_twice_store_the_same_events_as_one_clean_import(sim, tmp_path):
+def test_shuffled_overlapping_files_imported_twice_store_the_same_events_as_one_clean_import(sim, tmp_path,
+                                                                                              migrated_copy):
     lines = _with_same_second_twin(_lines(sim.events))
     clean = _write(tmp_path / "access.log", lines)
     # Rotation-style overlap: each file repeats the last lines of the one before.
@@ -69,9 +70,8 @@ def test_shuffled_overlapping_files_imported_twice_store_the_same_events_as_one_
         _write(tmp_path / "access.log.1.gz", lines[2 * third:]),
     ]
 
-    client = clickhouse.connect(f"chdb://{tmp_path / 'clean'}")
+    client = clickhouse.connect(f"chdb://{migrated_copy(tmp_path / 'clean')}")
     try:
-        migrations.apply_migrations(client)
         stats = importer.import_files(client, [clean])
         expected = _snapshot(client)
     finally:
@@ -79,9 +79,8 @@ def test_shuffled_overlapping_files_imported_twice_store_the_same_events_as_one_
     assert stats.imported == len(lines) == len(expected)
     assert stats.duplicates == stats.bad == stats.skipped == 0
 
-    client = clickhouse.connect(f"chdb://{tmp_path / 'messy'}")
+    client = clickhouse.connect(f"chdb://{migrated_copy(tmp_path / 'messy')}")
     try:
-        migrations.apply_migrations(client)
         order = parts[::-1]  # newest first
         first = importer.import_files(client, order, batch_size=300, jobs=2)  # two decoding processes
         random.Random(3).shuffle(order)
@@ -185,7 +184,7 @@ def test_log_time_is_converted_to_utc(stamp, utc):
     assert dt.datetime.fromtimestamp(parse_log_time(stamp), UTC).strftime("%Y-%m-%d %H:%M:%S") == utc
 
 
-def test_bad_webhook_lines_are_reported_with_file_and_line_and_the_rest_is_imported(tmp_path, dsn):
+def test_bad_webhook_lines_are_reported_with_file_and_line_and_the_rest_is_imported(tmp_path, migrated_dsn):
     log = _write(tmp_path / "mixed.log", [
         '10.0.0.5 - - [02/Nov/2026:09:00:17 +0100] "GET /call_end?call_id=1.1 HTTP/1.1" 200 3\n',
         '10.0.0.5 - - [02/Nov/2026:09:00:18 +0100] "GET /healthz HTTP/1.1" 200 3 "-" "kube-probe"\n',
@@ -196,7 +195,7 @@ def test_bad_webhook_lines_are_reported_with_file_and_line_and_the_rest_is_impor
         '10.0.0.5 - - [31/Feb/2026:09:00:21 +0100] "GET /call_end?call_id=3.1 HTTP/1.1" 200 3\n',
     ])
     out, err = io.StringIO(), io.StringIO()
-    assert importer.run(dsn, ImportOptions(files=(str(log),)), out=out, err=err) == 0
+    assert importer.run(migrated_dsn, ImportOptions(files=(str(log),)), out=out, err=err) == 0
     assert err.getvalue().splitlines() == [
         f"{log}:4: missing required parameter 'call_id' for queue_in",
         f"{log}:5: missing required parameter 'userid' for pbx_agent_login",
@@ -204,7 +203,7 @@ def test_bad_webhook_lines_are_reported_with_file_and_line_and_the_rest_is_impor
     ]
     assert "imported 2," in out.getvalue()
     assert "skipped 1 (not a webhook) + 2 (not a log line), bad 2" in out.getvalue()
-    client = clickhouse.connect(dsn)
+    client = clickhouse.connect(migrated_dsn)
     try:
         rows = client.query("SELECT call_id, extra FROM pbx.events ORDER BY call_id").result_rows
     finally:
@@ -227,13 +226,14 @@ def test_decoding_processes_report_bad_lines_and_counts_like_one_process(tmp_pat
     assert (stats.files, stats.lines, stats.imported, stats.bad, stats.unparsed) == (2, 6, 3, 2, 1)
 
 
-def test_a_missing_file_is_an_error_naming_it_and_nothing_is_imported(sim, tmp_path, dsn):
+def test_a_missing_file_is_an_error_naming_it_and_nothing_is_imported(sim, tmp_path, migrated_dsn):
     good = _write(tmp_path / "good.log", _lines(sim.events[:10]))
     err = io.StringIO()
-    code = importer.run(dsn, ImportOptions(files=(str(good), str(tmp_path / "nope.log"))), out=io.StringIO(), err=err)
+    code = importer.run(migrated_dsn, ImportOptions(files=(str(good), str(tmp_path / "nope.log"))),
+                        out=io.StringIO(), err=err)
     assert code == 1
     assert f"{tmp_path / 'nope.log'}: cannot open" in err.getvalue()
-    client = clickhouse.connect(dsn)
+    client = clickhouse.connect(migrated_dsn)
     try:
         assert client.query("SELECT count() FROM pbx.events").result_rows == [(0,)]
     finally:
@@ -259,14 +259,14 @@ def test_an_unreachable_server_is_a_message_without_the_password(sim, tmp_path):
     assert "s3cret" not in err.getvalue()
 
 
-def test_a_truncated_gzip_keeps_the_lines_before_the_damage(sim, tmp_path, dsn):
+def test_a_truncated_gzip_keeps_the_lines_before_the_damage(sim, tmp_path, migrated_dsn):
     log = _write(tmp_path / "cut.log.gz", _lines(sim.events))
     data = log.read_bytes()
     log.write_bytes(data[: len(data) // 2])
     err = io.StringIO()
-    assert importer.run(dsn, ImportOptions(files=(str(log),)), out=io.StringIO(), err=err) == 1
+    assert importer.run(migrated_dsn, ImportOptions(files=(str(log),)), out=io.StringIO(), err=err) == 1
     assert f"{log}: unreadable after line" in err.getvalue()
-    client = clickhouse.connect(dsn)
+    client = clickhouse.connect(migrated_dsn)
     try:
         stored = client.query("SELECT count() FROM pbx.events").result_rows[0][0]
     finally:
@@ -289,8 +289,8 @@ def test_imported_simulation_matches_the_truth_event_counts(tmp_path, dsn, capsy
     assert got == expected
 
 
-def test_import_while_serve_holds_the_engine_without_its_query_interface_says_what_to_do(tmp_path):
-    serve = ServeProcess(tmp_path / "chdata", "--query-port", "0")  # nothing to go through
+def test_import_while_serve_holds_the_engine_without_its_query_interface_says_what_to_do(tmp_path, migrated_copy):
+    serve = ServeProcess(migrated_copy(tmp_path / "chdata"), "--query-port", "0")  # nothing to go through
     log = _write(tmp_path / "a.log", ['10.0.0.5 - - [02/Nov/2026:09:00:17 +0100] "GET /call_end?call_id=1.1 '
                                       'HTTP/1.1" 200 3\n'])
     out = subprocess.run(
@@ -308,7 +308,7 @@ def _import_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, env=os.environ.copy())
 
 
-def test_a_file_with_no_log_line_at_all_is_an_error_naming_it(sim, tmp_path, dsn):
+def test_a_file_with_no_log_line_at_all_is_an_error_naming_it(sim, tmp_path, migrated_dsn):
     good = _write(tmp_path / "good.log", _lines(sim.events[:10]))
     binary = tmp_path / "ls"
     binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 40)
@@ -316,12 +316,12 @@ def test_a_file_with_no_log_line_at_all_is_an_error_naming_it(sim, tmp_path, dsn
     as_json.write_text(json.dumps([{"event": "call_end", "call_id": "1.1"}]) + "\n")
     empty = tmp_path / "rotated-just-now.log"
     empty.write_text("")
-    out = _import_cli("--clickhouse", dsn, str(good), str(binary), str(as_json), str(empty))
+    out = _import_cli("--clickhouse", migrated_dsn, str(good), str(binary), str(as_json), str(empty))
     assert out.returncode == 1, out.stderr
     lines = out.stderr.splitlines()
     assert f"{binary}: not an access log: no nginx/Apache combined or common log line in its" in out.stderr
     assert f"{as_json}: not an access log: no nginx/Apache combined or common log line in its 1 line;" in out.stderr
     assert not any(str(good) in line or str(empty) in line for line in lines)
     assert "imported 10," in out.stdout and "not access logs 2" in out.stdout  # the good file is imported
-    alone = _import_cli("--clickhouse", dsn, str(good), str(empty))
+    alone = _import_cli("--clickhouse", migrated_dsn, str(good), str(empty))
     assert alone.returncode == 0 and "already stored 10" in alone.stdout

@@ -67,9 +67,10 @@ def access_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     return path, lines
 
 
-def test_import_and_sql_go_through_the_running_service_while_webhooks_flow(tmp_path: Path, access_log) -> None:
+def test_import_and_sql_go_through_the_running_service_while_webhooks_flow(tmp_path: Path, access_log,
+                                                                            migrated_copy) -> None:
     log, lines = access_log
-    proc = ServeProcess(tmp_path / "chdata")
+    proc = ServeProcess(migrated_copy(tmp_path / "chdata"))
     hooks = Webhooks(proc.url)
     try:
         time.sleep(3.0)  # the baseline: webhooks alone

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import http.client
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from ingest.backfill import importer
 from ingest.backfill.accesslog import format_line
 from ingest.events.spec import EVENTS, PARAMS
 from ingest.simulation import SimConfig, simulate
-from ingest.storing import clickhouse, migrations
+from ingest.storing import clickhouse
 from ingest.testing import ServeProcess, spec_example_urls, stored
 
 T0 = 1_793_577_600  # 2026-11-02 00:00:00 UTC
@@ -60,8 +61,9 @@ def _content(row: dict[str, Any]) -> tuple[Any, ...]:
                         for k, v in row.items() if k not in ARRIVAL))
 
 
-def assert_import_stores_what_serve_stores(tmp_path: Path, targets: list[str]) -> None:
-    serve = ServeProcess(tmp_path / "served")
+def assert_import_stores_what_serve_stores(tmp_path: Path, targets: list[str],
+                                           migrated_copy: Callable[[Path], Path]) -> None:
+    serve = ServeProcess(migrated_copy(tmp_path / "served"))
     try:
         statuses = _send(serve, targets)
     finally:
@@ -70,9 +72,8 @@ def assert_import_stores_what_serve_stores(tmp_path: Path, targets: list[str]) -
 
     log = tmp_path / "access.log"
     log.write_text("".join(format_line(T0 + i // 50, t) for i, t in enumerate(targets)))
-    client = clickhouse.connect(f"chdb://{tmp_path / 'imported'}")
+    client = clickhouse.connect(f"chdb://{migrated_copy(tmp_path / 'imported')}")
     try:
-        migrations.apply_migrations(client)
         stats = importer.import_files(client, [log], errors=io.StringIO())
         imported = client.query("SELECT * FROM pbx.events").named_results()
         imported = list(imported)
@@ -86,13 +87,13 @@ def assert_import_stores_what_serve_stores(tmp_path: Path, targets: list[str]) -
     assert {r["source"] for r in imported} <= {"import"}
 
 
-def test_the_spec_examples_and_a_simulated_hour(tmp_path):
+def test_the_spec_examples_and_a_simulated_hour(tmp_path, migrated_copy):
     targets = [url.removeprefix("http://server") for url in spec_example_urls()]
     targets += [e.target for e in simulate(SimConfig(seed=3, hours=1.0, agents=6, queues=2)).events]
-    assert_import_stores_what_serve_stores(tmp_path, targets)
+    assert_import_stores_what_serve_stores(tmp_path, targets, migrated_copy)
 
 
-def test_repeated_parameters_bare_names_and_empty_fields(tmp_path):
+def test_repeated_parameters_bare_names_and_empty_fields(tmp_path, migrated_copy):
     # The line the generated-lines test of the batch decoder found (its mismatch was the
     # occurrence window, not these fields), and its family: each twice, a second apart.
     targets = [
@@ -102,7 +103,7 @@ def test_repeated_parameters_bare_names_and_empty_fields(tmp_path):
         "/call_end?call_id&call_id=4",
         "/call_end?call_id=&call_id=5&call_id[2]=6&call_id=7",
     ]
-    assert_import_stores_what_serve_stores(tmp_path, targets * 2)
+    assert_import_stores_what_serve_stores(tmp_path, targets * 2, migrated_copy)
 
 
 _NAMES = [*PARAMS, "token", "extra", "call%5Fid", "x", "x[2]", "Call_ID", "", "%41b"]
@@ -127,5 +128,5 @@ def targets(draw: st.DrawFn) -> str:
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=st.lists(targets(), min_size=20, max_size=60))
-def test_generated_requests(tmp_path_factory, drawn):
-    assert_import_stores_what_serve_stores(tmp_path_factory.mktemp("generated"), drawn)
+def test_generated_requests(tmp_path_factory, migrated_copy, drawn):
+    assert_import_stores_what_serve_stores(tmp_path_factory.mktemp("generated"), drawn, migrated_copy)

@@ -74,8 +74,8 @@ def test_a_user_who_cannot_read_the_service_file_queries_as_the_read_only_user(s
     assert reader_sql(serve, "SELECT count() FROM pbx.queue_settings") == "0\n"
 
 
-def test_a_dead_service_s_file_leaves_the_commands_on_the_engine(tmp_path: Path) -> None:
-    proc = ServeProcess(tmp_path / "chdata")
+def test_a_dead_service_s_file_leaves_the_commands_on_the_engine(tmp_path: Path, migrated_copy) -> None:
+    proc = ServeProcess(migrated_copy(tmp_path / "chdata"))
     assert httpx.get(f"{proc.url}/call_end?call_id=c1").status_code == 200
     wait_health(proc.url, lambda h: h["backlog"] == 0)
     proc.stop(signal.SIGKILL)  # its service.json stays, naming a pid that is gone
@@ -87,8 +87,9 @@ def test_a_dead_service_s_file_leaves_the_commands_on_the_engine(tmp_path: Path)
 
 
 @pytest.mark.parametrize("command", [("sql", "SELECT 1"), ("migrate",)], ids=["sql", "migrate"])
-def test_with_the_query_interface_off_the_commands_say_who_holds_the_engine(tmp_path: Path, command) -> None:
-    proc = ServeProcess(tmp_path / "chdata", "--query-port", "0")
+def test_with_the_query_interface_off_the_commands_say_who_holds_the_engine(tmp_path: Path, command,
+                                                                              migrated_copy) -> None:
+    proc = ServeProcess(migrated_copy(tmp_path / "chdata"), "--query-port", "0")
     try:
         out = run(*command, "--clickhouse", proc.dsn)
     finally:

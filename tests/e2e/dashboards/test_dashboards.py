@@ -25,7 +25,7 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
-from ingest.storing import clickhouse, migrations
+from ingest.storing import clickhouse
 from ingest.testing import refresh_views
 from tests.e2e.dashboards import grafana_sim as gs
 
@@ -433,7 +433,7 @@ SIM_AGENTS = 8
 
 
 @pytest.fixture(scope="module")
-def sim_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, dt.datetime]]:
+def sim_engine(tmp_path_factory: pytest.TempPathFactory, migrated_copy) -> Iterator[tuple[Client, dt.datetime]]:
     """A day of simulated call-centre traffic, imported from its access log; ends now.
 
     The day ends at the wall clock so the live views (queue_now, agents_now)
@@ -452,8 +452,7 @@ def sim_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clien
     )
     log = tmp / "access.log"
     write_access_log(log, simulate(config).events)
-    client = clickhouse.connect(f"chdb://{tmp / 'chdata'}")
-    migrations.apply_migrations(client)
+    client = clickhouse.connect(f"chdb://{migrated_copy(tmp / 'chdata')}")
     stats = importer.import_files(client, [log])
     assert stats.imported > 5000
     refresh_views(client)  # (the views are complete without it: panels read stored rows, as in production)
@@ -470,12 +469,25 @@ TEXTBOX_SAMPLES = {
 }  # fmt: skip
 
 
+#: (engine, dashboard, pick, range) -> its variables: the simulated day is read-only, so each
+#: dashboard's variable queries run once per pick, not once per panel.
+#: (The client itself is the key, not its id(): a later client must not find a closed one's answers.)
+_VARIABLES: dict[tuple[Client, str, str, gs.TimeRange], list[gs.Variable]] = {}
+
+
 def _variables(client: Client, dash: dict[str, Any], pick: str, rng: gs.TimeRange) -> list[gs.Variable]:
     """The dashboard's variables with options from their own SQL; ``pick`` = all | one | two.
 
     All: the dashboard's defaults (All, the default window, empty text boxes). One / two: the first
     one or two options; a single-value list its first or last option; a text box a sample value.
     """
+    key = (client, dash["uid"], pick, rng)
+    if key not in _VARIABLES:
+        _VARIABLES[key] = _variables_now(client, dash, pick, rng)
+    return _VARIABLES[key]
+
+
+def _variables_now(client: Client, dash: dict[str, Any], pick: str, rng: gs.TimeRange) -> list[gs.Variable]:
     out = []
     for v in dash["templating"]["list"]:
         options = gs.variable_options(v, rng, lambda sql: client.query(sql).result_rows)

@@ -21,7 +21,7 @@ from clickhouse_connect.driver.client import Client
 
 from ingest.backfill import importer
 from ingest.simulation import SimConfig, simulate, write_access_log
-from ingest.storing import clickhouse, migrations
+from ingest.storing import clickhouse
 from ingest.testing import ServeProcess, refresh_views
 from tests.e2e.dashboards import grafana_sim as gs
 from tests.e2e.dashboards.test_dashboards import ALL_QUERIES, _variables
@@ -30,7 +30,7 @@ Answers = dict[str, tuple[list[str], list[tuple[Any, ...]]]]
 
 
 @pytest.fixture(scope="module")
-def day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dt.datetime]:
+def day(tmp_path_factory: pytest.TempPathFactory, migrated_copy) -> tuple[Path, dt.datetime]:
     tmp = tmp_path_factory.mktemp("panels")
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     end = now.replace(minute=0, second=0) - dt.timedelta(hours=2)
@@ -38,9 +38,8 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dt.datetime]:
                        calls_per_hour=40, hourly_profile=(1.0,) * 24)
     log = tmp / "access.log"
     write_access_log(log, simulate(config).events)
-    client = clickhouse.connect(f"chdb://{tmp / 'chdata'}")
+    client = clickhouse.connect(f"chdb://{migrated_copy(tmp / 'chdata')}")
     try:
-        migrations.apply_migrations(client)
         assert importer.import_files(client, [log]).imported > 5000
         refresh_views(client)
     finally:

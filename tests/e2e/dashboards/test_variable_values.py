@@ -74,7 +74,7 @@ def _renamed(events: list[SimEvent], queues: dict[str, str], agents: dict[str, s
 
 
 @pytest.fixture(scope="module")
-def hostile_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, dt.datetime]]:
+def hostile_engine(tmp_path_factory: pytest.TempPathFactory, migrated_copy) -> Iterator[tuple[Client, dt.datetime]]:
     """An hour of call-centre traffic under hostile names, sent as webhooks to a real ``serve``."""
     tmp = tmp_path_factory.mktemp("hostile")
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
@@ -86,7 +86,7 @@ def hostile_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
     assert len(stored_queues) == len(HOSTILE_QUEUES) and len(stored_agents) == len(HOSTILE_AGENTS)
     events = _renamed(sim.events, dict(zip(stored_queues, HOSTILE_QUEUES)), dict(zip(stored_agents, HOSTILE_AGENTS)))
 
-    serve = ServeProcess(tmp / "chdata")
+    serve = ServeProcess(migrated_copy(tmp / "chdata"))
     try:
         # One at a time, in order: the service stamps arrival time and pairs events in that order.
         sent, failed = send_now(events, serve.url, concurrency=1)
@@ -104,9 +104,18 @@ def hostile_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
 HOSTILE_TEXT = HOSTILE_QUEUES + HOSTILE_AGENTS
 
 
+#: (engine, dashboard, range) -> its variables' options: the engine is read-only once built, so
+#: each dashboard's variable queries run once, not once per panel and pick.
+#: (The client itself is the key, not its id(): a later client must not find a closed one's answers.)
+_OPTIONS: dict[tuple[Client, str, gs.TimeRange], dict[str, list[str]]] = {}
+
+
 def _options(client: Client, dash: dict[str, Any], rng: gs.TimeRange) -> dict[str, list[str]]:
-    return {v["name"]: gs.variable_options(v, rng, lambda sql: client.query(sql).result_rows)
-            for v in dash["templating"]["list"]}  # fmt: skip
+    key = (client, dash["uid"], rng)
+    if key not in _OPTIONS:
+        _OPTIONS[key] = {v["name"]: gs.variable_options(v, rng, lambda sql: client.query(sql).result_rows)
+                         for v in dash["templating"]["list"]}  # fmt: skip
+    return {name: list(options) for name, options in _OPTIONS[key].items()}
 
 
 def _pick(variable: dict[str, Any], options: list[str], pick: str, rotate: int) -> str | list[str]:

@@ -13,9 +13,9 @@ from ingest.testing import ServeProcess, npm_installed, spec_example_urls
 JS = Path(__file__).parent / "js"
 
 
-def test_clickhouse_js_gets_typed_results_and_parses_errors(tmp_path):
+def test_clickhouse_js_gets_typed_results_and_parses_errors(tmp_path, migrated_copy):
     npm_installed(JS, "@clickhouse/client")
-    service = ServeProcess(tmp_path / "chdata")
+    service = ServeProcess(migrated_copy(tmp_path / "chdata"))
     try:
         for url in spec_example_urls():
             httpx.get(url.replace("http://server", service.url))

@@ -24,8 +24,8 @@ from ingest.querying.access import OWNER, OwnerFile
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory) -> ServeProcess:
-    proc = ServeProcess(tmp_path_factory.mktemp("query") / "chdata")
+def service(tmp_path_factory, migrated_copy) -> ServeProcess:
+    proc = ServeProcess(migrated_copy(tmp_path_factory.mktemp("query") / "chdata"))
     for url in spec_example_urls():
         assert httpx.get(url.replace("http://server", proc.url)).status_code == 200
     deadline = time.monotonic() + 30

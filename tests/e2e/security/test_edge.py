@@ -68,8 +68,8 @@ def get(target: str, headers: bytes = b"Host: pbx\r\n") -> bytes:
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    data = tmp_path_factory.mktemp("edge") / "chdata"
+def edge(tmp_path_factory: pytest.TempPathFactory, migrated_copy) -> Iterator[Edge]:
+    data = migrated_copy(tmp_path_factory.mktemp("edge") / "chdata")
     proc = ServeProcess(data, "--access-log", env={
         "PBX_TOKEN": SECRET,
         "PBX_HEADER_TIMEOUT": str(TIMEOUT_S), "PBX_BODY_TIMEOUT": str(TIMEOUT_S),

@@ -24,8 +24,8 @@ CALLS = "SELECT call_id, extra FROM pbx.events ORDER BY call_id"
 
 
 @pytest.fixture
-def with_token(dsn: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(clickhouse_url=dsn, token=SECRET, flush_interval=0.02)
+def with_token(migrated_dsn: str, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(clickhouse_url=migrated_dsn, token=SECRET, flush_interval=0.02)
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -81,9 +81,9 @@ def test_oversized_requests_are_refused_and_nothing_is_stored(with_token, dsn, k
     assert stored(dsn, CALLS) == []
 
 
-def test_allow_list_token_and_redaction_in_a_real_process(tmp_path: Path):
+def test_allow_list_token_and_redaction_in_a_real_process(tmp_path: Path, migrated_copy):
     """One served process: the allow-list by source address, and the secret absent from its log."""
-    proc = ServeProcess(tmp_path / "chdata", "--access-log", "--allow-cidrs", "127.0.0.2/32, 10.0.0.0/8",
+    proc = ServeProcess(migrated_copy(tmp_path / "chdata"), "--access-log", "--allow-cidrs", "127.0.0.2/32, 10.0.0.0/8",
                         env={"PBX_TOKEN": SECRET})
     allowed = httpx.Client(base_url=proc.url,
                            transport=httpx.HTTPTransport(local_address="127.0.0.2"))

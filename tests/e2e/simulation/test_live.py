@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from ingest.simulation import SimConfig, simulate
-from ingest.storing import clickhouse, migrations
+from ingest.storing import clickhouse
 from ingest.testing import REPO, ServeProcess, query_dicts, refresh_views, stored
 
 UTC = dt.timezone.utc
@@ -69,10 +69,10 @@ def _simulate(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def live(tmp_path_factory: pytest.TempPathFactory, migrated_copy) -> dict[str, Any]:
     """The dense scenario sent live to serve; then serve stopped and the views read."""
     tmp = tmp_path_factory.mktemp("live")
-    serve = ServeProcess(tmp / "chdata", timeout=SERVE_START_S)
+    serve = ServeProcess(migrated_copy(tmp / "chdata"), timeout=SERVE_START_S)
     try:
         run = _simulate("--target", serve.url, "--jitter-ms", str(JITTER_MS), "--truth", str(tmp / "truth.json"),
                         "--clickhouse", f"chdb://{tmp / 'unused'}", *DENSE)
@@ -214,14 +214,11 @@ def test_agent_talk_and_idle_time_match_the_truth_within_the_jitter_per_call(liv
 # ---- what is already due goes through the import path, with its own times ----------------
 
 
-def test_the_past_part_is_imported_with_its_own_times_and_the_rest_sent_live(tmp_path: Path) -> None:
+def test_the_past_part_is_imported_with_its_own_times_and_the_rest_sent_live(tmp_path: Path, migrated_copy) -> None:
     """A period ending now plus a few live seconds: the events already due land in the engine
     of --clickhouse at their own seconds, the rest reach the service live, none twice."""
-    serve = ServeProcess(tmp_path / "served", timeout=SERVE_START_S)
-    past_dsn = f"chdb://{tmp_path / 'past'}"
-    client = clickhouse.connect(past_dsn)  # migrated beforehand: the import itself takes a moment
-    migrations.apply_migrations(client)
-    client.close()
+    serve = ServeProcess(migrated_copy(tmp_path / "served"), timeout=SERVE_START_S)
+    past_dsn = f"chdb://{migrated_copy(tmp_path / 'past')}"  # migrated beforehand: the import itself takes a moment
     try:
         run = _simulate("--target", serve.url, "--clickhouse", past_dsn, "--truth", str(tmp_path / "truth.json"),
                         "--seed", "2", "--hours", "0.01", "--live-hours", "0.002", "--queues", "2", "--agents", "4",
@@ -241,8 +238,9 @@ def test_the_past_part_is_imported_with_its_own_times_and_the_rest_sent_live(tmp
     assert max(e["received_at"] for e in past) <= min(e["received_at"] for e in sent) + dt.timedelta(seconds=1)
 
 
-def test_a_past_part_while_serve_holds_the_embedded_engine_is_refused_before_sending(tmp_path: Path) -> None:
-    serve = ServeProcess(tmp_path / "chdata", timeout=SERVE_START_S)
+def test_a_past_part_while_serve_holds_the_embedded_engine_is_refused_before_sending(tmp_path: Path,
+                                                                                     migrated_copy) -> None:
+    serve = ServeProcess(migrated_copy(tmp_path / "chdata"), timeout=SERVE_START_S)
     try:
         run = _simulate("--target", serve.url, "--clickhouse", serve.dsn, "--hours", "0.05", "--live-hours", "0.01")
     finally:

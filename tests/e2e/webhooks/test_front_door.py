@@ -53,12 +53,13 @@ def _comparable(status: int, body: bytes) -> tuple[int, Any]:
     return status, json.loads(body) if body.startswith(b"{") else body
 
 
-def test_the_fast_path_and_the_asgi_app_answer_alike_and_store_the_same(tmp_path: Path, dsn: str):
+@pytest.mark.usefixtures("migrated_dsn")  # (the in-process app's engine at dsn)
+def test_the_fast_path_and_the_asgi_app_answer_alike_and_store_the_same(tmp_path: Path, dsn: str, migrated_copy):
     settings = Settings(clickhouse_url=dsn, batch_size=100, flush_interval=0.05)
     with TestClient(create_app(settings)) as client:
         through_asgi = [_comparable(r.status_code, r.content) for r in
                         (client.request(method, target) for method, target in REQUESTS)]
-    served = ServeProcess(tmp_path / "served")
+    served = ServeProcess(migrated_copy(tmp_path / "served"))
     try:
         through_socket = []
         for method, target in REQUESTS:
@@ -93,7 +94,7 @@ class _InProcess:
 
 
 @pytest.fixture
-def failing_on_boom(dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[_InProcess]:
+def failing_on_boom(migrated_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[_InProcess]:
     """The service, with a fault injected into decoding for call_id=boom (a bug of ours)."""
     real = decode_module.decode
 
@@ -104,7 +105,7 @@ def failing_on_boom(dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[_InPr
         return real(event, pairs)
 
     monkeypatch.setattr(service_module, "decode", decode)
-    server = _InProcess(Settings(clickhouse_url=dsn, port=free_port(), flush_interval=0.05))
+    server = _InProcess(Settings(clickhouse_url=migrated_dsn, port=free_port(), flush_interval=0.05))
     yield server
     server.stop()
 
