@@ -1,10 +1,11 @@
 """An INSERT whose data follows its query in the request: ``INSERT INTO t (a, b) FORMAT Native``
 then the rows, in any input format, binary ones included.
 
-This is how ClickHouse clients insert over HTTP: clickhouse-connect sends the query and the
-Native block in the body (``INSERT ... FORMAT Native\\n<block>``), clickhouse-go and
-@clickhouse/client put the query in ``?query=`` and the data in the body; the server reads
-``?query=``, a line break and the body as one stream. Where the data starts is ClickHouse's
+This is how ClickHouse clients insert over HTTP: clickhouse-connect sends the query and a
+Native block in the body (``INSERT ... FORMAT Native\\n<block>``) but an Arrow table's query in
+``?query=`` (what ``import`` sends), as do clickhouse-go and @clickhouse/client, with the data
+in the body; the server reads ``?query=``, a line break and the body as one stream
+(:class:`QueryStream`, which never joins them). Where the data starts is ClickHouse's
 parser's rule (``ParserInsertQuery``): after the format's name, spaces and tabs, then one
 ``\\r`` and one ``\\n`` if they are there.
 
