@@ -9,8 +9,7 @@ from pathlib import Path
 
 import chdb
 
-from ingest.priority import below_service
-from ingest.querying.server import _niced
+from ingest.querying.server import _niced, below_service
 
 
 def _own_nice() -> int:
