@@ -60,10 +60,10 @@ class QueryRequest:
     session_id: str | None = None
     session_timeout: float = 60.0
     session_check: bool = False
-    #: The owner's POST that starts with INSERT: the query stream as bytes (``?query=``, a line
-    #: break, the body), since an INSERT's data may follow its query in any format, binary ones
-    #: included (``inserts``). ``sql`` is then taken from it only if no such data is found.
-    raw: bytes | bytearray | None = None
+    #: The owner's POST that starts with INSERT: the query stream (``?query=``, a line break, the
+    #: body), since an INSERT's data may follow its query in any format, binary ones included
+    #: (``inserts``). ``sql`` is then taken from it only if no such data is found.
+    raw: inserts.QueryStream | None = None
 
 
 @dataclass
@@ -241,7 +241,7 @@ class Engine:
             found = self._insert_with_data(conn, request.raw)
             if found is not None:
                 return self._insert(conn, found)
-            request.sql = request.raw.decode("utf-8", "replace")
+            request.sql = request.raw.text()
         sql = request.sql
         params = request.params
         shape, writes = self._analyse(conn, request)
@@ -270,7 +270,7 @@ class Engine:
         data = bytes(result.bytes())
         return Execution(out_format, iter([data] if data else []), _summary(result))
 
-    def _insert_with_data(self, conn: Any, raw: bytes | bytearray) -> inserts.InsertData | None:
+    def _insert_with_data(self, conn: Any, raw: inserts.QueryStream) -> inserts.InsertData | None:
         """The INSERT at the start of ``raw`` and its data, as the engine parses the query (the
         first place the data may start whose query text is an INSERT ending in that FORMAT)."""
         for found in inserts.candidates(raw):

@@ -252,9 +252,10 @@ class QueryApp:
         raw = None
         if ctype.startswith("multipart/form-data"):
             sql = self._form(ctype, body, query_params, params)
-        elif user.owner and method == "POST" and inserts.is_insert(joined := _joined(params.get("query", ""), body)):
+        elif user.owner and method == "POST" and inserts.is_insert(
+                (stream := inserts.QueryStream(params.get("query", ""), body)).head):
             # An INSERT: its data may follow the query in a binary format (ingest.querying.inserts).
-            sql, raw = "INSERT", joined
+            sql, raw = "INSERT", stream
         else:
             text = body.decode("utf-8", "replace")
             sql = params.get("query", "")
@@ -450,11 +451,6 @@ def _summary(execution: Execution, partial_bytes: int | None, started: int) -> s
     }
     # Numbers as strings, as ClickHouse writes them (64-bit integers survive JavaScript).
     return json.dumps({k: str(v) for k, v in values.items()}, separators=(",", ":"))
-
-
-def _joined(query: str, body: bytearray) -> bytes | bytearray:
-    """``?query=``, a line break and the body: the one stream ClickHouse parses."""
-    return f"{query}\n".encode() + body if query and body else (query.encode() or body)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytearray:

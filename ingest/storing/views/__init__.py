@@ -149,9 +149,15 @@ def render(templates: dict[str, Template] | None = None, roots: set[str] | None 
                 visit(dep, path + (name,))
         done.append(name)
 
-    roots = _read_by_migrations(views) if roots is None else roots
+    later: dict[str, set[str]] = {}
+    if roots is None:
+        roots, later = _read_by_migrations(views)
     for name in sorted(roots):
         visit(name)
+    for file, names in sorted(later.items()):
+        if missing := sorted(names - set(done)):
+            raise ValueError(f"sql/{file} reads pbx.{missing[0]}, which {TARGET} does not create: "
+                             "render the templates into a new migration (TARGET)")
     parts = [_HEADER, "-- The views of the per-call and per-agent layers (ingest/storing/views/__init__.py).\n"]
     for name in done:
         doc, sql, _ = views[name]
@@ -160,14 +166,22 @@ def render(templates: dict[str, Template] | None = None, roots: set[str] | None 
     return "".join(parts)
 
 
-def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> set[str]:
-    """The rendered views the hand-written migrations read."""
+def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> tuple[set[str], dict[str, set[str]]]:
+    """The rendered views the hand-written migrations up to :data:`TARGET` read (the roots: they
+    decide what it creates and in which order), and per later hand-written migration the rendered
+    views it reads (they must be among those :data:`TARGET` creates: a migration that lands after
+    it cannot change it)."""
     names: set[str] = set()
-    for path in target().parent.glob("*.sql"):
+    later: dict[str, set[str]] = {}
+    for path in sorted(target().parent.glob("*.sql")):
         text = path.read_text()
         if not text.startswith(_HEADER):
-            names |= {n for n in re.findall(r"pbx\.(\w+)\b", text) if n in views}
-    return names
+            read = {n for n in re.findall(r"pbx\.(\w+)\b", text) if n in views}
+            if path.name < TARGET:
+                names |= read
+            elif read:
+                later[path.name] = read
+    return names, later
 
 
 #: The generated migration the templates render into (earlier ones: 0217).
