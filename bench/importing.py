@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,16 @@ def engine_parse_sql(path: Path) -> str:
 
 def long_log(path: Path, base: list[Path], lines: int, first_copy: int = 0) -> int:
     """A gzip log of ``lines`` lines: ``base``'s lines again and again, each copy shifted by the
-    base's whole days, so each line is another event; the first copy is shifted ``first_copy``
-    times (another log's copies do not overlap this one's). Returns the lines written."""
+    base's whole days and its calls renamed (``call_id`` and ``custom_call_id`` get the copy's
+    number), so each line is another event of another call; the first copy is shifted
+    ``first_copy`` times (another log's copies do not overlap this one's). Returns the lines
+    written.
+
+    Renamed, since a PBX does not reuse a call's id: with the ids kept, every copy's events
+    joined the same calls, and the per-call layer paired them all with each other (a refresh of
+    such calls took 16 GiB, measured)."""
     stamp = re.compile(r"\[([^\]]+)\]")
+    call_ids = re.compile(r"([?&](?:custom_)?call_id=)([^&\s\"]+)")
     parsed = []
     for source in base:
         with gzip.open(source, "rt") as f:
@@ -95,7 +103,9 @@ def long_log(path: Path, base: list[Path], lines: int, first_copy: int = 0) -> i
         shift = first_copy * span
         while written < lines:
             batch = parsed[: lines - written]
-            out.writelines(f"{a}{format_time(t + shift, o)}{b}" for a, t, o, b in batch)
+            copy = shift // span
+            rename = (lambda text: text) if copy == 0 else partial(call_ids.sub, rf"\g<1>\g<2>~{copy}")
+            out.writelines(f"{a}{format_time(t + shift, o)}{rename(b)}" for a, t, o, b in batch)
             written += len(batch)
             shift += span
     return written
