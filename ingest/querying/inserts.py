@@ -52,7 +52,7 @@ class QueryStream:
         self.query = text + b"\n" if text and body else text
         self.body = body
         #: The stream's first bytes, where its query ends (data past them has no query before it).
-        self.head = self.query + bytes(memoryview(body)[:MAX_QUERY_BYTES])
+        self.head = self.query + memoryview(body)[:MAX_QUERY_BYTES]  # one copy, of at most 1 MB
 
     def after(self, start: int) -> memoryview:
         """The stream from byte ``start`` of :attr:`head` to its end."""
