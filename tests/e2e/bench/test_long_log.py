@@ -19,7 +19,8 @@ def test_every_copy_of_the_days_is_other_calls(tmp_path: Path) -> None:
         f.writelines(LINE.format(s=s) for s in range(3))
     out = tmp_path / "long.log.gz"
     assert long_log(out, [base], 9, first_copy=0) == 9
-    lines = gzip.open(out, "rt").read().splitlines()
+    with gzip.open(out, "rt") as f:
+        lines = f.read().splitlines()
     ids = [re.search(r"[?&]call_id=([^&\s]+)", line)[1] for line in lines]
     customs = [re.search(r"custom_call_id=([^&\s]+)", line)[1] for line in lines]
     assert ids[:3] == ["1541078811.90", "1541078811.91", "1541078811.92"]  # the days themselves
