@@ -257,16 +257,29 @@ def catch_up_views(client: Any, log: Callable[[str], None] = print) -> int:
 
 
 @contextmanager
-def _chunk_rows(client: Any, rows: int) -> Iterator[None]:
-    """``chunk_rows`` set to ``rows`` while building, then back to what it was (the newest row wins)."""
-    before = client.query("SELECT argMax(value, updated_at) FROM pbx.refresh_settings "
-                          "WHERE name = 'chunk_rows'").result_rows[0][0]
-    client.command(f"INSERT INTO pbx.refresh_settings (name, value) VALUES ('chunk_rows', {rows})")
+def _build_settings(client: Any) -> Iterator[None]:
+    """The refreshes' settings while building, then back to what they were (the newest row wins).
+
+    ``chunk_rows`` = :data:`BUILD_CHUNK_ROWS`; ``commit_margin_ms`` = 0: the build's inserts
+    have all returned (committed) before a refresh starts, so no entity needs computing again
+    for an insert still committing (with the default 15 s, every run re-did the calls of the
+    run before: all a chunk's arrivals are seconds apart).
+    """
+    build = {"chunk_rows": BUILD_CHUNK_ROWS, "commit_margin_ms": 0}
+    before = dict(client.query("SELECT name, argMax(value, updated_at) FROM pbx.refresh_settings "
+                               "WHERE name IN {names:Array(String)} GROUP BY name",
+                               parameters={"names": list(build)}).result_rows)
+
+    def put(values: dict[str, int]) -> None:
+        client.command("INSERT INTO pbx.refresh_settings (name, value) VALUES "
+                       + ", ".join(f"('{k}', {int(v)})" for k, v in values.items()))
+
+    put(build)
     try:
         yield
     finally:
-        time.sleep(0.01)  # (updated_at is in ms: the restoring row must be newer)
-        client.command(f"INSERT INTO pbx.refresh_settings (name, value) VALUES ('chunk_rows', {before or 20000})")
+        time.sleep(0.01)  # (updated_at is in ms: the restoring rows must be newer)
+        put({k: before.get(k, v) for k, v in {"chunk_rows": 20000, "commit_margin_ms": 15000}.items()})
 
 
 def wait_for_merges(client: Any, timeout: float = 600.0) -> float:
@@ -505,7 +518,7 @@ def build(root: Path, centre: Centre, days: int, *, end: dt.date | None = None, 
                     after_day(day, f"{copied:,} events copied from {source}")
                 t1 = time.monotonic()
                 client.command("SYSTEM START VIEWS")
-                with _chunk_rows(client, BUILD_CHUNK_ROWS):
+                with _build_settings(client):
                     rounds = catch_up_views(client, log)
                 t2 = time.monotonic()
                 for name, value in totals.items():
