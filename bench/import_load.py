@@ -66,13 +66,16 @@ def _commits(url: str) -> dict[str, float]:
             found["sum"] = float(line.split()[-1])
         elif line.startswith(f'pbx_spool_commit_seconds_bucket{{le="{SLOW_COMMIT_S}"}}'):
             found["fast"] = float(line.split()[-1])
+        elif line.startswith("pbx_insert_pause_seconds_total"):  # PBX_IMPORT_YIELD's pauses
+            found["paused"] = float(line.split()[-1])
     return found
 
 
 def _commit_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     count = after["count"] - before["count"]
     return {"commits": count, "mean_ms": round(1000 * (after["sum"] - before["sum"]) / max(count, 1), 2),
-            "slow": count - (after["fast"] - before["fast"])}
+            "slow": count - (after["fast"] - before["fast"]),
+            "import_paused_s": round(after.get("paused", 0.0) - before.get("paused", 0.0), 2)}
 
 
 def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: int = 2,
@@ -122,6 +125,10 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: in
         result[f"{kind}_commit_mean_ms"] = statistics.median(r["spool_commits"]["mean_ms"] for r in result[kind])
         result[f"{kind}_commits_slow_per_s"] = statistics.median(r["spool_commits"]["slow"] / seconds
                                                                  for r in result[kind])
+    # The share of the window the import waited for the webhooks (PBX_IMPORT_YIELD; 0 where the
+    # service does not pace).
+    result["import_paused_share"] = round(statistics.median(r["spool_commits"]["import_paused_s"] / seconds
+                                                            for r in result["loaded"]), 2)
     # Each loaded round against the baseline round just before it (the machine's load drifts
     # between rounds more than within a pair), then the median over the pairs.
     for p in ("p50", "p99"):
@@ -154,6 +161,7 @@ def table(res: dict[str, Any]) -> list[list[str]]:
             "1.00" if base else f"{res['p99_ratio']:.2f}",
             "1.00" if base else f"{res['p99_service_ratio']:.2f}",
             f"{res[f'{kind}_commit_mean_ms']:.1f} / {res[f'{kind}_commits_slow_per_s']:.1f}",
-            f"alone {alone:,}" if base else f"{res['through_lines_per_s']:,} ({res['import_speed_ratio']:.2f}x alone)",
+            f"alone {alone:,}" if base else f"{res['through_lines_per_s']:,} ({res['import_speed_ratio']:.2f}x alone; "
+                                            f"paused {res.get('import_paused_share', 0):.0%} of the window)",
         ])
     return rows

@@ -87,6 +87,18 @@ def chosen_number(var: str) -> str:
     return f"toUInt32({one_value(var)})"
 
 
+def time_range_arguments() -> str:
+    """The time picker's range as the ``from``/``to`` arguments of a range-bounded view
+    (``pbx.repeat_calls_between(from, to, ...)``, rows with ``from <= started_at < to``).
+
+    ``$__timeFilter(col)`` keeps ``toDateTime(from) <= col <= toDateTime(to)``: with millisecond
+    times those are the rows of ``[from, to + 1 ms)``. Both are passed as UTC values: ClickHouse
+    hands a view a computed argument as text in the session's time zone, so a plain ``toDateTime``
+    on a server outside UTC would shift the range by its offset.
+    """
+    return "from = toTimeZone($__fromTime, 'UTC'), to = toTimeZone(addMilliseconds($__toTime, 1), 'UTC')"
+
+
 QUEUE = matches("queue", "queue_name")
 AGENT = matches("agent", "agent")
 
@@ -440,8 +452,8 @@ def queue_service_level() -> dict[str, Any]:
                    countIf(answered = 1 AND repeat = 1) AS `Answered, called again`,
                    round(100 * countIf(answered = 1 AND repeat = 0) / nullIf(countIf(answered = 1), 0), 1) AS `FCR %`,
                    countIf(answered = 0 AND repeat = 1) AS `Not answered, called again`
-            FROM pbx.repeat_calls(window_s = {chosen_number("fcr_window")})
-            WHERE $__timeFilter(started_at) AND {matches("queue", "first_queue")}
+            FROM pbx.repeat_calls_between({time_range_arguments()}, window_s = {chosen_number("fcr_window")})
+            WHERE {matches("queue", "first_queue")}
             GROUP BY Day, Queue
             HAVING countIf(answered = 1) > 0
             ORDER BY Day DESC, Queue
@@ -452,8 +464,9 @@ def queue_service_level() -> dict[str, Any]:
                                   {"color": "green", "value": 75}]}),
                               ("custom.cellOptions", {"type": "color-text"}))],
             description="First-contact resolution = answered calls whose caller did not call again within the "
-            "FCR window / answered calls (pbx.repeat_calls, docs/metrics.md). Inbound calls with a caller number, "
-            "by the queue they reached first. Calls of the last window are provisional: "
+            "FCR window / answered calls (pbx.repeat_calls_between, docs/metrics.md). Inbound calls with a caller "
+            "number that started in the range, by the queue they reached first; their callers' next calls are "
+            "looked for up to one window after the range. Calls of the last window before now are provisional: "
             "their caller may still call again."),
     ]
     return dashboard(

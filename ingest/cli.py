@@ -425,7 +425,7 @@ def _serve(settings: Settings) -> int:
         # Engine, migrations, spool, the query interface's port: a refusal is one line, before
         # the webhooks' port is bound.
         service.start_up()
-        query = _start_query_interface(settings)
+        query = _start_query_interface(settings, service)
     except (ConfigError, *_OPERATOR_ERRORS) as exc:
         log.critical(f"cannot start: {clickhouse.describe(exc, settings.clickhouse_url)}")
         return 1
@@ -444,15 +444,18 @@ def _serve(settings: Settings) -> int:
     return 0 if server.started else 1
 
 
-def _start_query_interface(settings: Settings) -> Any:
+def _start_query_interface(settings: Settings, service: Any) -> Any:
     """ClickHouse's HTTP interface on the embedded engine (docs/querying.md): its own server,
-    so it does not depend on which server answers the webhooks. Raises ``OSError`` (its port)
-    or ``clickhouse.EngineError`` with a one-line message."""
+    so it does not depend on which server answers the webhooks; its inserts give way to
+    ``service``'s webhooks. Raises ``OSError`` (its port) or ``clickhouse.EngineError`` with a
+    one-line message."""
     if not settings.query_enabled:
         return None
     from ingest.querying import QueryServer
+    from ingest.querying.inserts import InsertPace
 
-    query = QueryServer(settings, holder=clickhouse.connect(settings.clickhouse_url))
+    pace = InsertPace(settings.import_yield, service.webhooks_active, service.metrics.insert_pause_seconds.inc)
+    query = QueryServer(settings, holder=clickhouse.connect(settings.clickhouse_url), pace=pace)
     try:
         query.start()
     except BaseException:

@@ -122,6 +122,10 @@ class Settings:
     #: Nice value of the threads that run queries (``os_thread_priority`` and the interface's own
     #: threads): the webhook path keeps the CPU when both want it. 0 = same priority.
     query_nice: int = 10
+    #: While webhooks arrive, an insert with data through the query interface (what ``import``
+    #: sends beside a running ``serve``) starts only this many times its predecessor's duration
+    #: after that one ended: 1 gives the webhooks the engine at least half the time. 0: no pause.
+    import_yield: float = 1.0
 
     def __post_init__(self) -> None:
         if not (self.clickhouse_url.startswith(("chdb:", "http://", "https://"))):
@@ -138,6 +142,8 @@ class Settings:
                      "max_connections_per_client", "header_timeout", "body_timeout", "keepalive_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.import_yield <= 100:
+            raise ConfigError(f"PBX_IMPORT_YIELD must be 0 to 100, got {self.import_yield}")
         if not 0 <= self.query_nice <= 19:
             raise ConfigError(f"query_nice must be 0 to 19, got {self.query_nice}")
         if not 0 <= self.query_port <= 65535:

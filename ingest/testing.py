@@ -22,13 +22,16 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
 
 from ingest.events.table import DATABASE
 from ingest.storing import clickhouse
 from ingest.storing.spool import Spool
+
+if TYPE_CHECKING:
+    from ingest.simulation import SimConfig
 
 __all__ = [
     "npm_installed",
@@ -43,6 +46,7 @@ __all__ = [
     "dirty_entities",
     "free_port",
     "hold_views",
+    "import_simulation",
     "metric_values",
     "query_dicts",
     "read_answer",
@@ -375,6 +379,22 @@ def refresh_views(client: Client) -> None:
             client.command(f"SYSTEM STOP VIEW {view}")
     if failed:
         raise RuntimeError(f"refresh failed: {failed}")
+
+
+def import_simulation(config: SimConfig, directory: Path) -> Client:
+    """A fresh engine under ``directory``, every migration applied, the refreshes held
+    (:func:`hold_views`), and the access log of the simulation ``config`` imported: nothing is stored by a refresh yet, every call and agent is read live."""
+    from ingest.backfill.importer import import_files
+    from ingest.simulation import simulate, write_access_log
+    from ingest.storing import migrations
+
+    log = directory / "access.log"
+    write_access_log(log, simulate(config).events)
+    client = clickhouse.connect(f"chdb://{directory / 'chdata'}")
+    migrations.apply_migrations(client)
+    hold_views(client)
+    import_files(client, [log])
+    return client
 
 
 def dirty_entities(client: Client) -> int:

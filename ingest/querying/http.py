@@ -174,7 +174,7 @@ class QueryApp:
     """The ASGI app of the query interface."""
 
     def __init__(self, engine: Engine, users: access.Users, max_concurrent: int, queue_timeout: float,
-                 run: Callable[..., Awaitable[Any]]) -> None:
+                 run: Callable[..., Awaitable[Any]], pace: inserts.InsertPace | None = None) -> None:
         self.engine = engine
         self.users = users
         self.display_name = socket.gethostname()
@@ -183,6 +183,8 @@ class QueryApp:
         self._queue_timeout = queue_timeout
         #: Runs a blocking call on the query threads: ``await run(fn, *args)``.
         self._run = run
+        #: Inserts with data give way to the webhooks (None: they never wait).
+        self._pace = pace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -330,6 +332,9 @@ class QueryApp:
 
     async def _answer(self, send: Send, receive: Receive, request: QueryRequest, headers: dict[str, str],
                       params: dict[str, str], tag: str, head: bool) -> None:
+        pace = self._pace if request.raw is not None else None
+        if pace is not None:
+            await pace.turn()
         started = time.monotonic_ns()
         try:
             await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)  # type: ignore[union-attr]
@@ -345,7 +350,12 @@ class QueryApp:
                 buffer_size = max(_uint(params["buffer_size"], "buffer_size"), 1 << 20)
             # One trip to a query thread runs the query up to its first buffer_size bytes (each
             # trip waits for a CPU on a loaded machine: fewer trips, lower latency).
-            execution, held, done = await self._run(self._begin, request, buffer_size)
+            begun = time.monotonic()
+            try:
+                execution, held, done = await self._run(self._begin, request, buffer_size)
+            finally:
+                if pace is not None:
+                    pace.took(time.monotonic() - begun)
             held_bytes = sum(map(len, held))
 
             method = None

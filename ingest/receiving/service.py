@@ -83,6 +83,9 @@ class LogBudget:
         else:
             self._last[reason] = (last, suppressed + 1)
 
+#: How recent the last webhook must be for webhooks to count as arriving (``webhooks_active``).
+WEBHOOKS_ACTIVE_S = 1.0
+
 
 class Service:
     """The state one running app holds: settings, metrics, the spool and the writer."""
@@ -217,6 +220,12 @@ class Service:
     def redact(self, target: str) -> str:
         """A request target as it may be logged or quoted: no shared secret in any encoding."""
         return redact(target, self.settings.token, self.token_in_path)
+
+    def webhooks_active(self) -> bool:
+        """Webhooks arrived within the last :data:`WEBHOOKS_ACTIVE_S` seconds (a group of them was
+        made durable): bulk inserts through the query interface give way meanwhile."""
+        spool = self.spool
+        return spool is not None and time.monotonic() - spool.last_commit < WEBHOOKS_ACTIVE_S
 
     # ---- one webhook -------------------------------------------------------------------
 

@@ -155,6 +155,10 @@ class Spool:
         #: many records (its batch size), not at every group: between those it waits on its
         #: own timer, and a wake-up per group cost a thread switch per group.
         self.wake_at = 1
+        #: ``time.monotonic()`` of the last group of records made durable (0: none yet): how
+        #: others in the process tell whether webhooks are arriving (the query interface's
+        #: :class:`~ingest.querying.inserts.InsertPace`).
+        self.last_commit = 0.0
         #: Called with (seconds, records) after each fsync'd group (metrics).
         self.on_commit: Callable[[float, int], None] | None = None
         #: Writes and fsyncs of groups (I/O errors; a full disk is ``disk``): failing or not.
@@ -405,6 +409,7 @@ class Spool:
     def _durable(self, seg: Segment, written: int, payloads: list[bytes], rows: list[Any] | None) -> None:
         """``written`` more bytes of ``seg`` (``payloads``) are on disk: let the consumer see them."""
         records = len(payloads)
+        self.last_commit = time.monotonic()
         with self._cond:
             if rows is not None and len(self._memory) + records <= self._memory_max:
                 memory, number, offset = self._memory, seg.number, seg.end

@@ -184,8 +184,8 @@ def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> tuple[se
     return names, later
 
 
-#: The generated migration the templates render into (earlier ones: 0217).
-TARGET = "0222_replace_layer_views.sql"
+#: The generated migration the templates render into (earlier ones: 0217, 0222).
+TARGET = "0227_replace_layer_views.sql"
 
 
 def target() -> Path:

@@ -14,7 +14,8 @@ WITH
     toIntervalMillisecond(pbx_reorder_tolerance_ms()) AS tolerance,
     toDateTime64('2299-12-31 00:00:00', 3, 'UTC') AS open_end,
     assumeNotNull((SELECT max(received_at) FROM pbx.events)) AS data_end,
-    -- The windows: [(agent, lo, hi)] (a scalar subquery: computed once).
+    -- The windows: [(agent, lo, hi)], from the dirty set every view of a query shares
+    -- (pbx.dirty_agent_list: one scalar subquery, computed once per query).
     if({whole:UInt8} = 1, [],
        arrayFlatten(arrayMap(a -> arrayMap(w -> (a.1, w.1, w.2), a.2),
            (SELECT agents FROM pbx.dirty_agent_list(layer = {layer:String}, refresh = {refresh:UInt8}))))) AS plan,
@@ -116,19 +117,14 @@ FROM
                                   toStartOfHour(received_at) IN (SELECT arrayJoin(agent_hours))
                                   AND userid IN (SELECT arrayJoin(plan).1)))
                             UNION ALL
-                            -- One talk per answer (pbx_talk_end): two changes, start and end.
+                            -- One talk per answer (pbx_call_talks, sql/0226): two changes, start and end.
                             -- (a talk ended as it was answered is a start and an end at one instant)
-                            SELECT a.3, tk.1, a.2, tk.2, '', a.1, toUInt8(1)
+                            SELECT a.1, tk.1, a.4, tk.2, '', a.2, toUInt8(1)
                             FROM
                             (
-                                SELECT
-                                    call_id,
-                                    arrayDistinct(groupArrayIf((received_at, seq, line_userid),
-                                        event IN ('answered_internal', 'answered_external') AND line_userid != '')) AS answers,
-                                    arraySort(groupArrayIf((received_at, line_userid), event = 'hangup_internal')) AS hangups,
-                                    arraySort(groupArrayIf(received_at, event = 'call_end')) AS ends
+                                SELECT call_id, pbx_call_talks(received_at, seq, line_userid, event) AS call_talks
                                 FROM pbx.events
-                                WHERE event IN ('answered_internal', 'answered_external', 'hangup_internal', 'call_end')
+                                WHERE pbx_talk_event(event)
                                   AND ({whole:UInt8} = 1 OR (
                                       toStartOfHour(received_at) IN (SELECT arrayJoin(talk_hours))
                                       AND call_id IN
@@ -137,11 +133,10 @@ FROM
                                              AND toStartOfHour(received_at) IN (SELECT arrayJoin(talk_hours))
                                              AND line_userid IN (SELECT arrayJoin(plan).1))))
                                 GROUP BY call_id
-                                HAVING notEmpty(answers)
+                                HAVING notEmpty(call_talks)
                             )
-                            ARRAY JOIN answers AS a
-                            ARRAY JOIN [(a.1, toUInt8(3)),
-                                        (coalesce(pbx_talk_end(a, hangups, ends), open_end), toUInt8(4))] AS tk
+                            ARRAY JOIN call_talks AS a
+                            ARRAY JOIN [(a.2, toUInt8(3)), (coalesce(a.3, open_end), toUInt8(4))] AS tk
                             WHERE tk.1 < open_end
                         ) AS c ON c.agent = w.1
                         WHERE c.anchor >= w.2 - toIntervalDay(c.back_days) AND c.anchor < w.3 AND c.t < w.3

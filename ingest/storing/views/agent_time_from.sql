@@ -6,7 +6,8 @@
 WITH
     assumeNotNull((SELECT max(received_at) FROM pbx.events)) AS data_end,
     toDateTime64('2299-12-31 00:00:00', 3, 'UTC') AS open_end,
-    -- agent -> its windows being computed live (a scalar subquery: computed once)
+    -- agent -> its windows being computed live, from the dirty set every view of a query
+    -- shares (pbx.dirty_agent_list: one scalar subquery, computed once per query)
     if({whole:UInt8} = 1, [], (SELECT agents FROM pbx.dirty_agent_list(layer = 'agents', refresh = 0))) AS dirty_list,
     CAST((arrayMap(a -> a.1, dirty_list), arrayMap(a -> a.2, dirty_list)),
          'Map(String, Array(Tuple(DateTime64(3, \'UTC\'), DateTime64(3, \'UTC\'))))') AS dirty

@@ -20,3 +20,7 @@ FROM
     ORDER BY arrived_at, kind, id
     LIMIT if({refresh:UInt8} = 0, 1000000000000, pbx_refresh_setting('chunk_rows'))
 )
+-- (Not through the query condition cache: with it, chDB 4.4 (engine 26.9) returned no rows
+-- past a cursor that had not moved, for reads of this view under several filters in one query;
+-- the refresh then never took them. Seen with agentplan's CTE version of dirty_agents, 2026-12-03.)
+SETTINGS use_query_condition_cache = 0

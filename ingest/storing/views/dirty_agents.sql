@@ -2,17 +2,25 @@
 -- pbx.dirty_agents(layer, refresh): per agent with windows to compute (all
 -- of them, or those of one run's share of arrivals: pbx.arrivals_from), the
 -- windows as [lo, hi) pairs (hi = 2299-12-31: to the end of the data).
--- (Intermediate sets are scalar subqueries: computed once however often used.)
+-- An arrival row past the layer's cursor (taken) always counts: no run has
+-- read it, however recently the agent was computed (for other windows: a run
+-- reads chunk_rows rows). One less than the commit margin before the cursor
+-- counts only for an agent last computed less than the margin after it (that
+-- run may not have seen it).
+-- Intermediate sets are scalar subqueries, computed once per query however
+-- often used; each becomes a constant the query is analysed with, cheap for a
+-- minute's arrivals, seconds for the tens of thousands of rows an import
+-- leaves in the margin (docs/metrics.md#how-the-views-are-computed).
 
 WITH
     toIntervalMillisecond(pbx_refresh_setting('commit_margin_ms')) AS margin,
     toIntervalMillisecond(pbx_reorder_tolerance_ms()) AS tolerance,
     toDateTime64('2299-12-31 00:00:00', 3, 'UTC') AS open_end,
     -- The arrival rows to look at: agents' own events (agent, first event, last
-    -- event, arrival), and calls (call_id, arrival) with the hours of their events.
+    -- event, arrival, taken), and calls (call_id, arrival, taken) with the hours of their events.
     (
-        SELECT (groupArrayIf((id, first_at, last_at, arrived_at), kind = 'agent'),
-                groupArrayIf((id, arrived_at), kind = 'call'))
+        SELECT (groupArrayIf((id, first_at, last_at, arrived_at, taken), kind = 'agent'),
+                groupArrayIf((id, arrived_at, taken), kind = 'call'))
         FROM pbx.arrivals_from(layer = {layer:String}, refresh = {refresh:UInt8})
     ) AS arrived,
     arrived.1 AS agent_news,
@@ -23,27 +31,27 @@ WITH
         FROM pbx.call_spans
         WHERE call_id IN (SELECT arrayJoin(call_news).1)
     ) AS call_hours,
-    -- Those calls' talks as they are now: (agent, answered_at, talk end or NULL, the call's arrival).
+    -- Those calls' talks as they are now (pbx_call_talks, sql/0226): (agent, answered_at,
+    -- talk end or NULL, the call's last arrival, whether a row of it is taken).
     (
-        SELECT groupArray((a.3, a.1, pbx_talk_end(a, hangups, ends), n.last_arrival))
+        SELECT groupArray((a.1, a.2, a.3, n.last_arrival, n.taken))
         FROM
         (
-            SELECT
-                call_id,
-                arrayDistinct(groupArrayIf((received_at, seq, line_userid),
-                    event IN ('answered_internal', 'answered_external') AND line_userid != '')) AS answers,
-                arraySort(groupArrayIf((received_at, line_userid), event = 'hangup_internal')) AS hangups,
-                arraySort(groupArrayIf(received_at, event = 'call_end')) AS ends
+            SELECT call_id, pbx_call_talks(received_at, seq, line_userid, event) AS call_talks
             FROM pbx.events
-            WHERE event IN ('answered_internal', 'answered_external', 'hangup_internal', 'call_end')
+            WHERE pbx_talk_event(event)
               AND toStartOfHour(received_at) IN (SELECT arrayJoin(call_hours))
               AND call_id IN (SELECT arrayJoin(call_news).1)
             GROUP BY call_id
-            HAVING notEmpty(answers)
+            HAVING notEmpty(call_talks)
         ) AS c
-        INNER JOIN (SELECT x.1 AS call_id, max(x.2) AS last_arrival FROM (SELECT arrayJoin(call_news) AS x) GROUP BY call_id) AS n
-            ON n.call_id = c.call_id
-        ARRAY JOIN answers AS a
+        INNER JOIN
+        (
+            SELECT x.1 AS call_id, max(x.2) AS last_arrival, max(x.3) AS taken
+            FROM (SELECT arrayJoin(call_news) AS x)
+            GROUP BY call_id
+        ) AS n ON n.call_id = c.call_id
+        ARRAY JOIN call_talks AS a
     ) AS talk_news,
     (
         SELECT groupArray((id, computed_at))
@@ -85,7 +93,7 @@ FROM
               AND userid IN (SELECT arrayJoin(agent_news).1)
             GROUP BY userid
         ) AS logins ON logins.agent = e.1
-        WHERE e.4 > coalesce(arrayFirst(d -> d.1 = e.1, done).2, toDateTime64(0, 3, 'UTC')) - margin
+        WHERE e.5 = 1 OR e.4 > coalesce(arrayFirst(d -> d.1 = e.1, done).2, toDateTime64(0, 3, 'UTC')) - margin
         UNION ALL
         -- A talk changes [its answer, its end], or, if stretches on calls are stored
         -- after the answer (an earlier version of the talk may have lasted longer),
@@ -102,12 +110,13 @@ FROM
                    arraySort(groupArrayIf(started_at, on_call = 1)) AS on_call_at
             FROM pbx.agent_time_data FINAL
             WHERE toStartOfHour(interval_start) IN
-                (SELECT DISTINCT arrayJoin(arrayMap(h -> toStartOfHour(t.2) + toIntervalHour(h), range(169)))
-                 FROM (SELECT arrayJoin(talk_news) AS t))
+                (SELECT DISTINCT h + toIntervalHour(k)
+                 FROM (SELECT DISTINCT toStartOfHour(t.2) AS h FROM (SELECT arrayJoin(talk_news) AS t))
+                 ARRAY JOIN range(169) AS k)
               AND agent IN (SELECT arrayJoin(talk_news).1) AND is_deleted = 0
             GROUP BY agent
         ) AS stored ON stored.agent = t.1
-        WHERE t.4 > coalesce(arrayFirst(d -> d.1 = t.1, done).2, toDateTime64(0, 3, 'UTC')) - margin
+        WHERE t.5 = 1 OR t.4 > coalesce(arrayFirst(d -> d.1 = t.1, done).2, toDateTime64(0, 3, 'UTC')) - margin
     ) AS s
     LEFT JOIN (SELECT agent, started_at FROM pbx.agent_open FINAL) AS o ON o.agent = s.agent
 )

@@ -12,29 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ingest.backfill.importer import import_files
-from ingest.simulation import SimConfig, simulate, write_access_log
-from ingest.testing import hold_views, query_dicts, settle_views
+from ingest.simulation import SimConfig
+from ingest.testing import import_simulation, query_dicts, settle_views
 from tests.e2e.analytics.erlang_reference import agents_required
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory):
-    from ingest.storing import clickhouse, migrations
-
-    sim = simulate(SimConfig(seed=14, start=dt.datetime(2026, 11, 2, 6, tzinfo=dt.timezone.utc), hours=6,
-                             queues=3, agents=10, calls_per_hour=30))
-    log = tmp_path_factory.mktemp("logs") / "access.log"
-    write_access_log(log, sim.events)
-    ch = clickhouse.connect(f"chdb://{tmp_path_factory.mktemp('chdata') / 'db'}")
-    migrations.apply_migrations(ch)
-    hold_views(ch)
-    import_files(ch, [log])
+    config = SimConfig(seed=14, start=dt.datetime(2026, 11, 2, 6, tzinfo=dt.timezone.utc), hours=6,
+                       queues=3, agents=10, calls_per_hour=30)
+    ch = import_simulation(config, tmp_path_factory.mktemp("analytics"))
     settle_views(ch)
     yield ch
     ch.close()

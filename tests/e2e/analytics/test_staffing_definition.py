@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from ingest.backfill.importer import import_files
-from ingest.simulation import SimConfig, simulate, write_access_log
-from ingest.testing import hold_views, refresh_views, settle_views
+from ingest.simulation import SimConfig
+from ingest.testing import import_simulation, refresh_views, settle_views
 
 SQL = Path(__file__).resolve().parents[3] / "sql"
 COLUMNS = "interval_start, queue_name, offered, aht_s, traffic_erlangs, agents_required"
@@ -35,15 +34,8 @@ def _old_definition() -> str:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory):
-    from ingest.storing import clickhouse, migrations
-
-    sim = simulate(SimConfig(seed=15, start=START, hours=24, queues=3, agents=10, calls_per_hour=12))
-    log = tmp_path_factory.mktemp("logs") / "access.log"
-    write_access_log(log, sim.events)
-    ch = clickhouse.connect(f"chdb://{tmp_path_factory.mktemp('chdata') / 'db'}")
-    migrations.apply_migrations(ch)
-    hold_views(ch)
-    import_files(ch, [log])
+    ch = import_simulation(SimConfig(seed=15, start=START, hours=24, queues=3, agents=10, calls_per_hour=12),
+                           tmp_path_factory.mktemp("staffing"))
     queues = [r[0] for r in ch.query("SELECT DISTINCT toString(queue_name) FROM pbx.queue_calls ORDER BY 1").result_rows]
     assert len(queues) == 3
     ch.command("INSERT INTO pbx.queue_settings (queue_name, sla_threshold_s, short_abandon_s, sla_target_pct) "

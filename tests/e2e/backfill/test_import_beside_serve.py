@@ -4,6 +4,7 @@ webhooks keep their latency."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import statistics
 import subprocess
@@ -102,3 +103,50 @@ def test_import_and_sql_go_through_the_running_service_while_webhooks_flow(tmp_p
     print(f"webhook p99: {baseline * 1000:.1f} ms alone, {during * 1000:.1f} ms during the import "
           f"({during / baseline:.2f}x, {ended - started:.1f} s import of {lines} lines)")
     assert during < 1.0, f"a webhook p99 of {during:.2f} s during the import"
+
+
+def insert_pause_seconds(url: str) -> float:
+    """``pbx_insert_pause_seconds_total`` from the service's /metrics."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("pbx_insert_pause_seconds_total "):
+            return float(line.split()[1])
+    raise AssertionError("no pbx_insert_pause_seconds_total in /metrics")
+
+
+def test_import_gives_way_to_webhooks_only_while_they_arrive(tmp_path: Path, migrated_copy) -> None:
+    """PBX_IMPORT_YIELD: with no webhooks an import's inserts run back to back; while webhooks
+    arrive each waits ``factor`` times its predecessor's duration, and everything is stored."""
+    # Two imports of 4 files each (a day a file, no line of one day is a line of another):
+    # the importer inserts each file's rows apart, so each import makes 4 inserts.
+    days: list[list[Path]] = [[], []]
+    lines = [0, 0]
+    for day in range(2, 10):
+        path = tmp_path / f"day-{day}.log.gz"
+        start = dt.datetime(2026, 11, day, 8, tzinfo=dt.timezone.utc)
+        lines[day % 2] += write_access_log(path, simulate(SimConfig(seed=day, hours=2, agents=8, start=start)).events)
+        days[day % 2].append(path)
+    proc = ServeProcess(migrated_copy(tmp_path / "chdata"), env={**os.environ, "PBX_IMPORT_YIELD": "3"})
+    try:
+        quiet = cli("import", "--batch-size", "1000", "--clickhouse", proc.dsn, *map(str, days[0]))
+        paused_quiet = insert_pause_seconds(proc.url)
+        hooks = Webhooks(proc.url)
+        try:
+            time.sleep(1.0)
+            started = time.monotonic()
+            busy = cli("import", "--batch-size", "1000", "--clickhouse", proc.dsn, *map(str, days[1]))
+            took = time.monotonic() - started
+        finally:
+            hooks.stop()
+        paused_busy = insert_pause_seconds(proc.url) - paused_quiet
+        wait_health(proc.url, lambda h: h["backlog"] == 0)
+    finally:
+        proc.stop()
+    counted = stored(proc.dsn, "SELECT count() AS n FROM pbx.events WHERE source = 'import'")[0]["n"]
+
+    assert quiet.returncode == 0 and busy.returncode == 0, quiet.stderr + busy.stderr
+    assert "through the running service" in busy.stderr
+    assert counted == sum(lines), "every imported line stored"
+    assert paused_quiet == 0.0, f"an import with no webhooks arriving waited {paused_quiet:.2f} s"
+    # Each insert after the first waited 3x its predecessor's time (each takes milliseconds).
+    assert paused_busy > 0.01 * (len(days[1]) - 1), f"{paused_busy:.3f} s of pauses over {len(days[1])} inserts"
+    assert paused_busy < took, "the pauses are part of the import's time"

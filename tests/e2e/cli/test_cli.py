@@ -147,6 +147,8 @@ def test_serve_beyond_loopback_without_a_token_warns(caplog):
 def test_bad_environment_value_names_the_variable():
     with pytest.raises(ConfigError, match="PBX_BATCH_SIZE"):
         Settings.from_env({"PBX_BATCH_SIZE": "lots"})
+    with pytest.raises(ConfigError, match="PBX_IMPORT_YIELD must be 0 to 100, got -1"):
+        Settings.from_env({"PBX_IMPORT_YIELD": "-1"})
     out = run("serve", env={"PBX_PORT": "eighty"})
     assert out.returncode == 2 and "PBX_PORT" in out.stderr
 

@@ -41,6 +41,7 @@ CONTRACT_VIEWS = {
     "queue_now", "agents_now", "queue_settings",
     "queue_calls_since",  # queue_calls from a start time (docs/metrics.md)
     "calls", "repeat_calls", "staffing_15m", "agent_states_15m",  # issue 14's contract
+    "repeat_calls_between",  # repeat_calls of a time range (docs/metrics.md)
 }  # fmt: skip
 RAW_EVENTS_ALLOWED = {"pbx-abandonment/Abandoned calls"}  # caller_num is in no view
 
@@ -663,12 +664,14 @@ def _panel(uid: str, title: str) -> gs.PanelQuery:
     return next(q for q in ALL_QUERIES if q.dashboard["uid"] == uid and q.panel["title"] == title)
 
 
-def _run(client: Client, query: gs.PanelQuery, rng: gs.TimeRange, **current: Any) -> list[dict[str, Any]]:
-    """The panel's rows as dicts, its variables at their defaults but ``current`` (name -> value)."""
+def _run(client: Client, query: gs.PanelQuery, rng: gs.TimeRange, session: dict[str, str] | None = None,
+         **current: Any) -> list[dict[str, Any]]:
+    """The panel's rows as dicts, its variables at their defaults but ``current`` (name -> value);
+    ``session``: settings of the panel's query."""
     variables = [gs.dashboard_variable(v, gs.variable_options(v, rng, lambda s: client.query(s).result_rows),
                                        current.get(v["name"]))
                  for v in query.dashboard["templating"]["list"]]  # fmt: skip
-    result = client.query(gs.expand(query.sql, rng, variables, query.interval_ms(rng)))
+    result = client.query(gs.expand(query.sql, rng, variables, query.interval_ms(rng)), settings=session)
     return [dict(zip(result.column_names, row)) for row in result.result_rows]
 
 
@@ -716,6 +719,17 @@ def test_fcr_panel_is_the_contracts_formula_for_each_window(sim_engine: tuple[Cl
         assert rows == [tuple(r) for r in direct] and rows
         seen.add(tuple(r[3] for r in rows))
     assert len(seen) > 1, "the window changes the figures"
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/New_York"])
+def test_fcr_panel_keeps_its_range_in_any_session_time_zone(sim_engine: tuple[Client, dt.datetime], zone: str):
+    """The FCR panel hands the range to pbx.repeat_calls_between as view arguments, which ClickHouse passes
+    as text in the session's time zone: the panel passes UTC values, so its rows are the same in any zone."""
+    client, now = sim_engine
+    fcr = _panel("pbx-queue-sla", "First-contact resolution per queue and day")
+    rng = gs.default_time_range(fcr.dashboard, now)
+    utc = _run(client, fcr, rng, session={"session_timezone": "UTC"})
+    assert utc and _run(client, fcr, rng, session={"session_timezone": zone}) == utc
 
 
 def test_staffing_sets_required_against_staffed_per_interval(sim_engine: tuple[Client, dt.datetime]):

@@ -19,6 +19,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from ingest.storing import clickhouse
+from ingest.storing.migrations import load_migrations
 from ingest.testing import dirty_entities, query_dicts, refresh_views, settle_views
 from tests.e2e.views.views_helpers import T0, at, columns, ev, insert, read
 
@@ -274,33 +275,35 @@ def test_backfill_of_older_events_is_picked_up(ch: Client) -> None:
 # ----------------------------------------------------------------------------- agents
 
 
-def _agent_day() -> list[tuple]:
+def _agent_day(day: int = 0) -> list[tuple]:
+    """a1's (and a2's) morning; ``day``: the same a number of days later, its calls' ids suffixed."""
+    shift, suffix = day * 86400, f"-{day}" if day else ""
     return [
-        ev("pbx_agent_login", 0, userid="a1", exten="101"),
+        ev("pbx_agent_login", shift, userid="a1", exten="101"),
         # paused from 09:10 to 09:20: 300 s in each interval
-        ev("pbx_agent_set_state", 600, userid="a1", state_name="Lunch"),
+        ev("pbx_agent_set_state", 600 + shift, userid="a1", state_name="Lunch"),
         # a call answered while paused counts as talk (talk > paused): 09:12:00-09:13:00
-        ev("answered_internal", 720, call_id="c1", line_userid="a1"),
-        ev("hangup_internal", 780, call_id="c1", line_userid="a1"),
-        ev("call_end", 781, call_id="c1"),
-        ev("pbx_agent_set_state", 1200, userid="a1", state_name="AVAILABLE"),
+        ev("answered_internal", 720 + shift, call_id="c1" + suffix, line_userid="a1"),
+        ev("hangup_internal", 780 + shift, call_id="c1" + suffix, line_userid="a1"),
+        ev("call_end", 781 + shift, call_id="c1" + suffix),
+        ev("pbx_agent_set_state", 1200 + shift, userid="a1", state_name="AVAILABLE"),
         # two overlapping calls 09:25:00-09:27:00 and 09:26:00-09:28:00: 180 s of talk, not 240
-        ev("start_int_dial", 1495, call_id="c2", line_userid="a1"),
-        ev("answered_internal", 1500, call_id="c2", line_userid="a1"),
-        ev("answered_external", 1560, call_id="c3", line_userid="a1"),
-        ev("hangup_internal", 1620, call_id="c2", line_userid="a1"),
+        ev("start_int_dial", 1495 + shift, call_id="c2" + suffix, line_userid="a1"),
+        ev("answered_internal", 1500 + shift, call_id="c2" + suffix, line_userid="a1"),
+        ev("answered_external", 1560 + shift, call_id="c3" + suffix, line_userid="a1"),
+        ev("hangup_internal", 1620 + shift, call_id="c2" + suffix, line_userid="a1"),
         # c3 has no hangup of a1: talk runs to its call_end
-        ev("call_end", 1680, call_id="c3"),
-        ev("call_end", 1700, call_id="c2"),
+        ev("call_end", 1680 + shift, call_id="c3" + suffix),
+        ev("call_end", 1700 + shift, call_id="c2" + suffix),
         # a ring a1 never answers (a2 does), by dial time
-        ev("start_int_dial", 1750, call_id="c4", line_userid="a1"),
-        ev("start_int_dial", 1770, call_id="c4", line_userid="a2"),
-        ev("answered_internal", 1775, call_id="c4", line_userid="a2"),
-        ev("exten_paused", 1765, call_id="c4", exten="101", reason="unanswered_queue_call"),
-        ev("pbx_agent_logout", 1800, userid="a1", reason="end_of_shift"),
+        ev("start_int_dial", 1750 + shift, call_id="c4" + suffix, line_userid="a1"),
+        ev("start_int_dial", 1770 + shift, call_id="c4" + suffix, line_userid="a2"),
+        ev("answered_internal", 1775 + shift, call_id="c4" + suffix, line_userid="a2"),
+        ev("exten_paused", 1765 + shift, call_id="c4" + suffix, exten="101", reason="unanswered_queue_call"),
+        ev("pbx_agent_logout", 1800 + shift, userid="a1", reason="end_of_shift"),
         # after logout nothing counts
-        ev("pbx_agent_set_state", 1850, userid="a1", state_name="Break"),
-        ev("call_end", 1900, call_id="c4"),
+        ev("pbx_agent_set_state", 1850 + shift, userid="a1", state_name="Break"),
+        ev("call_end", 1900 + shift, call_id="c4" + suffix),
     ]
 
 
@@ -522,6 +525,45 @@ def test_a_backlog_is_computed_a_chunk_per_run(ch: Client) -> None:
         assert runs < 40
     assert runs >= 3
     assert ch.query("SELECT count() FROM pbx.queue_visits_data").result_rows[0][0] == len(live)
+
+
+def test_an_agent_backlog_over_several_runs_is_computed_whole(ch: Client) -> None:
+    # Two days of a1 in two inserts, read a row per run: the run that computes
+    # a1's first day must not count a1's second day (a later row) as seen.
+    ch.command("INSERT INTO pbx.refresh_settings (name, value) VALUES ('chunk_rows', 1)")
+    ch.command("INSERT INTO pbx.refresh_settings (name, value) VALUES ('commit_margin_ms', 0)")
+    insert(ch, _agent_day())
+    insert(ch, _agent_day(day=1))
+    raw = query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m_raw ORDER BY agent, interval_start")
+    assert {r["interval_start"].date() for r in raw} == {T0.date(), (T0 + dt.timedelta(days=1)).date()}
+    runs = 0
+    while dirty_entities(ch):
+        refresh_views(ch)
+        runs += 1
+        assert query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m ORDER BY agent, interval_start") == raw
+        assert runs < 60
+    assert runs >= 3
+    assert query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m ORDER BY agent, interval_start") == raw
+
+
+def test_migration_0231_stores_agent_time_a_chunked_backlog_left_out(ch: Client) -> None:
+    # The state an earlier rule left behind: a stored day of agent time missing
+    # while no arrival row says so (sql/0231's header).
+    insert(ch, [*_agent_day(), *_agent_day(day=1)])
+    settle_views(ch)
+    raw = query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m_raw ORDER BY agent, interval_start")
+    second = T0 + dt.timedelta(days=1)
+    ch.command("ALTER TABLE pbx.agent_time_data DELETE WHERE interval_start >= {d:DateTime64(3, 'UTC')} "
+               "SETTINGS mutations_sync = 2", parameters={"d": second.replace(hour=0, minute=0, second=0)})
+    lost = query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m ORDER BY agent, interval_start")
+    assert sum(r["logged_in_s"] for r in lost) < sum(r["logged_in_s"] for r in raw)
+
+    [migration] = [m for m in load_migrations() if m.version == 231]
+    for statement in migration.statements():
+        ch.command(statement)
+    assert query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m ORDER BY agent, interval_start") == raw  # live
+    settle_views(ch)
+    assert query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m ORDER BY agent, interval_start") == raw  # stored
 
 
 def test_full_recompute_command_rewrites_every_row(ch: Client) -> None:
