@@ -446,16 +446,15 @@ def _serve(settings: Settings) -> int:
 
 def _start_query_interface(settings: Settings, service: Any) -> Any:
     """ClickHouse's HTTP interface on the embedded engine (docs/querying.md): its own server,
-    so it does not depend on which server answers the webhooks; its inserts give way to
-    ``service``'s webhooks. Raises ``OSError`` (its port) or ``clickhouse.EngineError`` with a
+    so it does not depend on which server answers the webhooks; its inserts' clients are told
+    how much to yield to ``service``'s webhooks. Raises ``OSError`` (its port) or ``clickhouse.EngineError`` with a
     one-line message."""
     if not settings.query_enabled:
         return None
     from ingest.querying import QueryServer
-    from ingest.querying.inserts import InsertPace
 
-    pace = InsertPace(settings.import_yield, service.webhooks_active, service.metrics.insert_pause_seconds.inc)
-    query = QueryServer(settings, holder=clickhouse.connect(settings.clickhouse_url), pace=pace)
+    query = QueryServer(settings, holder=clickhouse.connect(settings.clickhouse_url),
+                        import_yield=service.import_yield)
     try:
         query.start()
     except BaseException:

@@ -48,10 +48,6 @@ class Metrics:
             "pbx_spool_commit_seconds", "Time to write and fsync one group of webhooks",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5), registry=r,
         )
-        self.insert_pause_seconds = Counter(
-            "pbx_insert_pause_seconds", "Seconds inserts through the query interface (import) waited for the "
-            "webhooks (PBX_IMPORT_YIELD)", registry=r,
-        )
         self.rows_quarantined = Counter(
             "pbx_rows_quarantined", "Rows ClickHouse refused, kept in pbx.events_quarantine", registry=r
         )

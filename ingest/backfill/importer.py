@@ -181,6 +181,9 @@ def run(dsn: str, options: ImportOptions, *, out: IO[str] | None = None, err: IO
         return 1
     finally:
         client.close()
+    if stats.yielded_s:
+        err.write(f"pbx-analytics import: waited {stats.yielded_s:.1f} s of it for the service's webhooks "
+                  "(PBX_IMPORT_YIELD)\n")
     out.write(stats.summary() + "\n")
     out.flush()
     return 1 if stats.file_errors or stats.not_logs else 0

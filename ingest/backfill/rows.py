@@ -86,6 +86,8 @@ class ImportStats:
     #: Files with lines but not one access-log line (a binary, a JSON file): an error.
     not_logs: int = 0
     seconds: float = 0.0
+    #: Seconds the import waited for a running service's webhooks (``PBX_IMPORT_YIELD``).
+    yielded_s: float = 0.0
     first_time: dt.datetime | None = None
     last_time: dt.datetime | None = None
 

@@ -49,6 +49,12 @@ class EngineSink:
     One batch is inserted on a background thread while the next is decoded
     (the engine's share of the work runs without the GIL). At most one batch is
     in flight, so each batch's "already stored?" query sees every earlier batch.
+
+    Beside a running ``serve`` (its query interface), each insert's answer says how much to
+    yield to the webhooks (``pbx_import_yield``: the service's ``PBX_IMPORT_YIELD`` while
+    webhooks arrive, else 0). The import then waits that many times its own last cycle (decoding
+    and inserting one batch) before the next batch: decoding included, since it is most of an
+    import's CPU, and a pause of the insert alone would overlap it.
     """
 
     def __init__(self, client: Client, stats: ImportStats, batch_size: int) -> None:
@@ -67,6 +73,9 @@ class EngineSink:
         # retried insert that did land is dropped. Not derived from the content: a
         # re-import after deleting rows would then be dropped by the dedup window.
         self._run_id = uuid.uuid4().hex
+        #: What the last insert's answer said to yield (set on the insert thread).
+        self._yield = 0.0
+        self._cycle_started = time.monotonic()
 
     def add(self, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:
@@ -94,9 +103,20 @@ class EngineSink:
         ranges, self._ranges = _merge_ranges(self._ranges), []
         self._wait()
         if batches:
+            self._yield_to_webhooks()
             self._inserts += 1
             token = f"import:{self._run_id}:{self._inserts}"
             self._inflight = self._pool.submit(self._write, pa.Table.from_batches(batches), ranges, token)
+
+    def _yield_to_webhooks(self) -> None:
+        """Wait ``yield`` times the cycle since the last batch went out (0: none)."""
+        now = time.monotonic()
+        if self._yield > 0:
+            pause = self._yield * (now - self._cycle_started)
+            time.sleep(pause)
+            self._stats.yielded_s += pause
+            now = time.monotonic()
+        self._cycle_started = now
 
     def _wait(self) -> None:
         if self._inflight is not None:
@@ -111,7 +131,8 @@ class EngineSink:
             return
         for attempt in range(INSERT_ATTEMPTS):
             try:
-                self._insert.arrow(self._client, rows, token)
+                summary = self._insert.arrow(self._client, rows, token)
+                self._yield = float(summary.get("pbx_import_yield", 0) or 0)
                 break
             except Exception:
                 if attempt + 1 == INSERT_ATTEMPTS:

@@ -316,11 +316,13 @@ class EventsInsert:
         context.data = columns
         client.insert(context=context)
 
-    def arrow(self, client: Client, batch: pa.RecordBatch | pa.Table, token: str) -> None:
+    def arrow(self, client: Client, batch: pa.RecordBatch | pa.Table, token: str) -> dict[str, str]:
         """Insert an Arrow batch of :func:`arrow_schema` under ``token`` (its columns of
-        :data:`COLUMNS`; the engine reads Arrow in C++, no per-value work in Python)."""
+        :data:`COLUMNS`; the engine reads Arrow in C++, no per-value work in Python). Returns
+        the answer's summary (``X-ClickHouse-Summary``; ``{}`` where there is none)."""
         import pyarrow as pa
 
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        client.insert_arrow(TABLE, table.select(list(COLUMNS)),
-                            settings={**self._settings, "insert_deduplication_token": token})
+        summary = client.insert_arrow(TABLE, table.select(list(COLUMNS)),
+                                      settings={**self._settings, "insert_deduplication_token": token})
+        return getattr(summary, "summary", None) or {}

@@ -174,7 +174,7 @@ class QueryApp:
     """The ASGI app of the query interface."""
 
     def __init__(self, engine: Engine, users: access.Users, max_concurrent: int, queue_timeout: float,
-                 run: Callable[..., Awaitable[Any]], pace: inserts.InsertPace | None = None) -> None:
+                 run: Callable[..., Awaitable[Any]], import_yield: Callable[[], float] | None = None) -> None:
         self.engine = engine
         self.users = users
         self.display_name = socket.gethostname()
@@ -183,8 +183,9 @@ class QueryApp:
         self._queue_timeout = queue_timeout
         #: Runs a blocking call on the query threads: ``await run(fn, *args)``.
         self._run = run
-        #: Inserts with data give way to the webhooks (None: they never wait).
-        self._pace = pace
+        #: How much an insert's client should yield to the webhooks now (the answer's
+        #: ``pbx_import_yield``; None: not said).
+        self._import_yield = import_yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -332,9 +333,6 @@ class QueryApp:
 
     async def _answer(self, send: Send, receive: Receive, request: QueryRequest, headers: dict[str, str],
                       params: dict[str, str], tag: str, head: bool) -> None:
-        pace = self._pace if request.raw is not None else None
-        if pace is not None:
-            await pace.turn()
         started = time.monotonic_ns()
         try:
             await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)  # type: ignore[union-attr]
@@ -350,12 +348,9 @@ class QueryApp:
                 buffer_size = max(_uint(params["buffer_size"], "buffer_size"), 1 << 20)
             # One trip to a query thread runs the query up to its first buffer_size bytes (each
             # trip waits for a CPU on a loaded machine: fewer trips, lower latency).
-            begun = time.monotonic()
-            try:
-                execution, held, done = await self._run(self._begin, request, buffer_size)
-            finally:
-                if pace is not None:
-                    pace.took(time.monotonic() - begun)
+            execution, held, done = await self._run(self._begin, request, buffer_size)
+            if request.raw is not None and self._import_yield is not None:
+                execution.summary["pbx_import_yield"] = self._import_yield()
             held_bytes = sum(map(len, held))
 
             method = None
@@ -459,6 +454,8 @@ def _summary(execution: Execution, partial_bytes: int | None, started: int) -> s
         "result_bytes": s.get("result_bytes", partial_bytes or 0),
         "elapsed_ns": s.get("elapsed_ns", time.monotonic_ns() - started),
     }
+    if "pbx_import_yield" in s:  # ours: an insert's client yields this much to the webhooks
+        values["pbx_import_yield"] = f"{s['pbx_import_yield']:g}"
     # Numbers as strings, as ClickHouse writes them (64-bit integers survive JavaScript).
     return json.dumps({k: str(v) for k, v in values.items()}, separators=(",", ":"))
 

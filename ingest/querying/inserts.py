@@ -15,19 +15,17 @@ then confirmed by the engine's own parse (``Engine``: ``formatQuery`` must end w
 handed to the engine as bytes through chDB's streaming insert, never decoded as text. Anything
 else (``INSERT ... VALUES``, a query with no data) runs as a query, as before.
 
-Such inserts (an ``import`` sends its batches so) give way to the webhooks while webhooks
-arrive: :class:`InsertPace`.
+The answer to such an insert says how much its client should yield to the webhooks
+(``pbx_import_yield`` in ``X-ClickHouse-Summary``, ``ingest.backfill.sink``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import NamedTuple
 
-__all__ = ["InsertData", "InsertPace", "QueryStream", "candidates", "is_insert"]
+__all__ = ["InsertData", "QueryStream", "candidates", "is_insert"]
 
 #: Bytes of the request searched for the query's end: a query longer than this has no data.
 MAX_QUERY_BYTES = 1 << 20
@@ -94,36 +92,3 @@ def candidates(stream: QueryStream) -> Iterator[InsertData]:
             start += 1
         yield InsertData(sql, match[1].decode(), stream.after(start))
 
-
-class InsertPace:
-    """Inserts with data give way to the webhooks while webhooks arrive.
-
-    An insert works the engine on every core (parsing, the views it feeds, its parts' merges)
-    and the webhooks arriving meanwhile wait for a CPU: at full speed an import through
-    ``serve`` tripled to quadrupled the webhooks' p99 (docs/benchmarks.md). While
-    ``webhooks_active()`` says webhooks are arriving, an insert starts only ``factor`` times
-    its predecessor's duration after that one ended: with ``factor`` 1 the inserts take at
-    most half the time. With none arriving (a backfill at night) they run back to back.
-
-    The pause is taken before the insert's turn (its query slot), so readers are not held
-    up, and it delays the client's next batch only: the client waits for each answer.
-    """
-
-    def __init__(self, factor: float, webhooks_active: Callable[[], bool],
-                 paused: Callable[[float], None] | None = None) -> None:
-        self.factor = factor
-        self._active = webhooks_active
-        self._paused = paused
-        self._next = 0.0  # time.monotonic() before which no insert starts while webhooks arrive
-
-    async def turn(self) -> None:
-        """Wait until an insert may start."""
-        wait = self._next - time.monotonic()
-        if wait > 0 and self._active():
-            await asyncio.sleep(wait)
-            if self._paused is not None:
-                self._paused(wait)
-
-    def took(self, seconds: float) -> None:
-        """An insert ended after ``seconds``: the next waits ``factor`` times that."""
-        self._next = time.monotonic() + self.factor * seconds

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -26,7 +27,6 @@ from ingest.querying import access
 from ingest.querying.access import endpoint_url
 from ingest.querying.engine import Engine
 from ingest.querying.http import QueryApp
-from ingest.querying.inserts import InsertPace
 from ingest.storing.destination import embedded_path
 
 __all__ = ["QueryServer"]
@@ -78,10 +78,11 @@ def _niced(value: int, fn: Any, *args: Any) -> Any:
 class QueryServer:
     """ClickHouse's HTTP interface on ``settings.query_host:query_port`` (docs/querying.md)."""
 
-    def __init__(self, settings: Settings, holder: Any = None, pace: InsertPace | None = None) -> None:
+    def __init__(self, settings: Settings, holder: Any = None,
+                 import_yield: Callable[[], float] | None = None) -> None:
         self.settings = settings
-        #: How inserts with data give way to the webhooks (None: they never wait).
-        self.pace = pace
+        #: How much an insert's client should yield to the webhooks now (None: not said).
+        self.import_yield = import_yield
         #: A client that keeps the engine open for the service's lifetime (closed at ``stop``).
         self._holder = holder
         self.data_dir = data_dir(settings)
@@ -120,7 +121,8 @@ class QueryServer:
         self.owner_file = access.OwnerFile(self.data_dir, endpoint_url(s.query_host, self.port))
         users = access.Users(s.query_user, s.query_password, self.owner_file.key)
         self.owner_file.write()
-        app = QueryApp(self.engine, users, s.query_max_concurrent, s.query_max_execution_time, self._run, self.pace)
+        app = QueryApp(self.engine, users, s.query_max_concurrent, s.query_max_execution_time, self._run,
+                       self.import_yield)
         config = uvicorn.Config(app, log_config=None, access_log=s.access_log, lifespan="off", server_header=False,
                                 # a bounded number of connections; each holds one request at a time
                                 limit_concurrency=256, timeout_keep_alive=10)

@@ -221,11 +221,14 @@ class Service:
         """A request target as it may be logged or quoted: no shared secret in any encoding."""
         return redact(target, self.settings.token, self.token_in_path)
 
-    def webhooks_active(self) -> bool:
-        """Webhooks arrived within the last :data:`WEBHOOKS_ACTIVE_S` seconds (a group of them was
-        made durable): bulk inserts through the query interface give way meanwhile."""
+    def import_yield(self) -> float:
+        """How much an import beside this service should yield to the webhooks now:
+        ``import_yield`` while webhooks arrive (a group of them was made durable within the last
+        :data:`WEBHOOKS_ACTIVE_S` seconds), else 0 (``ingest.backfill.sink``)."""
         spool = self.spool
-        return spool is not None and time.monotonic() - spool.last_commit < WEBHOOKS_ACTIVE_S
+        if spool is not None and time.monotonic() - spool.last_commit < WEBHOOKS_ACTIVE_S:
+            return self.settings.import_yield
+        return 0.0
 
     # ---- one webhook -------------------------------------------------------------------
 

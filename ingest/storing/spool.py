@@ -156,8 +156,7 @@ class Spool:
         #: own timer, and a wake-up per group cost a thread switch per group.
         self.wake_at = 1
         #: ``time.monotonic()`` of the last group of records made durable (0: none yet): how
-        #: others in the process tell whether webhooks are arriving (the query interface's
-        #: :class:`~ingest.querying.inserts.InsertPace`).
+        #: others in the process tell whether webhooks are arriving (``Service.import_yield``).
         self.last_commit = 0.0
         #: Called with (seconds, records) after each fsync'd group (metrics).
         self.on_commit: Callable[[float, int], None] | None = None
