@@ -25,8 +25,33 @@ re-reading and regex-matching ~10 GB of log text (docs/benchmarks.md: that round
 trip would add ~16 us to the ~40 us an event costs).
 
 The refreshable views are paused while a week is inserted, then brought up to
-date (``SYSTEM REFRESH VIEW`` + ``WAIT``) -- as a live service would have had them,
-in bounded steps, never one recompute of the whole year.
+date (``SYSTEM REFRESH VIEW`` + ``WAIT``, again until no layer has arrival rows past
+its cursor: :func:`catch_up_views`, each run taking up to a week of them,
+:data:`BUILD_CHUNK_ROWS`) -- as a live service would have had them, in bounded
+steps, never one recompute of the whole year.
+
+Copied days (``--simulate-days N``)
+-----------------------------------
+Simulating costs ~2 k events per CPU-second: a 200-agent year is ~18 CPU-hours.
+With ``simulate_days`` set, only the first N days are simulated; every later day
+D is a copy of the latest simulated day S of the same weekday, made inside the
+engine (``INSERT INTO pbx.events SELECT ... FROM pbx.events WHERE <day S>``,
+:func:`copy_day`): every time shifted by D - S, and every identity renamed for the
+copy (``event_id`` rehashed with D, ``call_id`` / ``cel_id`` / ``custom_call_id``
+suffixed ``~YYYYMMDD``, ``seq`` shifted as the importer's would be for a log D - S
+days later), so no call joins its source's events (a reused call id made the
+per-call layer pair every copy with every other: ``bench/importing.py`` long_log).
+Agents, queues and callers' numbers stay: the same centre, the same customers.
+A copy is the source day's figures moved in time (``tests/e2e/bench/test_scale.py``
+checks the 15-minute rows); ``READY.json`` says which days are copies of which
+(``copies``), and the bench's table prints "simulated + copied" days.
+
+A build interrupted under an older schema whose migrations are too heavy to apply
+at that size (the 0218 initial fill of a 147-day 200-agent build reached 9.4 GB)
+is not migrated: ``rows_from`` names it, its stored days' ``pbx.events`` rows are
+written out by day (:func:`export_days`, in a process of their own: one engine a
+process) and inserted into a fresh engine of this schema chunk by chunk, as if
+simulated again (the same rows: ``seq`` 0 where that build predates it).
 
 Layout under the directory the user names (``--dir``)::
 
@@ -66,13 +91,16 @@ __all__ = [
     "Dataset",
     "DatasetBusy",
     "build",
+    "copy_day",
     "copy_for_run",
-    "prepare",
     "day_events",
     "derive",
+    "export_days",
     "extend",
     "find",
     "find_longer",
+    "prepare",
+    "source_day",
 ]
 
 #: Simulated hours of each day: 00:00-23:30 UTC, then the centre drains and closes.
@@ -201,6 +229,59 @@ def refresh_views(client: Any) -> None:
     refresh(client)
 
 
+#: Arrival rows one refresh run of a layer reads while building (``chunk_rows``, sql/0214; the
+#: schema's default, 20,000, is about half a day of the 200-agent centre's calls, ~45 k a day):
+#: about three days of them, so a week's chunk is caught up in 2-3 runs instead of ~16 (~10 s
+#: each). Memory grows with it: 400,000 took the building process to 10 GiB RSS at 200 agents.
+BUILD_CHUNK_ROWS = 150_000
+
+
+def catch_up_views(client: Any, log: Callable[[str], None] = print) -> int:
+    """Refresh every view until no layer has arrival rows past its cursor; returns the rounds.
+
+    One :func:`refresh_views` moves each layer ``chunk_rows`` arrival rows at most, so a
+    week of inserts needs several (``bench/scale/probe.py`` ``refresh_until_caught_up``
+    does the same when a run's copy opens). Stops when a round takes nothing off.
+    """
+    from bench.scale.probe import backlog
+
+    rounds, left = 0, backlog(client)
+    while True:
+        refresh_views(client)
+        rounds += 1
+        previous, left = left, backlog(client)
+        if not left or previous is None or left >= previous:
+            if left:
+                log(f"views: {left:,} arrival rows left past a layer's cursor after {rounds} rounds")
+            return rounds
+
+
+@contextmanager
+def _build_settings(client: Any) -> Iterator[None]:
+    """The refreshes' settings while building, then back to what they were (the newest row wins).
+
+    ``chunk_rows`` = :data:`BUILD_CHUNK_ROWS`; ``commit_margin_ms`` = 0: the build's inserts
+    have all returned (committed) before a refresh starts, so no entity needs computing again
+    for an insert still committing (with the default 15 s, every run re-did the calls of the
+    run before: all a chunk's arrivals are seconds apart).
+    """
+    build = {"chunk_rows": BUILD_CHUNK_ROWS, "commit_margin_ms": 0}
+    before = dict(client.query("SELECT name, argMax(value, updated_at) FROM pbx.refresh_settings "
+                               "WHERE name IN {names:Array(String)} GROUP BY name",
+                               parameters={"names": list(build)}).result_rows)
+
+    def put(values: dict[str, int]) -> None:
+        client.command("INSERT INTO pbx.refresh_settings (name, value) VALUES "
+                       + ", ".join(f"('{k}', {int(v)})" for k, v in values.items()))
+
+    put(build)
+    try:
+        yield
+    finally:
+        time.sleep(0.01)  # (updated_at is in ms: the restoring rows must be newer)
+        put({k: before.get(k, v) for k, v in {"chunk_rows": 20000, "commit_margin_ms": 15000}.items()})
+
+
 def wait_for_merges(client: Any, timeout: float = 600.0) -> float:
     """Wait until no merge or mutation runs (up to ``timeout``); returns the seconds waited."""
     started = time.monotonic()
@@ -252,6 +333,78 @@ def _insert_days(client: Any, centre: Centre, days: list[tuple[dt.date, float, s
     return totals
 
 
+# ---------------------------------------------------------------------------- copied days
+
+#: ``pbx.events`` columns naming a call or one of its events: a copied day's get the copy's
+#: suffix (``event_id``, the row's own identity, is rehashed; ``seq`` is shifted).
+RENAMED_COLUMNS = ("call_id", "cel_id", "custom_call_id")
+
+
+def source_day(day: dt.date, first: dt.date, simulate_days: int) -> dt.date:
+    """The simulated day a copied ``day`` repeats: the latest of the first ``simulate_days`` on its weekday."""
+    last = first + dt.timedelta(days=simulate_days - 1)
+    return last - dt.timedelta(days=(last - day).days % 7)
+
+
+def _day_range(day: dt.date) -> str:
+    return (f"received_at >= toDateTime64('{day}', 3, 'UTC') "
+            f"AND received_at < toDateTime64('{day + dt.timedelta(days=1)}', 3, 'UTC')")
+
+
+def copy_day(client: Any, source: dt.date, day: dt.date) -> int:
+    """Insert ``source``'s ``pbx.events`` rows again as ``day``'s (module doc); returns the rows copied."""
+    from ingest.events.table import COLUMNS
+
+    shift = (day - source).days
+    tag = f"~{day:%Y%m%d}"
+    exprs = {
+        "event_id": f"reinterpretAsUUID(sipHash128(event_id, {day.toordinal()}))",
+        "received_at": f"received_at + toIntervalDay({shift})",
+        "seq": f"if(seq = 0, 0, seq + {shift * 86400 * 10**9})",  # 0: stored before seq existed
+        **{c: f"if({c} = '', '', concat({c}, '{tag}'))" for c in RENAMED_COLUMNS},
+    }
+    client.command(f"INSERT INTO pbx.events ({', '.join(COLUMNS)}) "
+                   f"SELECT {', '.join(exprs.get(c, c) for c in COLUMNS)} FROM pbx.events WHERE {_day_range(source)}")
+    return client.query(f"SELECT count() FROM pbx.events WHERE {_day_range(day)}").result_rows[0][0]
+
+
+def _export_path(directory: Path, day: dt.date) -> Path:
+    return directory / f"{day}.native.zst"
+
+
+def export_days(chdata: Path, out: Path, first: dt.date, days: int, log: Callable[[str], None] = print) -> None:
+    """Write the ``pbx.events`` rows of ``days`` days from ``first`` of an engine, one file a day.
+
+    The engine is opened as it is (no migration: that is what this avoids). A day's file is
+    written under a temporary name and renamed, so an interrupted export resumes.
+    """
+    from ingest.events.table import COLUMNS
+
+    out.mkdir(parents=True, exist_ok=True)
+    client = _connect(chdata)
+    try:
+        for day in _days_of(first, first + dt.timedelta(days=days)):
+            path = _export_path(out, day)
+            if path.exists():
+                continue
+            part = path.with_name(f"part-{path.name}")
+            part.unlink(missing_ok=True)
+            client.command(f"INSERT INTO FUNCTION file('{part}', 'Native') "
+                           f"SELECT {', '.join(COLUMNS)} FROM pbx.events WHERE {_day_range(day)}")
+            part.rename(path)
+            log(f"exported {day}")
+    finally:
+        client.close()
+
+
+def _reinsert_day(client: Any, path: Path) -> int:
+    from ingest.events.table import COLUMNS
+
+    names = ", ".join(COLUMNS)
+    client.command(f"INSERT INTO pbx.events ({names}) SELECT {names} FROM file('{path}', 'Native')")
+    return client.query(f"SELECT count() FROM file('{path}', 'Native')").result_rows[0][0]
+
+
 # ---------------------------------------------------------------------------- build
 
 
@@ -281,14 +434,26 @@ def _du(path: Path) -> int:
 
 
 def build(root: Path, centre: Centre, days: int, *, end: dt.date | None = None, jobs: int = 2,
+          simulate_days: int | None = None, rows_from: Path | None = None,
           log: Callable[[str], None] = print) -> Dataset:
-    """Build (or finish building) ``days`` days of ``centre`` ending at ``end`` (default: today 00:00 UTC)."""
+    """Build (or finish building) ``days`` days of ``centre`` ending at ``end`` (default: today 00:00 UTC).
+
+    ``simulate_days``: simulate only the first this many days, copy the others (module doc).
+    ``rows_from``: an interrupted build of the same dataset under an older schema (its
+    ``.building`` directory, moved aside): its days are taken from it, not simulated again.
+    """
     end = end or dt.datetime.now(dt.timezone.utc).date()
+    simulate_days = days if simulate_days is None else simulate_days
+    if simulate_days != days and not 7 <= simulate_days < days:
+        raise ValueError(f"simulate_days: {simulate_days}: at least 7 (one simulated day per weekday) "
+                         f"and at most the {days} days")
     key = centre.key(days, end)
     home = root / key
     if (home / "READY.json").exists():
         return Dataset(home, json.loads((home / "READY.json").read_text()))
     work = root / f"{key}.building"
+    all_days = _days_of(end - dt.timedelta(days=days), end)
+    number = {day: i for i, day in enumerate(all_days, 1)}
     with _locked(root / f"{key}.lock"):
         if (home / "READY.json").exists():  # built meanwhile
             return Dataset(home, json.loads((home / "READY.json").read_text()))
@@ -296,28 +461,65 @@ def build(root: Path, centre: Centre, days: int, *, end: dt.date | None = None, 
         progress_path = work / "progress.json"
         progress = json.loads(progress_path.read_text()) if progress_path.exists() else {
             "days_done": 0, "totals": {}, "seconds": {"insert": 0.0, "refresh": 0.0}}
+        reused = work / "reused"
+        if rows_from is not None and "reused_from" not in progress:
+            old = json.loads((rows_from / "progress.json").read_text())
+            reused_days = min(old["days_done"], simulate_days)
+            if reused_days < old["days_done"]:
+                raise ValueError(f"rows_from: {rows_from} holds {old['days_done']} days, more than the "
+                                 f"{simulate_days} simulated ones")
+            # (its own process: one engine a process)
+            subprocess.run([sys.executable, "-m", "bench.scale.datasets", "export", "--chdata",
+                            str(rows_from / "chdata"), "--out", str(reused), "--first", all_days[0].isoformat(),
+                            "--days", str(reused_days)], check=True, cwd=Path(__file__).parents[2])
+            progress.update(reused_from={"dir": str(rows_from), "days": reused_days, "progress": old},
+                            totals=dict(old["totals"]))
+            progress_path.write_text(json.dumps(progress, indent=1))
+        progress.setdefault("copies", {})
         from ingest.storing.migrations import apply_migrations
 
         client = _connect(work / "chdata")
-        all_days = _days_of(end - dt.timedelta(days=days), end)
         started = time.monotonic()
         try:
             apply_migrations(client)
             log(f"{key}: building {days} days from {all_days[0]} to {end} (exclusive), "
-                f"{progress['days_done']} done before, {jobs} simulating processes")
+                f"{progress['days_done']} done before, {simulate_days} simulated ({jobs} simulating "
+                f"processes), {days - simulate_days} copied")
             while progress["days_done"] < days:
                 first = progress["days_done"]
                 chunk = all_days[first:first + REFRESH_EVERY_DAYS]
                 client.command("SYSTEM STOP VIEWS")
+                # An interrupted chunk's rows go first (copies carry no insert token; the views'
+                # tables are behind it: refreshes run between chunks only).
+                stale = client.query(f"SELECT count() FROM pbx.events WHERE received_at >= "
+                                     f"toDateTime64('{chunk[0]}', 3, 'UTC')").result_rows[0][0]
+                if stale:
+                    log(f"{key}: deleting {stale:,} rows of an interrupted chunk from {chunk[0]}")
+                    client.command(f"ALTER TABLE pbx.events DELETE WHERE received_at >= "
+                                   f"toDateTime64('{chunk[0]}', 3, 'UTC')", settings={"mutations_sync": 2})
                 t0 = time.monotonic()
 
-                def after_day(i: int, counts: dict[str, int], first: int = first) -> None:
-                    log(f"{key}: day {first + i + 1}/{days} {all_days[first + i]}: {counts['events']:,} events")
+                def after_day(day: dt.date, text: str) -> None:
+                    log(f"{key}: day {number[day]}/{days} {day}: {text}")
 
-                totals = _insert_days(client, centre, [(d, DAY_HOURS, "drain") for d in chunk], jobs, after_day, log)
+                simulated = [d for d in chunk if number[d] <= simulate_days]
+                for day in simulated:
+                    if _export_path(reused, day).exists():
+                        after_day(day, f"{_reinsert_day(client, _export_path(reused, day)):,} events (the earlier build's)")
+                fresh = [d for d in simulated if not _export_path(reused, d).exists()]
+                totals = _insert_days(client, centre, [(d, DAY_HOURS, "drain") for d in fresh], jobs,
+                                      lambda i, counts, fresh=fresh: after_day(fresh[i], f"{counts['events']:,} events"),
+                                      log)
+                for day in chunk[len(simulated):]:
+                    source = source_day(day, all_days[0], simulate_days)
+                    copied = copy_day(client, source, day)
+                    progress["copies"][day.isoformat()] = source.isoformat()
+                    totals["copied_events"] = totals.get("copied_events", 0) + copied
+                    after_day(day, f"{copied:,} events copied from {source}")
                 t1 = time.monotonic()
                 client.command("SYSTEM START VIEWS")
-                refresh_views(client)
+                with _build_settings(client):
+                    rounds = catch_up_views(client, log)
                 t2 = time.monotonic()
                 for name, value in totals.items():
                     progress["totals"][name] = progress["totals"].get(name, 0) + value
@@ -325,8 +527,11 @@ def build(root: Path, centre: Centre, days: int, *, end: dt.date | None = None, 
                 progress["seconds"]["insert"] += t1 - t0
                 progress["seconds"]["refresh"] += t2 - t1
                 progress_path.write_text(json.dumps(progress, indent=1))
-                log(f"{key}: {progress['days_done']}/{days} days, {progress['totals'].get('events', 0):,} events; "
-                    f"insert {t1 - t0:.0f} s, refresh {t2 - t1:.0f} s")
+                for day in chunk:
+                    _export_path(reused, day).unlink(missing_ok=True)
+                log(f"{key}: {progress['days_done']}/{days} days, {progress['totals'].get('events', 0):,} events "
+                    f"simulated, {progress['totals'].get('copied_events', 0):,} copied; "
+                    f"insert {t1 - t0:.0f} s, refresh {t2 - t1:.0f} s ({rounds} rounds)")
             # What background merges reach on a live server after months: each table merged.
             t0 = time.monotonic()
             for (table,) in client.query("SELECT name FROM system.tables WHERE database = 'pbx' "
@@ -340,7 +545,11 @@ def build(root: Path, centre: Centre, days: int, *, end: dt.date | None = None, 
         info = {
             "key": key, "centre": dataclasses.asdict(centre), "days": days, "end": end.isoformat(),
             "first_day": all_days[0].isoformat(), "day_hours": DAY_HOURS, **facts,
-            "simulated": progress["totals"],
+            "simulated": {k: v for k, v in progress["totals"].items() if k != "copied_events"},
+            # Days after the first ``simulated_days`` are copies of simulated ones: {copy: source}.
+            "simulated_days": simulate_days, "copies": progress["copies"],
+            **({"reused_from": {k: v for k, v in progress["reused_from"].items() if k != "progress"}}
+               if "reused_from" in progress else {}),
             "build_s": {"insert": round(progress["seconds"]["insert"], 1),
                         "refresh": round(progress["seconds"]["refresh"], 1),
                         "optimize": optimize_s, "merge_wait": merge_wait, "this_session": round(time.monotonic() - started, 1)},
@@ -351,6 +560,7 @@ def build(root: Path, centre: Centre, days: int, *, end: dt.date | None = None, 
             "bytes_on_disk": _du(work / "chdata"),
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
         }
+        shutil.rmtree(reused, ignore_errors=True)
         (work / "READY.json").write_text(json.dumps(info, indent=1))
         work.rename(home)
         log(f"{key}: ready, {info['events']:,} events, {info['bytes_on_disk'] / 2**30:.2f} GiB")
@@ -452,6 +662,7 @@ def derive(root: Path, source: Dataset, days: int, log: Callable[[str], None] = 
             **{k: v for k, v in source.info.items() if k not in ("key", "days", "first_day", "simulated", "build_s")},
             "key": key, "days": days, "first_day": cutoff.isoformat(), **facts,
             "derived_from": source.info["key"],
+            "copies": {d: s for d, s in source.info.get("copies", {}).items() if d >= cutoff.isoformat()},
             "build_s": {"derive": round(time.monotonic() - started, 1), "merge_wait": merge_wait},
             "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "bytes_on_disk": _du(work / "chdata"),
@@ -563,6 +774,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="last day (exclusive), YYYY-MM-DD (default: today UTC; an interrupted build resumes "
                    "only with the same end)")
     b.add_argument("--jobs", type=int, default=2, help="simulating processes (default 2)")
+    b.add_argument("--simulate-days", type=int, default=None, metavar="N",
+                   help="simulate only the first N days (at least 7); each later day is a copy of the latest "
+                   "simulated day of its weekday, made in the engine with its own ids (READY.json: copies)")
+    b.add_argument("--rows-from", type=Path, default=None, metavar="DIR",
+                   help="an interrupted build of this dataset under an older schema (its .building directory, "
+                   "moved aside): its days' events are inserted into a fresh engine instead of simulated again")
+    x = commands.add_parser("export", help="write an engine's pbx.events rows one file a day (used by --rows-from)")
+    x.add_argument("--chdata", type=Path, required=True)
+    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--first", type=dt.date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
+    x.add_argument("--days", type=int, required=True)
     d = commands.add_parser("derive", help="cut a shorter dataset from a built longer one (same centre and end)")
     d.add_argument("--dir", type=Path, required=True)
     d.add_argument("--from", dest="source", type=Path, required=True, help="the built dataset's directory")
@@ -579,6 +801,10 @@ def main(argv: list[str] | None = None) -> int:
         source = Dataset(args.source, json.loads((args.source / "READY.json").read_text()))
         derive(args.dir, source, args.days, log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
         return 0
+    if args.command == "export":
+        export_days(args.chdata, args.out, args.first, args.days,
+                    log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
+        return 0
     if args.command == "prepare":
         dataset = Dataset(args.dataset, json.loads((args.dataset / "READY.json").read_text()))
         until = args.until if args.until.tzinfo else args.until.replace(tzinfo=dt.timezone.utc)
@@ -586,8 +812,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         build(args.dir, CENTRES[args.agents], args.days, end=args.end, jobs=args.jobs,
+              simulate_days=args.simulate_days, rows_from=args.rows_from,
               log=lambda m: print(f"{time.strftime('%H:%M:%S')} {m}", flush=True))
-    except DatasetBusy as exc:
+    except (DatasetBusy, ValueError) as exc:
         print(f"python -m bench.scale.datasets: {exc}", file=sys.stderr)
         return 1
     return 0

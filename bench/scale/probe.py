@@ -45,6 +45,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -454,7 +455,9 @@ class Panels:
         return gs.expand(query.sql, rng, self._variables[key], query.interval_ms(rng))
 
     def measure(self, client: Any, now: dt.datetime, repeats: int, only: set[str] | None = None,
-                tag: str = "panels") -> list[dict[str, Any]]:
+                tag: str = "panels", progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Every panel (or those in ``only``) over both ranges; ``progress`` gets each panel's entry
+        when it is done (its query-log figures in it), so a run cut short still shows what it measured."""
         results = []
         run_tag = f"scale:{tag}:{time.time_ns()}:"
         for query in self.queries:
@@ -469,13 +472,14 @@ class Panels:
                     entry[label] = _timed(client, sql, repeats, f"{run_tag}{query.id}:{label}")
                 except Exception as exc:  # noqa: BLE001 - a failing panel is reported, not hidden
                     entry[label] = {"error": str(exc).splitlines()[0][:200]}
-            results.append(entry)
-        logged = query_log_figures(client, run_tag)
-        for entry in results:
+            logged = query_log_figures(client, f"{run_tag}{query.id}:")
             for label in ("1d", "30d"):
-                figures = logged.get(f"{run_tag}{entry['id']}:{label}")
+                figures = logged.get(f"{run_tag}{query.id}:{label}")
                 if figures and "p50_ms" in entry.get(label, {}):
                     entry[label].update(figures)
+            results.append(entry)
+            if progress is not None:
+                progress(entry)
         return results
 
 
@@ -721,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
                 save()
                 try:
                     if phase == "panels":
-                        before = panels.measure(client, dt.datetime.now(dt.timezone.utc), args.repeats)
+                        before = panels.measure(client, dt.datetime.now(dt.timezone.utc), args.repeats,
+                                                progress=lambda e: print(f"panel {json.dumps(e)}", flush=True))
                         result["phases"]["panels"] = before
                     elif phase == "refresh":
                         result["phases"]["refresh"] = phase_refresh(client, watch, serve, args.refresh_seconds,

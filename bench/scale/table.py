@@ -104,6 +104,9 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
         if "error" in res:
             put("Data", "error", "", label, res["error"][:60])
         put("Data", "events (built)", "", label, _mrows(data.get("events")))
+        copies = len(data.get("copies", {}))
+        put("Data", "days: simulated + copied", "", label,
+            f"{data['days'] - copies} + {copies}" if data.get("days") else "-")
         put("Data", "queue visits (built)", "", label, _mrows(data.get("visits_stored")))
         put("Data", "engine on disk, GiB", "", label, _cell((data.get("bytes_on_disk") or 0) / 2**30, 2))
         caught = prep.get("caught_up", {})
