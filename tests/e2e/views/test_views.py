@@ -19,7 +19,6 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from ingest.storing import clickhouse
-from ingest.storing.migrations import load_migrations
 from ingest.testing import dirty_entities, query_dicts, refresh_views, settle_views
 from tests.e2e.views.views_helpers import T0, at, columns, ev, insert, read
 
@@ -544,26 +543,6 @@ def test_an_agent_backlog_over_several_runs_is_computed_whole(ch: Client) -> Non
         assert runs < 60
     assert runs >= 3
     assert query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m ORDER BY agent, interval_start") == raw
-
-
-def test_migration_0231_stores_agent_time_a_chunked_backlog_left_out(ch: Client) -> None:
-    # The state an earlier rule left behind: a stored day of agent time missing
-    # while no arrival row says so (sql/0231's header).
-    insert(ch, [*_agent_day(), *_agent_day(day=1)])
-    settle_views(ch)
-    raw = query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m_raw ORDER BY agent, interval_start")
-    second = T0 + dt.timedelta(days=1)
-    ch.command("ALTER TABLE pbx.agent_time_data DELETE WHERE interval_start >= {d:DateTime64(3, 'UTC')} "
-               "SETTINGS mutations_sync = 2", parameters={"d": second.replace(hour=0, minute=0, second=0)})
-    lost = query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m ORDER BY agent, interval_start")
-    assert sum(r["logged_in_s"] for r in lost) < sum(r["logged_in_s"] for r in raw)
-
-    [migration] = [m for m in load_migrations() if m.version == 231]
-    for statement in migration.statements():
-        ch.command(statement)
-    assert query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m ORDER BY agent, interval_start") == raw  # live
-    settle_views(ch)
-    assert query_dicts(ch, "SELECT * FROM pbx.agent_stats_15m ORDER BY agent, interval_start") == raw  # stored
 
 
 def test_full_recompute_command_rewrites_every_row(ch: Client) -> None:
