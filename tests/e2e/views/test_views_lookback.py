@@ -126,3 +126,27 @@ def test_a_row_committed_late_within_the_margin_is_still_seen(ch: Client) -> Non
                       dict(call_id="late", queue_name="support", outcome="answered")]
     assert sorted(r["call_id"] for r in query_dicts(ch, "SELECT call_id FROM pbx.queue_visits_data FINAL")) == [
         "early", "late"]
+
+
+def test_a_backlog_over_several_runs_under_the_margin_reads_whole_throughout(ch: Client) -> None:
+    # Each run takes a few rows and starts within the margin of the inserts: each looks back
+    # from its own start, the last one's start counts; then a run past the margin clears it.
+    margin = 2000
+    set_margin(ch, margin)
+    ch.command("INSERT INTO pbx.refresh_settings (name, value) VALUES ('chunk_rows', 3)")
+    insert(ch, [*_scenario_calls(), *_agent_day()])
+    insert(ch, _agent_day(day=1))
+    truth = views(ch)
+    runs = 0
+    while ch.query("SELECT (SELECT countIf(taken = 1) FROM pbx.arrivals_from_calls_live) "
+                   "+ (SELECT countIf(taken = 1) FROM pbx.arrivals_from_agents_live)").result_rows[0][0]:
+        refresh_views(ch)
+        runs += 1
+        assert views(ch) == truth
+        assert runs < 40
+    assert runs >= 3
+    wait_past_the_margin(ch, margin)
+    refresh_views(ch)
+    assert looked_back(ch) == 0
+    assert dirty_lists(ch) == (0, 0)
+    assert views(ch) == truth
