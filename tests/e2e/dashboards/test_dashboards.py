@@ -684,7 +684,12 @@ def test_following_a_link_finds_that_call_that_caller_and_that_agent(sim_engine:
     assert gs.default_time_range(calls.dashboard, now) == rng, "the link keeps the time range"
     clicked = next(r for r in _run(client, abandoned, rng) if r["Caller"])
     (one,) = _run(client, calls, rng, call=clicked["Call id"])
-    assert one["Call id"] == clicked["Call id"] and one["Outcome"] == "abandoned"
+    # A visit abandoned in one queue after the call was answered in another (a transfer) leaves the
+    # call answered: the call's outcome is the visits' (pbx.queue_calls), not the clicked row's.
+    answered_visits = client.query("SELECT countIf(outcome = 'answered') FROM pbx.queue_calls WHERE call_id = {c:String}",
+                                   parameters={"c": clicked["Call id"]}).result_rows[0][0]
+    assert one["Call id"] == clicked["Call id"]
+    assert one["Outcome"] == ("answered" if answered_visits else "abandoned")
     by_caller = _run(client, calls, rng, caller=clicked["Caller"])
     assert clicked["Call id"] in {r["Call id"] for r in by_caller}
     assert all(clicked["Caller"] in r["Caller"] for r in by_caller)
