@@ -9,7 +9,8 @@ from pathlib import Path
 
 import chdb
 
-from ingest.querying.server import _niced, below_service
+from ingest.priority import below_service
+from ingest.querying.server import _niced
 
 
 def _own_nice() -> int:
