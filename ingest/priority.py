@@ -21,22 +21,23 @@ log = logging.getLogger(__name__)
 _TASKS = "/proc/self/task"
 
 
-def below_service(steps: int) -> int:
+def below_service(steps: int) -> int | None:
     """The nice value ``steps`` below the calling thread's (the service's, when called from
-    ``serve``'s main thread), at most 19; 0 steps: 0 (leave priorities alone).
+    ``serve``'s main thread), at most 19; 0 steps: None (priorities left alone). A service at nice -10
+    gets 0: a value to set, not "leave alone".
 
     Relative, as ``nice`` is: a service started under ``nice -n 10`` (a shared machine, the
     benchmarks) keeps its engine below its webhook threads, where an absolute 10 would put
     them level."""
     if not steps or not hasattr(os, "getpriority"):
-        return 0
+        return None
     return min(19, os.getpriority(os.PRIO_PROCESS, 0) + steps)
 
 
-def set_thread_nice(value: int, tid: int | None = None) -> None:
+def set_thread_nice(value: int | None, tid: int | None = None) -> None:
     """Lower thread ``tid``'s (default: the caller's) CPU priority to nice ``value`` (Linux: a
-    thread id is a process id for ``setpriority``); 0: left as it is."""
-    if value and hasattr(os, "setpriority"):
+    thread id is a process id for ``setpriority``); None: left as it is."""
+    if value is not None and hasattr(os, "setpriority"):
         tid = threading.get_native_id() if tid is None else tid
         try:
             if os.getpriority(os.PRIO_PROCESS, tid) < value:
@@ -61,7 +62,7 @@ class EngineThreads:
     privilege; it is never raised back.
     """
 
-    def __init__(self, value: int, interval: float = 0.5) -> None:
+    def __init__(self, value: int | None, interval: float = 0.5) -> None:
         self.value = value
         self.interval = interval
         self._stop = threading.Event()
@@ -69,7 +70,7 @@ class EngineThreads:
         self._names: dict[int, str] = {}  # thread id -> name (its comm), as read once
 
     def start(self) -> None:
-        if not self.value or not os.path.isdir(_TASKS) or self._thread is not None:
+        if self.value is None or not os.path.isdir(_TASKS) or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name="pbx-engine-nice", daemon=True)
         self._thread.start()

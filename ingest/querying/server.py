@@ -39,7 +39,7 @@ def data_dir(settings: Settings) -> Path:
     return embedded_path(settings.clickhouse_url)
 
 
-def _niced(value: int, fn: Any, *args: Any) -> Any:
+def _niced(value: int | None, fn: Any, *args: Any) -> Any:
     """``fn(*args)`` on a query thread at nice ``value``, and the thread left at it. Set on every
     call: where the engine may change priorities (``CAP_SYS_NICE``, e.g. root), ClickHouse
     applies the ``os_thread_priority`` a query sets (a reader may) to its thread and then resets
@@ -63,10 +63,11 @@ class QueryServer:
         self._holder = holder
         self.data_dir = data_dir(settings)
         #: Nice value of every query thread (this interface's; the engine's are kept there by
-        #: ``ingest.priority.EngineThreads``): ``query_nice`` below the service's own.
+        #: ``ingest.priority.EngineThreads``): ``query_nice`` below the service's own; None: left alone.
         self.nice = below_service(settings.query_nice)
+        # os_thread_priority 0: the engine leaves its threads' priority alone.
         limits = access.Limits(settings.query_max_execution_time, settings.query_max_memory_usage,
-                               settings.query_max_threads, self.nice)
+                               settings.query_max_threads, self.nice or 0)
         self.engine = Engine(str(self.data_dir), limits, settings.query_max_result_bytes)
         self._pool = ThreadPoolExecutor(settings.query_max_concurrent + 1, thread_name_prefix="pbx-query",
                                         initializer=set_thread_nice, initargs=(self.nice,))
