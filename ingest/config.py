@@ -119,8 +119,9 @@ class Settings:
     query_max_memory_usage: int = 4 << 30
     #: Threads one read-only query may use (its ``max_threads``); a client may lower it.
     query_max_threads: int = 1
-    #: Nice value of the threads that run queries (``os_thread_priority`` and the interface's own
-    #: threads): the webhook path keeps the CPU when both want it. 0 = same priority.
+    #: Nice steps below the service of everything the embedded engine does inside ``serve``: queries
+    #: and inserts through the query interface, the views' refreshes, merges (``ingest.priority``):
+    #: the webhook path keeps the CPU when both want it. 0 = same priority.
     query_nice: int = 10
     #: While webhooks arrive, an insert with data through the query interface (what ``import``
     #: sends beside a running ``serve``) starts only this many times its predecessor's duration

@@ -85,13 +85,15 @@ class Limits:
     max_execution_time: float
     max_memory_usage: int
     max_threads: int = 1
-    #: ``os_thread_priority`` of every query (a reader may not lower it).
+    #: Nice value of every query's threads (a reader may not ask for less with
+    #: ``os_thread_priority``). Not sent as that setting: the threads are kept there from outside
+    #: (``ingest.priority``), and where the process may raise priorities (root) the engine puts a
+    #: thread back to nice 0 after every query that set it.
     nice: int = 0
 
     def as_settings(self) -> dict[str, str]:
         return {"max_execution_time": _number(self.max_execution_time),
-                "max_memory_usage": str(self.max_memory_usage), "max_threads": str(self.max_threads),
-                "os_thread_priority": str(self.nice)}
+                "max_memory_usage": str(self.max_memory_usage), "max_threads": str(self.max_threads)}
 
 
 def _number(value: float) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from ingest.config import Settings
+from ingest.priority import below_service, set_thread_nice
 from ingest.querying import access
 from ingest.querying.access import endpoint_url
 from ingest.querying.engine import Engine
@@ -39,42 +39,16 @@ def data_dir(settings: Settings) -> Path:
     return embedded_path(settings.clickhouse_url)
 
 
-def below_service(steps: int) -> int | None:
-    """The nice value ``steps`` below the calling thread's (the service's, when called from
-    ``serve``'s main thread), at most 19; 0 steps: None (priorities left alone).
-
-    Relative, as ``nice`` is: a service started under ``nice -n 10`` (a shared machine, the
-    benchmarks) keeps its query threads below its webhook threads, where an absolute 10 would
-    put them level with them. A service at nice -10 gets query threads at 0: a real value, not
-    "leave alone" (until 2026-12-04 it was taken as that, and those threads ran level with the
-    webhooks)."""
-    if not steps or not hasattr(os, "getpriority"):
-        return None
-    return min(19, os.getpriority(os.PRIO_PROCESS, 0) + steps)
-
-
-def _nice(value: int | None) -> None:
-    """Set the calling thread's CPU priority to ``value`` (Linux: a thread id is a process id for
-    ``setpriority``); the webhook threads keep theirs. None: left as it is."""
-    if value is not None and hasattr(os, "setpriority"):
-        tid = threading.get_native_id()
-        try:
-            if os.getpriority(os.PRIO_PROCESS, tid) != value:
-                os.setpriority(os.PRIO_PROCESS, tid, value)
-        except OSError:
-            log.debug("could not lower the query threads' priority", exc_info=True)
-
-
 def _niced(value: int | None, fn: Any, *args: Any) -> Any:
     """``fn(*args)`` on a query thread at nice ``value``, and the thread left at it. Set on every
     call: where the engine may change priorities (``CAP_SYS_NICE``, e.g. root), ClickHouse
-    applies a query's ``os_thread_priority`` to its thread and then resets that thread to nice
-    0, which for a service running niced is *above* its webhook threads."""
-    _nice(value)
+    applies the ``os_thread_priority`` a query sets (a reader may) to its thread and then resets
+    that thread to nice 0, which for a service running niced is *above* its webhook threads."""
+    set_thread_nice(value)
     try:
         return fn(*args)
     finally:
-        _nice(value)
+        set_thread_nice(value)
 
 
 class QueryServer:
@@ -88,15 +62,15 @@ class QueryServer:
         #: A client that keeps the engine open for the service's lifetime (closed at ``stop``).
         self._holder = holder
         self.data_dir = data_dir(settings)
-        #: Nice value of every query thread (this interface's and, as ``os_thread_priority``,
-        #: the engine's): ``query_nice`` below the service's own; None: left alone.
+        #: Nice value of every query thread (this interface's; the engine's are kept there by
+        #: ``ingest.priority.EngineThreads``): ``query_nice`` below the service's own; None: left alone.
         self.nice = below_service(settings.query_nice)
         # os_thread_priority 0: the engine leaves its threads' priority alone.
         limits = access.Limits(settings.query_max_execution_time, settings.query_max_memory_usage,
                                settings.query_max_threads, self.nice or 0)
         self.engine = Engine(str(self.data_dir), limits, settings.query_max_result_bytes)
         self._pool = ThreadPoolExecutor(settings.query_max_concurrent + 1, thread_name_prefix="pbx-query",
-                                        initializer=_nice, initargs=(self.nice,))
+                                        initializer=set_thread_nice, initargs=(self.nice,))
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -137,7 +111,7 @@ class QueryServer:
         log.info("query interface listening", extra={"url": self.owner_file.url, "user": s.query_user})
 
     def _serve(self, ready: threading.Event) -> None:
-        _nice(self.nice)
+        set_thread_nice(self.nice)
         loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)

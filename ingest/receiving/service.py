@@ -31,6 +31,7 @@ from ingest.events.decode import DecodeError, decode, json_pairs, parse_query
 from ingest.events.spec import EVENTS
 from ingest.events.table import encode_record, now_ms, spool_meta, to_row
 from ingest.metrics import Metrics
+from ingest.priority import EngineThreads, below_service
 from ingest.receiving.answers import OK, Answer, refusal
 from ingest.receiving.target import redact
 from ingest.storing import clickhouse, destination, migrations
@@ -105,6 +106,8 @@ class Service:
         self.migrations_pending = False
         self.start_error: str | None = None
         self._holder: Client | None = None  # keeps the embedded engine ours while we run
+        #: The embedded engine's own threads (refreshes, merges, inserts) below the webhooks.
+        self._engine_threads = EngineThreads(below_service(settings.query_nice))
 
     # ---- lifetime ------------------------------------------------------------------
 
@@ -132,6 +135,7 @@ class Service:
                 # service's lifetime, so no other process can take the data directory between
                 # start-up and the writer's first insert.
                 self._holder = clickhouse.connect(s.clickhouse_url)
+                self._engine_threads.start()
             # The spool belongs to the database (storing.destination): its own default place, and
             # a refusal (SpoolBelongsElsewhere) to replay another database's records into this one.
             where = s.spool_path if s.spool_dir else destination.adopt_legacy_spool(s.clickhouse_url)
@@ -200,6 +204,7 @@ class Service:
             self._release_engine()
 
     def _release_engine(self) -> None:
+        self._engine_threads.stop()
         holder, self._holder = self._holder, None
         if holder is not None:
             holder.close()

@@ -10,7 +10,8 @@ from pathlib import Path
 import chdb
 import pytest
 
-from ingest.querying.server import _niced, below_service
+from ingest.priority import below_service
+from ingest.querying.server import _niced
 
 
 def _own_nice() -> int:

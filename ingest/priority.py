@@ -1,0 +1,123 @@
+"""Who gets the CPU first inside ``serve``: the webhooks.
+
+A webhook's answer waits only for the spool (``ingest.storing.spool``); everything the embedded
+engine does -- queries, the owner's inserts (an import through the service), the refreshable
+views catching up, merges -- can wait. On a small machine they compete for the same cores, so
+all of it runs ``PBX_QUERY_NICE`` steps below the service (Linux nice values; relative, as
+``nice`` is). The query interface's own threads set theirs (``ingest.querying.server``); the
+engine's threads are the engine's, so :class:`EngineThreads` lowers them from outside.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+__all__ = ["EngineThreads", "below_service", "set_thread_nice"]
+
+log = logging.getLogger(__name__)
+
+_TASKS = "/proc/self/task"
+
+
+def below_service(steps: int) -> int | None:
+    """The nice value ``steps`` below the calling thread's (the service's, when called from
+    ``serve``'s main thread), at most 19; 0 steps: None (priorities left alone). A service at nice -10
+    gets 0: a value to set, not "leave alone".
+
+    Relative, as ``nice`` is: a service started under ``nice -n 10`` (a shared machine, the
+    benchmarks) keeps its engine below its webhook threads, where an absolute 10 would put
+    them level."""
+    if not steps or not hasattr(os, "getpriority"):
+        return None
+    return min(19, os.getpriority(os.PRIO_PROCESS, 0) + steps)
+
+
+def set_thread_nice(value: int | None, tid: int | None = None) -> None:
+    """Lower thread ``tid``'s (default: the caller's) CPU priority to nice ``value`` (Linux: a
+    thread id is a process id for ``setpriority``); None: left as it is."""
+    if value is not None and hasattr(os, "setpriority"):
+        tid = threading.get_native_id() if tid is None else tid
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < value:
+                os.setpriority(os.PRIO_PROCESS, tid, value)
+        except OSError:  # the thread ended meanwhile, or no /proc-style ids here
+            log.debug("could not lower thread %s's priority", tid, exc_info=True)
+
+
+class EngineThreads:
+    """Keeps the embedded engine's own threads at nice ``value`` while the service runs.
+
+    chDB runs the engine inside this process: its refreshes (``BgSchPool``), merges
+    (``MergeMutate``) and insert and query pipelines (``ThreadPool``...) are threads here, named by
+    the engine, created when it needs them, and, where the process may raise priorities (root),
+    put back to nice 0 after each query that set ``os_thread_priority``. Measured during an
+    import through the service (docs/benchmarks.md, issue 12): the views catching up on the
+    imported rows took more CPU than the webhooks' event loop, at the same priority.
+
+    Every ``interval`` seconds this lowers every thread that is neither a Python thread (the
+    service's own: the webhooks' loop, the spool, the writer, the query interface, which sets
+    its own) nor unnamed (a native thread that kept the process's name). Lowering needs no
+    privilege; it is never raised back.
+    """
+
+    def __init__(self, value: int | None, interval: float = 0.5) -> None:
+        self.value = value
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._names: dict[int, str] = {}  # thread id -> name (its comm), as read once
+
+    def start(self) -> None:
+        if self.value is None or not os.path.isdir(_TASKS) or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="pbx-engine-nice", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def lower(self) -> int:
+        """One pass: lower the engine's threads now; how many were above ``value``."""
+        own = _read(f"{_TASKS}/{os.getpid()}/comm")
+        entries = os.listdir(_TASKS)
+        python = {t.native_id for t in threading.enumerate()}  # after the listing: none started between
+        seen, lowered = set(), 0
+        for entry in entries:
+            tid = int(entry)
+            seen.add(tid)
+            if tid in python:
+                continue
+            name = self._names.get(tid)
+            if name is None:
+                name = self._names[tid] = _read(f"{_TASKS}/{entry}/comm")
+            if not name or name == own:
+                continue
+            try:
+                if os.getpriority(os.PRIO_PROCESS, tid) < self.value:
+                    os.setpriority(os.PRIO_PROCESS, tid, self.value)
+                    lowered += 1
+            except OSError:  # ended meanwhile
+                continue
+        for gone in self._names.keys() - seen:
+            del self._names[gone]
+        return lowered
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.lower()
+            except Exception:  # never the service's problem: log once in a while and go on
+                log.debug("lowering the engine's threads failed", exc_info=True)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
