@@ -11,14 +11,15 @@
 -- Here, with [a, b) = the 15-minute intervals that hold [from, to):
 -- - offered and the handle time: the visits of [a, b), pbx.queue_calls filtered
 --   on entered_at (prunes the stored visits by their sort key), as in 0225;
--- - the talk of those visits' calls: a call's start precedes its queue entry
---   (started_at is the call's first event, entered_at one of its events), so
---   the stored records needed start before b. They are read by the stored
---   calls' sort key in [a - 1 hour, b) (a call queued within an hour of its
---   start: nearly all), plus, exactly, the calls of the range's stored visits
---   not found there: their earliest event (pbx.call_spans, keyed by call_id)
---   bounds where their records start; none missing reads nothing. The dirty
---   calls' records are computed live, as in every contract view;
+-- - the talk of the answered visits' calls: a call's start precedes its queue
+--   entry (started_at is the call's first event, entered_at one of its
+--   events), so the stored records needed start before b. They are read by
+--   the stored calls' sort key in [a - 1 hour, b) (a call queued within an
+--   hour of its start: nearly all), plus, exactly, the calls of the range's
+--   stored answered visits not found there: their earliest event
+--   (pbx.call_spans, keyed by call_id) bounds where their records start; none
+--   missing reads nothing more. The dirty calls' records are computed live,
+--   as in every contract view;
 -- - each queue's first visit: pbx.queue_first_visit (below), one row per
 --   queue, kept by a materialized view on pbx.events: the earliest queue_in
 --   of a call to the queue, which is the earliest visit pbx.queue_calls has
@@ -76,20 +77,23 @@ WITH
         FROM pbx.queue_settings
         GROUP BY queue_name
     ),
-    -- The calls of the range's stored visits whose stored record does not start
-    -- in [talk_from, read_to) (usually none).
-    missing AS
+    -- The calls of the range's stored answered visits whose stored record does
+    -- not start in [talk_from, read_to) (usually none; a scalar: computed once).
     (
-        SELECT DISTINCT call_id
-        FROM pbx.queue_visits_data
-        WHERE entered_at >= read_from AND entered_at < read_to
-          AND call_id NOT IN
-          (
-              SELECT call_id
-              FROM pbx.calls_data FINAL
-              WHERE is_deleted = 0 AND started_at >= talk_from AND started_at < read_to
-          )
-    ),
+        SELECT groupArray(call_id)
+        FROM
+        (
+            SELECT DISTINCT call_id
+            FROM pbx.queue_visits_data
+            WHERE entered_at >= read_from AND entered_at < read_to AND answer_at IS NOT NULL
+              AND call_id NOT IN
+              (
+                  SELECT call_id
+                  FROM pbx.calls_data FINAL
+                  WHERE is_deleted = 0 AND started_at >= talk_from AND started_at < read_to
+              )
+        )
+    ) AS missing,
     talk AS
     (
         -- pbx.calls' call_id and talk_s (pbx.calls_from_live's two parts), for the
@@ -109,9 +113,9 @@ WITH
             FROM pbx.calls_data FINAL
             WHERE is_deleted = 0
               AND started_at >= (SELECT coalesce(minOrNull(first_at), talk_from) FROM pbx.call_spans
-                                 WHERE call_id IN (SELECT call_id FROM missing))
+                                 WHERE call_id IN (SELECT arrayJoin(missing)))
               AND started_at < talk_from
-              AND call_id IN (SELECT call_id FROM missing)
+              AND call_id IN (SELECT arrayJoin(missing))
               AND call_id NOT IN (SELECT arrayJoin((SELECT calls FROM pbx.dirty_call_list_live)).1)
             UNION ALL
             SELECT call_id, r.8, r.3

@@ -5,7 +5,8 @@
 
 Opens a hard-linked copy of a built dataset (``bench.scale.datasets``) with a
 query log, applies this checkout's migrations, drains the layers' backlog
-(``probe.refresh_until_caught_up``), sets the commit margin to 0 (nothing
+(``probe.refresh_until_caught_up``; ``--optimize`` then merges the call
+layer's tables), sets the commit margin to 0 (nothing
 inserts: every insert has committed, as ``bench run scale``'s panels phase),
 stops the views, then runs each panel of ``--dashboard`` as Grafana expands it
 (``tests/e2e/dashboards/grafana_sim.py``) for the data's last day and last 30
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard", default="staffing", help="dashboards/json/<name>.json")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--optimize", action="store_true",
+                        help="merge the call layer's tables after the catch-up (OPTIMIZE ... FINAL): the parts "
+                             "a running service's merges reach, so rows read do not depend on the copy's last refresh")
     args = parser.parse_args(argv)
     probe.volunteer_for_oom_killer()
     dataset = datasets.Dataset(args.dataset, json.loads((args.dataset / "READY.json").read_text()))
@@ -77,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         caught = probe.refresh_until_caught_up(client)
         client.command("INSERT INTO pbx.refresh_settings (name, value) VALUES ('commit_margin_ms', 0)")
         client.command("SYSTEM STOP VIEWS")
+        if args.optimize:
+            for table in ("calls_data", "queue_visits_data", "call_spans", "agent_time_data"):
+                client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
         dirty = client.query("SELECT length(calls) FROM pbx.dirty_call_list_live").result_rows[0][0]
         ranges = {"1d": gs.TimeRange.of(end - dt.timedelta(days=1), end),
                   "30d": gs.TimeRange.of(end - dt.timedelta(days=30), end)}
