@@ -37,10 +37,12 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def _same(a: list[tuple], b: list[tuple]) -> bool:
-    def norm(rows: list[tuple]) -> list[tuple]:
-        return sorted((tuple(round(x, 9) if isinstance(x, float) and math.isfinite(x) else x for x in r)
-                       for r in rows), key=repr)
-    return norm(a) == norm(b)
+    """The same rows in the same order; floats equal to 1e-9 (sums added in another order by the threads)."""
+    def close(x: Any, y: Any) -> bool:
+        if isinstance(x, float) and isinstance(y, float):
+            return x == y or math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9) or (math.isnan(x) and math.isnan(y))
+        return x == y
+    return len(a) == len(b) and all(len(r) == len(s) and all(map(close, r, s)) for r, s in zip(a, b))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                     entry[side] = {**f, "wall_p50_ms": round(sorted(walls[side])[len(walls[side]) // 2], 1),
                                    "rows": len(out[side])}
                 entry["same_rows"] = _same(out["old"], out["new"])
+                if not entry["same_rows"]:
+                    diff = [(o, n) for o, n in zip(out["old"], out["new"]) if not _same([o], [n])]
+                    entry["differ"] = repr(diff[:3])[:600]
                 results.append(entry)
                 print(json.dumps(entry), flush=True)
         client.close()
