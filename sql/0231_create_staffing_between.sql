@@ -91,13 +91,15 @@ WITH
                   SELECT call_id
                   FROM pbx.calls_data FINAL
                   WHERE is_deleted = 0 AND started_at >= talk_from AND started_at < read_to
+                    AND answered_at IS NOT NULL
               )
         )
     ) AS missing,
     talk AS
     (
         -- pbx.calls' call_id and talk_s (pbx.calls_from_live's two parts), for the
-        -- calls of the range's visits (and some others, which the join drops).
+        -- calls of the range's answered visits (and some others, which the join
+        -- drops). Only answered calls: an answered visit's call has an answer.
         SELECT
             call_id,
             if(answered_at IS NULL OR ended_at IS NULL, NULL,
@@ -106,7 +108,7 @@ WITH
         (
             SELECT call_id, answered_at, ended_at
             FROM pbx.calls_data FINAL
-            WHERE is_deleted = 0 AND started_at >= talk_from AND started_at < read_to
+            WHERE is_deleted = 0 AND started_at >= talk_from AND started_at < read_to AND answered_at IS NOT NULL
               AND call_id NOT IN (SELECT arrayJoin((SELECT calls FROM pbx.dirty_call_list_live)).1)
             UNION ALL
             SELECT call_id, answered_at, ended_at
