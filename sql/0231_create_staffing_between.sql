@@ -30,8 +30,9 @@
 --   b - 15 min and now.
 -- Same rows, columns and figures as pbx.staffing_15m filtered to
 -- from <= interval_start < to (tests/e2e/analytics/test_staffing_between.py).
--- pbx.staffing_15m stays 0225's text (not redefined on this one; docs/metrics.md
--- says why).
+-- pbx.staffing_15m stays 0225's text, not redefined on this one: a reader's
+-- filter on its interval_start would no longer reach the visits
+-- (docs/metrics.md#pbxstaffing_between).
 --
 -- `from` and `to` are UTC. Pass strings ('2026-11-02 08:00:00') or values of
 -- a UTC DateTime type: ClickHouse hands a view a computed argument as text in
