@@ -39,22 +39,24 @@ def data_dir(settings: Settings) -> Path:
     return embedded_path(settings.clickhouse_url)
 
 
-def below_service(steps: int) -> int:
+def below_service(steps: int) -> int | None:
     """The nice value ``steps`` below the calling thread's (the service's, when called from
-    ``serve``'s main thread), at most 19; 0 steps: 0 (ClickHouse: leave the priority alone).
+    ``serve``'s main thread), at most 19; 0 steps: None (priorities left alone).
 
     Relative, as ``nice`` is: a service started under ``nice -n 10`` (a shared machine, the
     benchmarks) keeps its query threads below its webhook threads, where an absolute 10 would
-    put them level with them."""
+    put them level with them. A service at nice -10 gets query threads at 0: a real value, not
+    "leave alone" (until 2026-12-04 it was taken as that, and those threads ran level with the
+    webhooks)."""
     if not steps or not hasattr(os, "getpriority"):
-        return 0
+        return None
     return min(19, os.getpriority(os.PRIO_PROCESS, 0) + steps)
 
 
-def _nice(value: int) -> None:
+def _nice(value: int | None) -> None:
     """Set the calling thread's CPU priority to ``value`` (Linux: a thread id is a process id for
-    ``setpriority``); the webhook threads keep theirs. 0: left as it is."""
-    if value and hasattr(os, "setpriority"):
+    ``setpriority``); the webhook threads keep theirs. None: left as it is."""
+    if value is not None and hasattr(os, "setpriority"):
         tid = threading.get_native_id()
         try:
             if os.getpriority(os.PRIO_PROCESS, tid) != value:
@@ -63,7 +65,7 @@ def _nice(value: int) -> None:
             log.debug("could not lower the query threads' priority", exc_info=True)
 
 
-def _niced(value: int, fn: Any, *args: Any) -> Any:
+def _niced(value: int | None, fn: Any, *args: Any) -> Any:
     """``fn(*args)`` on a query thread at nice ``value``, and the thread left at it. Set on every
     call: where the engine may change priorities (``CAP_SYS_NICE``, e.g. root), ClickHouse
     applies a query's ``os_thread_priority`` to its thread and then resets that thread to nice
@@ -87,10 +89,11 @@ class QueryServer:
         self._holder = holder
         self.data_dir = data_dir(settings)
         #: Nice value of every query thread (this interface's and, as ``os_thread_priority``,
-        #: the engine's): ``query_nice`` below the service's own.
+        #: the engine's): ``query_nice`` below the service's own; None: left alone.
         self.nice = below_service(settings.query_nice)
+        # os_thread_priority 0: the engine leaves its threads' priority alone.
         limits = access.Limits(settings.query_max_execution_time, settings.query_max_memory_usage,
-                               settings.query_max_threads, self.nice)
+                               settings.query_max_threads, self.nice or 0)
         self.engine = Engine(str(self.data_dir), limits, settings.query_max_result_bytes)
         self._pool = ThreadPoolExecutor(settings.query_max_concurrent + 1, thread_name_prefix="pbx-query",
                                         initializer=_nice, initargs=(self.nice,))

@@ -25,6 +25,11 @@ dashboard panel. Measured on the embedded engine (same run): analysing a read
 of ``pbx.queue_calls`` through nested parameterized views cost 3.3x the same
 SQL as plain views (docs/metrics.md#how-the-views-are-computed).
 
+Statements the views need before they are created (a column they read) live in
+``schema/*.sql``; :func:`render` writes them first, in name order. Every later
+generated migration repeats them, so they are idempotent (``ADD COLUMN IF NOT
+EXISTS``, ``MODIFY QUERY``).
+
 The first line of a template names the layers it serves (``-- layers: calls``;
 a template that serves several is rendered per layer, ``pbx.<name>_<layer>_<mode>``);
 the comment lines after it, the view's doc, are kept above each rendered view.
@@ -158,12 +163,19 @@ def render(templates: dict[str, Template] | None = None, roots: set[str] | None 
         if missing := sorted(names - set(done)):
             raise ValueError(f"sql/{file} reads pbx.{missing[0]}, which {TARGET} does not create: "
                              "render the templates into a new migration (TARGET)")
-    parts = [_HEADER, "-- The views of the per-call and per-agent layers (ingest/storing/views/__init__.py).\n"]
+    parts = [_HEADER, *_schema(),
+             "-- The views of the per-call and per-agent layers (ingest/storing/views/__init__.py).\n"]
     for name in done:
         doc, sql, _ = views[name]
         mode = name.rsplit("_", 1)[1]
         parts.append(f"\n{doc}\n-- (mode: {mode})\nCREATE OR REPLACE VIEW pbx.{name} ${{ON_CLUSTER}} AS\n{sql};\n")
     return "".join(parts)
+
+
+def _schema() -> list[str]:
+    """The statements of ``schema/*.sql``, in name order, each file followed by a blank line."""
+    return [f"-- (ingest/storing/views/schema/{path.name})\n{path.read_text().strip()}\n\n"
+            for path in sorted((Path(__file__).resolve().parent / "schema").glob("*.sql"))]
 
 
 def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> tuple[set[str], dict[str, set[str]]]:
@@ -184,8 +196,8 @@ def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> tuple[se
     return names, later
 
 
-#: The generated migration the templates render into (earlier ones: 0217, 0222).
-TARGET = "0227_replace_layer_views.sql"
+#: The generated migration the templates render into (earlier ones: 0217, 0222, 0227).
+TARGET = "0232_replace_layer_views.sql"
 
 
 def target() -> Path:

@@ -65,3 +65,40 @@ def test_an_upgrade_from_the_schema_before_the_layers_keeps_every_visit_and_call
                     == rows(client, "SELECT * FROM pbx.agent_stats_15m_raw ORDER BY interval_start, agent")), when
     finally:
         client.close()
+
+
+#: The migration that keeps the start of a layer's refresh run with its cursor (the lookback's bound).
+RUN_STARTS = 232
+
+
+def test_an_upgrade_looks_back_from_the_cursor_until_a_run_has_kept_its_start(tmp_path: Path) -> None:
+    from ingest.testing import hold_views, refresh_views
+    from tests.e2e.views.test_views import _agent_day, _recording_events, _scenario_calls, _spy_events
+    from tests.e2e.views.test_views_lookback import (behind_the_cursors_within, dirty_lists, looked_back,
+                                                     set_margin, views, wait_past_the_margin)
+    from tests.e2e.views.views_helpers import insert
+
+    client = clickhouse.connect(f"chdb://{tmp_path / 'db'}")
+    try:
+        migrations.apply_migrations(client, [m for m in migrations.load_migrations() if m.version < RUN_STARTS])
+        hold_views(client)
+        set_margin(client, 2000)
+        insert(client, [*_scenario_calls(), *_agent_day(), *_spy_events(), *_recording_events()])
+        truth = views(client)
+        refresh_views(client)  # (marks without a start)
+        assert RUN_STARTS in [m.version for m in migrations.apply_migrations(client)]
+        assert client.query("SELECT layer, toUnixTimestamp64Milli(max(started)) FROM pbx.refresh_marks "
+                            "GROUP BY layer ORDER BY layer").result_rows == [("agents", 0), ("calls", 0)]
+        # The old marks' lookback is the cursor's, as before: every row of the insert (one stamp).
+        rows = client.query("SELECT count() FROM pbx.arrivals").result_rows[0][0]
+        assert looked_back(client) == behind_the_cursors_within(client, 2000) == 2 * rows > 0
+        assert views(client) == truth
+        wait_past_the_margin(client, 2000)
+        refresh_views(client)  # (the upgraded mark views keep the run's start)
+        assert client.query("SELECT min(started) FROM (SELECT max(started) AS started FROM pbx.refresh_marks "
+                            "GROUP BY layer)").result_rows[0][0].year > 2000
+        assert looked_back(client) == 0
+        assert dirty_lists(client) == (0, 0)
+        assert views(client) == truth
+    finally:
+        client.close()
