@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard", default="staffing", help="dashboards/json/<name>.json")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--ranges", default="1d,30d", help="which of 1d, 30d (comma-separated)")
     parser.add_argument("--optimize", action="store_true",
                         help="merge the call layer's tables after the catch-up (OPTIMIZE ... FINAL): the parts "
                              "a running service's merges reach, so rows read do not depend on the copy's last refresh")
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             for table in ("calls_data", "queue_visits_data", "call_spans", "agent_time_data"):
                 client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
         dirty = client.query("SELECT length(calls) FROM pbx.dirty_call_list_live").result_rows[0][0]
-        ranges = {"1d": gs.TimeRange.of(end - dt.timedelta(days=1), end),
-                  "30d": gs.TimeRange.of(end - dt.timedelta(days=30), end)}
+        ranges = {label: gs.TimeRange.of(end - dt.timedelta(days=days), end)
+                  for label, days in (("1d", 1), ("30d", 30)) if label in args.ranges.split(",")}
         tag = f"compare:{time.time_ns()}:"
         results = []
         load = [os.getloadavg()[0]]
