@@ -908,7 +908,9 @@ def calls() -> dict[str, Any]:
 
 def staffing() -> dict[str, Any]:
     L = Layout()
-    stats = f"$__timeFilter(interval_start) AND {QUEUE}"
+    # pbx.staffing_between reads only the range's visits and calls (pbx.staffing_15m filtered reads every
+    # call's talk and every visit: docs/metrics.md#pbxstaffing_between).
+    staffing = f"pbx.staffing_between({time_range_arguments()})"
     # Per 15-minute interval: agents required (sum over the selected queues' Erlang C figures), agents
     # staffed (logged-in time not paused / 900 s, all agents: the PBX says nothing of which agent serves
     # which queue) and the shortfall. Required rows exist for every interval from a queue's first visit.
@@ -920,8 +922,8 @@ def staffing() -> dict[str, Any]:
                 SELECT interval_start, toFloat64(sum(agents_required)) AS required, 0. AS staffed,
                        sum(traffic_erlangs) AS erlangs, toFloat64(sum(offered)) AS offered,
                        toFloat64(countIf(agents_required IS NULL)) AS unknown
-                FROM pbx.staffing_15m
-                WHERE {stats}
+                FROM {staffing}
+                WHERE {QUEUE}
                 GROUP BY interval_start
                 UNION ALL
                 SELECT interval_start, 0., sum(logged_in_s - paused_s) / 900, 0., 0., 0.
@@ -940,8 +942,9 @@ def staffing() -> dict[str, Any]:
             FROM ({per_interval})
             """, w=24, h=5, decimals=1, options=stat_options(),
             description="15-minute intervals in which fewer agents were logged in and not paused than Erlang C "
-            "requires for the selected queues' service-level targets (pbx.staffing_15m); traffic is offered "
-            "calls × average handle time (talk) summed over the selected queues."),
+            "requires for the selected queues' service-level targets (pbx.staffing_between: pbx.staffing_15m's "
+            "rows of the range); traffic is offered calls × average handle time (talk) summed over the selected "
+            "queues."),
         panel(L, "timeseries", "Agents required vs staffed (selected queues, whole centre staffed)", f"""
             SELECT $__timeInterval(interval_start) AS time,
                    sum(required) * 900 / $__interval_s AS `Agents required`,
@@ -961,8 +964,8 @@ def staffing() -> dict[str, Any]:
         panel(L, "timeseries", "Agents required per queue", f"""
             SELECT $__timeInterval(interval_start) AS time, queue_name,
                    toFloat64(sum(agents_required)) * 900 / $__interval_s AS required
-            FROM pbx.staffing_15m
-            WHERE {stats}
+            FROM {staffing}
+            WHERE {QUEUE}
             GROUP BY time, queue_name
             ORDER BY time, queue_name
             """, w=12, h=8, unit="short", decimals=1, interval="15m", options=series_options(),
@@ -970,8 +973,8 @@ def staffing() -> dict[str, Any]:
         panel(L, "timeseries", "Traffic per queue (Erlangs)", f"""
             SELECT $__timeInterval(interval_start) AS time, queue_name,
                    sum(traffic_erlangs) * 900 / $__interval_s AS erlangs
-            FROM pbx.staffing_15m
-            WHERE {stats}
+            FROM {staffing}
+            WHERE {QUEUE}
             GROUP BY time, queue_name
             ORDER BY time, queue_name
             """, w=12, h=8, unit="short", decimals=2, interval="15m", options=series_options(),
@@ -994,8 +997,8 @@ def staffing() -> dict[str, Any]:
             SELECT interval_start AS Interval, queue_name AS Queue, offered AS Offered,
                    round(aht_s, 1) AS `AHT (s)`, round(traffic_erlangs, 2) AS Erlangs,
                    agents_required AS `Agents required`
-            FROM pbx.staffing_15m
-            WHERE {stats}
+            FROM {staffing}
+            WHERE {QUEUE}
             ORDER BY Interval DESC, Queue
             LIMIT 2000
             """, w=12, h=10, options=table_options(),

@@ -594,6 +594,9 @@ TIME_COLUMNS: dict[str, str | None] = {
     "agent_rings_data": "rung_at",
     "agent_time_data": "interval_start",
     "arrivals": None,  # behind every layer's cursor in a built dataset
+    # each queue's earliest queue_in (sql/0231): rows before the cutoff go, then it is computed again
+    # from the events kept (derive)
+    "queue_first_visit": "first_at",
     "agent_open": "",  # each agent's current stretch
     "refresh_done": "",
     "refresh_marks": "",
@@ -652,6 +655,9 @@ def derive(root: Path, source: Dataset, days: int, log: Callable[[str], None] = 
                         client.command(f"ALTER TABLE pbx.{table} DROP PARTITION ID '{partition}'")
                     client.command(f"ALTER TABLE pbx.{table} DELETE WHERE {column} < toDateTime('{cutoff}', 'UTC')",
                                    settings={"mutations_sync": 2})
+            if "queue_first_visit" in tables:
+                client.command("INSERT INTO pbx.queue_first_visit SELECT toString(queue_name), min(received_at) "
+                               "FROM pbx.events WHERE event = 'queue_in' AND call_id != '' GROUP BY queue_name")
             for table in tables:
                 client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
             merge_wait = wait_for_merges(client)

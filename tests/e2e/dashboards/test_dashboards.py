@@ -42,6 +42,7 @@ CONTRACT_VIEWS = {
     "queue_calls_since",  # queue_calls from a start time (docs/metrics.md)
     "calls", "repeat_calls", "staffing_15m", "agent_states_15m",  # issue 14's contract
     "repeat_calls_between",  # repeat_calls of a time range (docs/metrics.md)
+    "staffing_between",  # staffing_15m of a time range (docs/metrics.md)
 }  # fmt: skip
 RAW_EVENTS_ALLOWED = {"pbx-abandonment/Abandoned calls"}  # caller_num is in no view
 
@@ -757,6 +758,18 @@ def test_staffing_sets_required_against_staffed_per_interval(sim_engine: tuple[C
         assert r["Agents required"] == need and r["Agents staffed"] == pytest.approx(round(have, 1))
         assert r["Short by"] == pytest.approx(round(max(need - have, 0), 1))
     assert any(r["Short by"] > 0 for r in rows) and any(r["Short by"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/New_York"])
+def test_staffing_panels_keep_their_range_in_any_session_time_zone(sim_engine: tuple[Client, dt.datetime], zone: str):
+    """The Staffing panels hand the range to pbx.staffing_between as view arguments (UTC values): the same rows
+    in any session time zone."""
+    client, now = sim_engine
+    for title in ("Per interval: required, staffed, short by", "Per interval and queue"):
+        table = _panel("pbx-staffing", title)
+        rng = gs.default_time_range(table.dashboard, now)
+        utc = _run(client, table, rng, session={"session_timezone": "UTC"})
+        assert utc and _run(client, table, rng, session={"session_timezone": zone}) == utc, title
 
 
 def test_paused_time_by_reason_adds_up_to_the_agents_paused_time(sim_engine: tuple[Client, dt.datetime]):
