@@ -235,7 +235,7 @@ def refresh_views(client: Any) -> None:
 #: Memory grows with it, through the agent layer's refresh (sql/0227 keeps a chunked backlog
 #: whole): on the 200-agent year after 105 days, ``agents_refresh`` alone peaked at 2.0 GiB
 #: process RSS with 20,000, 3.9 GiB with 50,000 and passed 7.5 GiB with 150,000 (the value
-#: before 2026-12-04, which stopped that build at 7.8 GiB; 400,000 took it to 10 GiB before 0227).
+#: before 2026-12-04, which stopped that build at 7.65 GiB; 400,000 took it to 10 GiB before 0227).
 BUILD_CHUNK_ROWS = 50_000
 
 
