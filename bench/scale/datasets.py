@@ -231,9 +231,12 @@ def refresh_views(client: Any) -> None:
 
 #: Arrival rows one refresh run of a layer reads while building (``chunk_rows``, sql/0214; the
 #: schema's default, 20,000, is about half a day of the 200-agent centre's calls, ~45 k a day):
-#: about three days of them, so a week's chunk is caught up in 2-3 runs instead of ~16 (~10 s
-#: each). Memory grows with it: 400,000 took the building process to 10 GiB RSS at 200 agents.
-BUILD_CHUNK_ROWS = 150_000
+#: about a day of them, so a week's chunk is caught up in ~7 runs instead of ~16 (~10 s each).
+#: Memory grows with it, through the agent layer's refresh (sql/0227 keeps a chunked backlog
+#: whole): on the 200-agent year after 105 days, ``agents_refresh`` alone peaked at 2.0 GiB
+#: process RSS with 20,000, 3.9 GiB with 50,000 and passed 7.5 GiB with 150,000 (the value
+#: before 2026-12-04, which stopped that build at 7.65 GiB; 400,000 took it to 10 GiB before 0227).
+BUILD_CHUNK_ROWS = 50_000
 
 
 def catch_up_views(client: Any, log: Callable[[str], None] = print) -> int:
