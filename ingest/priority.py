@@ -34,16 +34,18 @@ def below_service(steps: int) -> int | None:
     return min(19, os.getpriority(os.PRIO_PROCESS, 0) + steps)
 
 
-def set_thread_nice(value: int | None, tid: int | None = None) -> None:
+def set_thread_nice(value: int | None, tid: int | None = None) -> bool:
     """Lower thread ``tid``'s (default: the caller's) CPU priority to nice ``value`` (Linux: a
-    thread id is a process id for ``setpriority``); None: left as it is."""
+    thread id is a process id for ``setpriority``); None: left as it is. True if it was lowered."""
     if value is not None and hasattr(os, "setpriority"):
         tid = threading.get_native_id() if tid is None else tid
         try:
             if os.getpriority(os.PRIO_PROCESS, tid) < value:
                 os.setpriority(os.PRIO_PROCESS, tid, value)
+                return True
         except OSError:  # the thread ended meanwhile, or no /proc-style ids here
             log.debug("could not lower thread %s's priority", tid, exc_info=True)
+    return False
 
 
 class EngineThreads:
@@ -95,14 +97,8 @@ class EngineThreads:
             name = self._names.get(tid)
             if name is None:
                 name = self._names[tid] = _read(f"{_TASKS}/{entry}/comm")
-            if not name or name == own:
-                continue
-            try:
-                if os.getpriority(os.PRIO_PROCESS, tid) < self.value:
-                    os.setpriority(os.PRIO_PROCESS, tid, self.value)
-                    lowered += 1
-            except OSError:  # ended meanwhile
-                continue
+            if name and name != own:
+                lowered += set_thread_nice(self.value, tid)
         for gone in self._names.keys() - seen:
             del self._names[gone]
         return lowered

@@ -65,7 +65,7 @@ class QueryServer:
         #: Nice value of every query thread (this interface's; the engine's are kept there by
         #: ``ingest.priority.EngineThreads``): ``query_nice`` below the service's own; None: left alone.
         self.nice = below_service(settings.query_nice)
-        # os_thread_priority 0: the engine leaves its threads' priority alone.
+        # The floor of a reader's own os_thread_priority (None: 0, the engine's default).
         limits = access.Limits(settings.query_max_execution_time, settings.query_max_memory_usage,
                                settings.query_max_threads, self.nice or 0)
         self.engine = Engine(str(self.data_dir), limits, settings.query_max_result_bytes)
