@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     probe.volunteer_for_oom_killer()
     dataset = datasets.Dataset(args.dataset, json.loads((args.dataset / "READY.json").read_text()))
-    end = dt.datetime.combine(dataset.end, dt.time(0), dt.timezone.utc)
+    end = dt.datetime.combine(dataset.end, dt.time(0), dt.UTC)
     gs = probe._load("_compare_grafana_sim", probe.GRAFANA_SIM)
     with tempfile.TemporaryDirectory(prefix="compare-", dir=args.dataset.parent) as tmp:
         sides = {}
@@ -82,51 +82,51 @@ def main(argv: list[str] | None = None) -> int:
         apply_migrations(client)
         migrate_s = time.time() - started
         caught = probe.refresh_until_caught_up(client)
-        client.command("INSERT INTO pbx.refresh_settings (name, value) VALUES ('commit_margin_ms', 0)")
         client.command("SYSTEM STOP VIEWS")
-        if args.optimize:
-            for table in ("calls_data", "queue_visits_data", "call_spans", "agent_time_data"):
-                client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
-        dirty = client.query("SELECT length(calls) FROM pbx.dirty_call_list_live").result_rows[0][0]
-        ranges = {label: gs.TimeRange.of(end - dt.timedelta(days=days), end)
-                  for label, days in (("1d", 1), ("30d", 30)) if label in args.ranges.split(",")}
-        tag = f"compare:{time.time_ns()}:"
-        results = []
-        load = [os.getloadavg()[0]]
-        for label, rng in ranges.items():
-            for i, (old_q, new_q) in enumerate(zip(sides["old"], sides["new"], strict=True)):
-                assert old_q.panel.get("title") == new_q.panel.get("title")
-                entry: dict[str, Any] = {"panel": new_q.panel.get("title"), "range": label}
-                out = {}
-                sql = {}
-                for side, q in (("old", old_q), ("new", new_q)):
-                    variables = gs.default_variables(q.dashboard, rng, lambda s: client.query(s).result_rows)
-                    sql[side] = gs.expand(q.sql, rng, variables, q.interval_ms(rng))
-                walls: dict[str, list[float]] = {"old": [], "new": []}
-                for _ in range(args.repeats):
+        with probe.margin_settled(client):  # nothing inserts: every insert has committed
+            if args.optimize:
+                for table in ("calls_data", "queue_visits_data", "call_spans", "agent_time_data"):
+                    client.command(f"OPTIMIZE TABLE pbx.{table} FINAL")
+            dirty = client.query("SELECT length(calls) FROM pbx.dirty_call_list_live").result_rows[0][0]
+            ranges = {label: gs.TimeRange.of(end - dt.timedelta(days=days), end)
+                      for label, days in (("1d", 1), ("30d", 30)) if label in args.ranges.split(",")}
+            tag = f"compare:{time.time_ns()}:"
+            results = []
+            load = [os.getloadavg()[0]]
+            for label, rng in ranges.items():
+                for i, (old_q, new_q) in enumerate(zip(sides["old"], sides["new"], strict=True)):
+                    assert old_q.panel.get("title") == new_q.panel.get("title")
+                    entry: dict[str, Any] = {"panel": new_q.panel.get("title"), "range": label}
+                    out = {}
+                    sql = {}
+                    for side, q in (("old", old_q), ("new", new_q)):
+                        variables = gs.default_variables(q.dashboard, rng, lambda s: client.query(s).result_rows)
+                        sql[side] = gs.expand(q.sql, rng, variables, q.interval_ms(rng))
+                    walls: dict[str, list[float]] = {"old": [], "new": []}
+                    for _ in range(args.repeats):
+                        for side in ("old", "new"):
+                            t0 = time.perf_counter()
+                            out[side] = client.query(sql[side], settings={"log_comment": f"{tag}{label}:{i}:{side}"}
+                                                     ).result_rows
+                            walls[side].append((time.perf_counter() - t0) * 1000)
+                    load.append(os.getloadavg()[0])
+                    logged = probe.query_log_figures(client, f"{tag}{label}:{i}:")
                     for side in ("old", "new"):
-                        t0 = time.perf_counter()
-                        out[side] = client.query(sql[side], settings={"log_comment": f"{tag}{label}:{i}:{side}"}
-                                                 ).result_rows
-                        walls[side].append((time.perf_counter() - t0) * 1000)
-                load.append(os.getloadavg()[0])
-                logged = probe.query_log_figures(client, f"{tag}{label}:{i}:")
-                for side in ("old", "new"):
-                    f = logged.get(f"{tag}{label}:{i}:{side}", {})
-                    entry[side] = {**f, "wall_p50_ms": round(sorted(walls[side])[len(walls[side]) // 2], 1),
-                                   "rows": len(out[side])}
-                entry["same_rows"] = _same(out["old"], out["new"])
-                if not entry["same_rows"]:
-                    diff = [(o, n) for o, n in zip(out["old"], out["new"]) if not _same([o], [n])]
-                    entry["differ"] = repr(diff[:3])[:600]
-                results.append(entry)
-                print(json.dumps(entry), flush=True)
+                        f = logged.get(f"{tag}{label}:{i}:{side}", {})
+                        entry[side] = {**f, "wall_p50_ms": round(sorted(walls[side])[len(walls[side]) // 2], 1),
+                                       "rows": len(out[side])}
+                    entry["same_rows"] = _same(out["old"], out["new"])
+                    if not entry["same_rows"]:
+                        diff = [(o, n) for o, n in zip(out["old"], out["new"]) if not _same([o], [n])]
+                        entry["differ"] = repr(diff[:3])[:600]
+                    results.append(entry)
+                    print(json.dumps(entry), flush=True)
         client.close()
         raw.close()
     info = {"dataset": dataset.info.get("key", dataset.home.name), "events": dataset.info.get("events"),
             "end": str(dataset.end), "migrate_s": round(migrate_s, 1), **caught, "dirty_calls": dirty,
             "load_min": min(load), "load_max": max(load),
-            "finished": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"}
+            "finished": f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"}
     print(json.dumps(info))
     print("| panel (range) | old: CPU ms / rows read / MiB / wall ms | new: CPU ms / rows read / MiB / wall ms | same |")
     print("|---|---|---|---|")
