@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--import-load-days", dest="import_load_days", type=int, default=2,
                      help="import_load: simulated days (gzip logs of a 60-agent centre) each round's log is "
                      "copied from, forward in time, until it outlasts the window (default 2)")
+    run.add_argument("--import-load-batches", dest="import_load_batches", default="", metavar="ROWS,ROWS",
+                     help="import_load: the import's --batch-size in the loaded rounds, comma-separated; with "
+                     "several, each round measures each (default: the import's own)")
     run.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
     sc = run.add_argument_group("scale (issue 15; docs/benchmarks.md#scale-a-year-of-data-issue-15)")
     sc.add_argument("--dir", type=Path, default=None, metavar="DIR",
@@ -314,7 +317,8 @@ def _run_import_load(args: argparse.Namespace, workdir: Path, seconds: float, se
                      serve_env: dict[str, str], results: dict[str, Any]) -> None:
     res = results["import_load"] = import_load.run(
         workdir / "import_load", seconds, rate=min(args.rate or 2000.0, 1000.0),
-        rounds=args.rounds or (1 if args.smoke else 2), days=args.import_load_days, serve_env=serve_env)
+        rounds=args.rounds or (1 if args.smoke else 2), days=args.import_load_days, serve_env=serve_env,
+        batch_sizes=tuple(int(b) for b in args.import_load_batches.split(",") if b))
     print(f"\nlogs: {res['log_lines']:,} lines a round; import alone: {res['alone']['lines_per_s']:,} lines/s")
     print_table("Webhook latency while import goes through serve", import_load.table(res))
 

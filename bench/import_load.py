@@ -32,9 +32,11 @@ from bench.importing import long_log, make_logs
 __all__ = ["run", "table"]
 
 
-def _import(dsn: str, files: list[Path], cwd: Path) -> subprocess.Popen[str]:
+def _import(dsn: str, files: list[Path], cwd: Path, batch_size: int | None = None) -> subprocess.Popen[str]:
+    batch = [] if batch_size is None else ["--batch-size", str(batch_size)]
     return subprocess.Popen([sys.executable, "-m", "ingest", "import", "--clickhouse", dsn, "--no-progress",
-                             *map(str, files)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *batch, *map(str, files)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _finished(proc: subprocess.Popen[str]) -> dict[str, Any]:
@@ -78,11 +80,16 @@ def _commit_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
 
 
 def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: int = 2,
-        serve_env: dict[str, str] | None = None) -> dict[str, Any]:
+        serve_env: dict[str, str] | None = None, batch_sizes: tuple[int, ...] = ()) -> dict[str, Any]:
+    """``batch_sizes``: the import's ``--batch-size`` of each loaded round of a round (its default
+    when empty); with several, every round measures each once after its baseline, in an order that
+    rotates from round to round, and the table has a row per size."""
+    variants: list[int | None] = list(batch_sizes) or [None]
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(exist_ok=True)
     files, lines = make_logs(workdir / "logs", days)
-    result: dict[str, Any] = {"rate": rate, "seconds": seconds, "baseline": [], "loaded": []}
+    result: dict[str, Any] = {"rate": rate, "seconds": seconds, "baseline": [], "loaded": [],
+                              "batch_sizes": variants}
 
     # The simulated days into an engine of its own (migrated first): the import's speed when no
     # service runs.
@@ -94,7 +101,8 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: in
     # alone (the machine's load drifts between the two measurements).
     per_file = max(lines, round(result["alone"]["lines_per_s"] * (seconds + 3) * 2)) // len(files)
     copies = -(-per_file // lines)
-    logs = [[workdir / "logs" / f"round-{r}-{f}.log.gz" for f in range(len(files))] for r in range(rounds)]
+    logs = [[workdir / "logs" / f"round-{r}-{f}.log.gz" for f in range(len(files))]
+            for r in range(rounds * len(variants))]
     for n, path in enumerate(p for paths in logs for p in paths):
         long_log(path, files, per_file, first_copy=1 + n * copies)
     result["log_lines"] = per_file * len(files)
@@ -102,10 +110,11 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: in
     with Server("serve", "uvicorn", workdir / "serve", env=serve_env) as server:
         run_wrk(f"{server.url}/", 3.0, rate=rate, connections=16)  # warm up
         for r in range(rounds):
-            for kind in ("baseline", "loaded"):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            for kind, batch in [("baseline", None)] + [("loaded", b) for b in order]:
                 proc = None
                 if kind == "loaded":
-                    proc = _import(server.dsn, logs[r], workdir)
+                    proc = _import(server.dsn, logs.pop(), workdir, batch)
                     time.sleep(1.0)  # the command's start-up: measure while rows flow
                 commits = _commits(server.url)
                 res = run_wrk(f"{server.url}/", seconds, rate=rate, connections=16)
@@ -114,31 +123,47 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: in
                                          "errors": res.error_count,
                                          "spool_commits": _commit_delta(commits, _commits(server.url))}
                 if proc is not None:
+                    entry["batch_size"] = batch
                     entry["import_running_at_end"] = proc.poll() is None
                     entry["import"] = _finished(proc)
                 result[kind].append(entry)
-    for kind in ("baseline", "loaded"):
+    result["baseline_summary"] = _latency(result["baseline"], seconds)
+    result["loaded_summary"] = []
+    for batch in variants:
+        # Each loaded round against the baseline round just before it (the machine's load drifts
+        # between rounds more than within a pair), then the median over the pairs.
+        pairs = [(base, lo) for base, group in zip(result["baseline"], _per_round(result["loaded"], len(variants)))
+                 for lo in group if lo["batch_size"] == batch]
+        loaded = [lo for _, lo in pairs]
+        summary = _latency(loaded, seconds) | {"batch_size": batch}
         for p in ("p50", "p99"):
-            result[f"{kind}_{p}_ms"] = statistics.median(r["intended_latency_ms"][p] for r in result[kind])
-            result[f"{kind}_{p}_service_ms"] = statistics.median(r["latency_ms"][p] for r in result[kind])
-        result[f"{kind}_commit_mean_ms"] = statistics.median(r["spool_commits"]["mean_ms"] for r in result[kind])
-        result[f"{kind}_commits_slow_per_s"] = statistics.median(r["spool_commits"]["slow"] / seconds
-                                                                 for r in result[kind])
-    # The share of its time the import waited for the webhooks (PBX_IMPORT_YIELD; 0 where the
-    # service does not say to).
-    result["import_paused_share"] = round(statistics.median(r["import"]["yielded_s"] / r["import"]["seconds"]
-                                                            for r in result["loaded"]), 2)
-    # Each loaded round against the baseline round just before it (the machine's load drifts
-    # between rounds more than within a pair), then the median over the pairs.
-    for p in ("p50", "p99"):
-        for key, suffix in (("intended_latency_ms", ""), ("latency_ms", "_service")):
-            pairs = [lo[key][p] / base[key][p] for base, lo in zip(result["baseline"], result["loaded"])]
-            result[f"{p}{suffix}_ratio"] = round(statistics.median(pairs), 2)
-    imports = [r["import"] for r in result["loaded"]]
-    result["through_lines_per_s"] = round(sum(i["lines"] for i in imports) / sum(i["seconds"] for i in imports))
-    result["import_speed_ratio"] = round(result["through_lines_per_s"] / result["alone"]["lines_per_s"], 2)
-    result["import_covered_window"] = all(r["import_running_at_end"] for r in result["loaded"])
+            for key, suffix in (("intended_latency_ms", ""), ("latency_ms", "_service")):
+                summary[f"{p}{suffix}_ratio"] = round(statistics.median(lo[key][p] / base[key][p]
+                                                                        for base, lo in pairs), 2)
+        # The share of its time the import waited for the webhooks (PBX_IMPORT_YIELD; 0 where the
+        # service does not say to).
+        imports = [r["import"] for r in loaded]
+        summary["import_paused_share"] = round(statistics.median(i["yielded_s"] / i["seconds"] for i in imports), 2)
+        summary["through_lines_per_s"] = round(sum(i["lines"] for i in imports) / sum(i["seconds"] for i in imports))
+        summary["import_speed_ratio"] = round(summary["through_lines_per_s"] / result["alone"]["lines_per_s"], 2)
+        summary["import_covered_window"] = all(r["import_running_at_end"] for r in loaded)
+        result["loaded_summary"].append(summary)
     return result
+
+
+def _per_round(loaded: list[dict[str, Any]], per_round: int) -> list[list[dict[str, Any]]]:
+    return [loaded[i:i + per_round] for i in range(0, len(loaded), per_round)]
+
+
+def _latency(entries: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Medians over rounds of the webhooks' latency and the spool's commits."""
+    out: dict[str, Any] = {}
+    for p in ("p50", "p99"):
+        out[f"{p}_ms"] = statistics.median(r["intended_latency_ms"][p] for r in entries)
+        out[f"{p}_service_ms"] = statistics.median(r["latency_ms"][p] for r in entries)
+    out["commit_mean_ms"] = statistics.median(r["spool_commits"]["mean_ms"] for r in entries)
+    out["commits_slow_per_s"] = statistics.median(r["spool_commits"]["slow"] / seconds for r in entries)
+    return out
 
 
 def table(res: dict[str, Any]) -> list[list[str]]:
@@ -150,17 +175,19 @@ def table(res: dict[str, Any]) -> list[list[str]]:
              "answer p99 / baseline", f"spool commit mean ms / >{float(SLOW_COMMIT_S) * 1000:g} ms per s",
              "import lines/s"]]
     alone = res["alone"]["lines_per_s"]
-    for kind in ("baseline", "loaded"):
-        base = kind == "baseline"
+    for summary in [res["baseline_summary"], *res["loaded_summary"]]:
+        base = summary is res["baseline_summary"]
+        batch = summary.get("batch_size")
+        what = "through serve" + ("" if batch is None else f", --batch-size {batch:,}")
         rows.append([
             f"{res['rate']:g}/s",
-            "none" if base else "through serve" + ("" if res["import_covered_window"] else " (ended in the window)"),
-            f"{res[f'{kind}_p50_ms']:.1f} / {res[f'{kind}_p99_ms']:.1f}",
-            f"{res[f'{kind}_p50_service_ms']:.1f} / {res[f'{kind}_p99_service_ms']:.1f}",
-            "1.00" if base else f"{res['p99_ratio']:.2f}",
-            "1.00" if base else f"{res['p99_service_ratio']:.2f}",
-            f"{res[f'{kind}_commit_mean_ms']:.1f} / {res[f'{kind}_commits_slow_per_s']:.1f}",
-            f"alone {alone:,}" if base else f"{res['through_lines_per_s']:,} ({res['import_speed_ratio']:.2f}x alone; "
-                                            f"waited {res.get('import_paused_share', 0):.0%} of it for webhooks)",
+            "none" if base else what + ("" if summary["import_covered_window"] else " (ended in the window)"),
+            f"{summary['p50_ms']:.1f} / {summary['p99_ms']:.1f}",
+            f"{summary['p50_service_ms']:.1f} / {summary['p99_service_ms']:.1f}",
+            "1.00" if base else f"{summary['p99_ratio']:.2f}",
+            "1.00" if base else f"{summary['p99_service_ratio']:.2f}",
+            f"{summary['commit_mean_ms']:.1f} / {summary['commits_slow_per_s']:.1f}",
+            f"alone {alone:,}" if base else f"{summary['through_lines_per_s']:,} ({summary['import_speed_ratio']:.2f}x "
+                                            f"alone; waited {summary['import_paused_share']:.0%} of it for webhooks)",
         ])
     return rows
