@@ -596,6 +596,8 @@ TIME_COLUMNS: dict[str, str | None] = {
     "spy_sessions_data": "started_at",
     "agent_rings_data": "rung_at",
     "agent_time_data": "interval_start",
+    "agent_time_15m_data": "interval_start",  # the stretches' sums (sql/0234)
+    "agent_time_15m_filled": "",  # kept: the sums of what is kept were filled
     "arrivals": None,  # behind every layer's cursor in a built dataset
     # each queue's earliest queue_in (sql/0231): rows before the cutoff go, then it is computed again
     # from the events kept (derive)

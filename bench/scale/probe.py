@@ -59,7 +59,7 @@ GRAFANA_SIM = HARNESS / "tests" / "e2e" / "dashboards" / "grafana_sim.py"
 #: Views a settings change or late data makes the refresh recompute.
 #: (Those of either schema: the watermark refreshes' tables, or the per-call and per-agent layers'.)
 DATA_TABLES = ("queue_calls_data", "queue_stats_15m_data", "agent_stats_15m_data",
-               "queue_visits_data", "recordings_data", "calls_data", "agent_time_data")
+               "queue_visits_data", "recordings_data", "calls_data", "agent_time_data", "agent_time_15m_data")
 
 
 def _load(name: str, path: Path) -> ModuleType:

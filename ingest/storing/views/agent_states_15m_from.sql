@@ -5,7 +5,8 @@
 SELECT
     interval_start,
     agent,
-    if(state = 'paused', lower(state_name), state) AS state,
-    sum(dateDiff('millisecond', started_at, ended_at)) / 1000 AS seconds
+    if(s.1 = 'paused', lower(s.2), s.1) AS state,
+    sum(s.3) / 1000 AS seconds
 FROM pbx.agent_time_from(whole = {whole:UInt8})
+ARRAY JOIN states AS s
 GROUP BY interval_start, agent, state

@@ -18,22 +18,27 @@ FROM
     SELECT
         interval_start,
         agent,
-        sum(ms) AS logged_in_ms,
-        sumIf(ms, state = 'paused') AS paused_ms,
-        sumIf(ms, state = 'talk') AS talk_ms,
-        sumIf(ms, state = 'idle') AS idle_ms,
-        countIf(state = 'answer') AS calls_answered,
-        countIf(state = 'ring_no_answer') AS ring_no_answer
+        sum(logged) AS logged_in_ms,
+        sum(paused) AS paused_ms,
+        sum(talk) AS talk_ms,
+        sum(idle) AS idle_ms,
+        sum(answers) AS calls_answered,
+        sum(rings) AS ring_no_answer
     FROM
     (
-        SELECT interval_start, agent, state, dateDiff('millisecond', started_at, ended_at) AS ms
+        SELECT interval_start, agent,
+               arraySum(s -> s.3, states) AS logged,
+               arraySum(s -> if(s.1 = 'paused', s.3, 0), states) AS paused,
+               arraySum(s -> if(s.1 = 'talk', s.3, 0), states) AS talk,
+               arraySum(s -> if(s.1 = 'idle', s.3, 0), states) AS idle,
+               0 AS answers, 0 AS rings
         FROM pbx.agent_time_from(whole = {whole:UInt8})
         UNION ALL
-        SELECT toStartOfInterval(toDateTime(received_at), INTERVAL 15 MINUTE), line_userid, 'answer', 0
+        SELECT toStartOfInterval(toDateTime(received_at), INTERVAL 15 MINUTE), line_userid, 0, 0, 0, 0, 1, 0
         FROM pbx.events
         WHERE event = 'answered_internal' AND line_userid != ''
         UNION ALL
-        SELECT toStartOfInterval(toDateTime(rung_at), INTERVAL 15 MINUTE), agent, 'ring_no_answer', 0
+        SELECT toStartOfInterval(toDateTime(rung_at), INTERVAL 15 MINUTE), agent, 0, 0, 0, 0, 0, 1
         FROM pbx.agent_rings_from(whole = {whole:UInt8})
         WHERE answered = 0
     )

@@ -1,7 +1,11 @@
 -- layers: agents
--- pbx.agent_time_from(whole): logged-in time as stretches of one state within
--- one 15-minute interval. whole = 0: stored plus dirty windows (the contract
--- views); whole = 1: everything from raw events (the _raw twins).
+-- pbx.agent_time_from(whole): logged-in time per interval and agent, as rows
+-- (interval_start, agent, states) whose `states` are milliseconds per (state,
+-- state_name): a stored agent-interval (pbx.agent_time_15m_data, the sums of
+-- its stretches) or one stretch (the current ones and the dirty windows,
+-- computed live); readers sum them per interval and agent. whole = 0: stored
+-- plus dirty windows (the contract views); whole = 1: every stretch from raw
+-- events (the _raw twins).
 
 WITH
     assumeNotNull((SELECT max(received_at) FROM pbx.events)) AS data_end,
@@ -11,23 +15,23 @@ WITH
     if({whole:UInt8} = 1, [], (SELECT agents FROM pbx.dirty_agent_list(layer = 'agents', refresh = 0))) AS dirty_list,
     CAST((arrayMap(a -> a.1, dirty_list), arrayMap(a -> a.2, dirty_list)),
          'Map(String, Array(Tuple(DateTime64(3, \'UTC\'), DateTime64(3, \'UTC\'))))') AS dirty
-SELECT interval_start, agent, started_at, ended_at, toString(state) AS state, toString(state_name) AS state_name, on_call
+SELECT interval_start, agent, states
 FROM
 (
-    SELECT interval_start, agent, started_at, ended_at, state, state_name, on_call
-    FROM pbx.agent_time_data FINAL
+    SELECT interval_start, agent, CAST(states, 'Array(Tuple(String, String, Int64))') AS states
+    FROM pbx.agent_time_15m_data FINAL
     WHERE {whole:UInt8} = 0 AND is_deleted = 0
       AND NOT arrayExists(w -> interval_start >= w.1 AND interval_start < w.2, dirty[agent])
     UNION ALL
     -- Current stretches, logged in, up to the newest event stored.
-    SELECT p.1, agent, p.2, p.3, state, state_name, on_call
+    SELECT p.1, agent, [(toString(state), toString(state_name), dateDiff('millisecond', p.2, p.3))]
     FROM pbx.agent_open FINAL
     ARRAY JOIN pbx_interval_pieces(started_at, data_end) AS p
     WHERE {whole:UInt8} = 0 AND state != 'logged_out'
       AND NOT arrayExists(w -> w.2 = open_end, dirty[agent])
     UNION ALL
     -- The windows computed live: their stretches, and current stretches extended.
-    SELECT p.1, agent, p.2, p.3, p.4, p.5, p.6
+    SELECT p.1, agent, [(p.4, p.5, dateDiff('millisecond', p.2, p.3))]
     FROM pbx.agent_time(layer = 'agents', refresh = 0, whole = {whole:UInt8})
     ARRAY JOIN arrayConcat(pieces, arrayFlatten(arrayMap(
         o -> if(o.3 = 'logged_out', [],

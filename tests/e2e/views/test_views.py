@@ -493,7 +493,7 @@ def test_live_views_follow_the_latest_events(ch: Client) -> None:
 
 
 STORED = ("queue_visits_data", "recordings_data", "spy_sessions_data", "agent_rings_data", "agent_time_data",
-          "agent_open", "refresh_done")
+          "agent_time_15m_data", "agent_open", "refresh_done")
 
 
 def _stored_rows(ch: Client) -> dict[str, int]:
