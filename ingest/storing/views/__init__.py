@@ -196,8 +196,8 @@ def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> tuple[se
     return names, later
 
 
-#: The generated migration the templates render into (earlier ones: 0217, 0222, 0227).
-TARGET = "0232_replace_layer_views.sql"
+#: The generated migration the templates render into (earlier ones: 0217, 0222, 0227, 0232).
+TARGET = "0233_replace_layer_views.sql"
 
 
 def target() -> Path:
