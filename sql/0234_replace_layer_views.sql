@@ -82,6 +82,64 @@ ALTER TABLE pbx.agent_work_mark_mv ${ON_CLUSTER} MODIFY QUERY
 SELECT 'agents' AS layer, max(cursor) AS cursor, max(computed_at) AS started
 FROM pbx.agent_work;
 
+-- (ingest/storing/views/schema/refresh_runs.sql)
+-- The agent layer's refresh run (sql/0218): the windows of one run's share of
+-- arrivals (pbx.agent_time_refresh), with the stored stretches those windows no
+-- longer produce marked deleted, and a row that moves the cursor. The stored
+-- stretches are read for the hours the windows cover (up to the newest event;
+-- the range too: it prunes partitions and parts the hours alone do not),
+-- through the same dirty set, one scalar, that pbx.agent_time_refresh reads:
+-- 0218 read every stored stretch of the chunk's agents since its earliest
+-- window, a year of them for a day backfilled a year back.
+ALTER TABLE pbx.agents_refresh ${ON_CLUSTER} MODIFY QUERY
+WITH
+    now64(3, 'UTC') AS started,
+    -- (1970 when this run read no new row: the cursor stays)
+    assumeNotNull((
+        SELECT max((arrived_at, toString(kind), id))
+        FROM pbx.arrivals_from_agents_refresh
+        WHERE taken = 1
+    )) AS new_cursor,
+    -- The windows: [(agent, lo, hi)] (hi = 2299-12-31: to the end of the data).
+    arrayFlatten(arrayMap(a -> arrayMap(w -> (a.1, w.1, w.2), a.2),
+        (SELECT agents FROM pbx.dirty_agent_list_refresh))) AS plan,
+    assumeNotNull((SELECT max(received_at) FROM pbx.events)) AS data_end,
+    (
+        SELECT groupUniqArray(arrayJoin(arrayMap(h -> toStartOfHour(w.2) + toIntervalHour(h),
+            range(toUInt64(greatest(0, dateDiff('hour', toStartOfHour(w.2), toStartOfHour(least(w.3, data_end)))) + 1)))))
+        FROM (SELECT arrayJoin(plan) AS w)
+    ) AS hours
+SELECT
+    t.agent AS agent,
+    t.lo AS lo,
+    t.hi AS hi,
+    started AS computed_at,
+    new_cursor AS cursor,
+    arrayConcat(
+        arrayMap(p -> (p.1, p.2, p.3, p.4, p.5, p.6, toUInt8(0)), t.pieces),
+        arrayMap(k -> (k.1, k.2, k.2, '', '', toUInt8(0), toUInt8(1)),
+            arrayFilter(k -> NOT has(arrayMap(p -> (p.1, p.2), t.pieces), k), old.keys))) AS pieces,
+    t.open AS open
+FROM pbx.agent_time_refresh AS t
+LEFT JOIN
+(
+    SELECT w.1 AS agent, w.2 AS lo, groupArray((d.interval_start, d.started_at)) AS keys
+    FROM (SELECT arrayJoin(plan) AS w) AS p
+    INNER JOIN
+    (
+        SELECT agent, interval_start, started_at
+        FROM pbx.agent_time_data FINAL
+        WHERE is_deleted = 0
+          AND toStartOfHour(interval_start) IN (SELECT arrayJoin(hours))
+          AND interval_start >= arrayMin(hours) AND interval_start < arrayMax(hours) + toIntervalHour(1)
+          AND agent IN (SELECT arrayJoin(plan).1)
+    ) AS d ON d.agent = w.1
+    WHERE d.interval_start >= w.2 AND d.interval_start < w.3
+    GROUP BY agent, lo
+) AS old ON old.agent = t.agent AND old.lo = t.lo
+UNION ALL
+SELECT '', started, started, started, new_cursor, [], [];
+
 -- The views of the per-call and per-agent layers (ingest/storing/views/__init__.py).
 
 -- The arrival rows (pbx.arrivals) a layer has to look at: readers all those past
@@ -177,10 +235,26 @@ WITH
         ) AS n ON n.call_id = c.call_id
         ARRAY JOIN call_talks AS a
     ) AS talk_news,
+    -- When each agent was last computed (1970 if never).
+    done AS
     (
-        SELECT groupArray((id, computed_at))
-        FROM (SELECT id, max(computed_at) AS computed_at FROM pbx.refresh_done WHERE layer = 'agents' GROUP BY id)
-    ) AS done
+        SELECT id AS agent, max(computed_at) AS computed_at FROM pbx.refresh_done WHERE layer = 'agents' GROUP BY id
+    ),
+    -- The hours of the week after the new talks' answers, and the stored stretches in them
+    -- (the range too: it prunes partitions and parts the hours alone do not).
+    (
+        SELECT groupUniqArray(h + toIntervalHour(k))
+        FROM (SELECT DISTINCT toStartOfHour(t.2) AS h FROM (SELECT arrayJoin(talk_news) AS t))
+        ARRAY JOIN range(169) AS k
+    ) AS stored_hours,
+    stored AS
+    (
+        SELECT agent, started_at, on_call
+        FROM pbx.agent_time_data FINAL
+        WHERE toStartOfHour(interval_start) IN (SELECT arrayJoin(stored_hours))
+          AND interval_start >= arrayMin(stored_hours) AND interval_start < arrayMax(stored_hours) + toIntervalHour(1)
+          AND agent IN (SELECT arrayJoin(talk_news).1) AND is_deleted = 0
+    )
 SELECT
     agent,
     -- Seeds aligned to interval boundaries and merged where they overlap.
@@ -217,30 +291,33 @@ FROM
               AND userid IN (SELECT arrayJoin(agent_news).1)
             GROUP BY userid
         ) AS logins ON logins.agent = e.1
-        WHERE e.5 = 1 OR e.4 > coalesce(arrayFirst(d -> d.1 = e.1, done).2, toDateTime64(0, 3, 'UTC')) - margin
+        LEFT JOIN done AS d ON d.agent = e.1
+        WHERE e.5 = 1 OR e.4 > coalesce(d.computed_at, toDateTime64(0, 3, 'UTC')) - margin
         UNION ALL
         -- A talk changes [its answer, its end], or, if stretches on calls are stored
         -- after the answer (an earlier version of the talk may have lasted longer),
         -- up to the first stored stretch off calls after it (or to the end if none).
-        SELECT t.1, t.2,
-               greatest(coalesce(t.3, open_end),
-                        if(NOT arrayExists(x -> x >= t.2, stored.on_call_at), t.2,
-                           coalesce(arrayFirstOrNull(x -> x >= t.2, stored.off_call_at), open_end)))
-        FROM (SELECT arrayJoin(talk_news) AS t) AS n
+        -- (Looked up per talk by joins: arrays of an agent's stored stretches joined
+        -- to each of its talks took memory in proportion to talks x stretches.)
+        SELECT n.agent, n.answered,
+               greatest(coalesce(n.ended, open_end),
+                        if(coalesce(on_call.last_at, toDateTime64(0, 3, 'UTC')) < n.answered, n.answered,
+                           if(off_call.found = 1, off_call.started_at, open_end)))
+        FROM
+        (
+            SELECT t.1 AS agent, t.2 AS answered, t.3 AS ended, t.4 AS arrived_at, t.5 AS taken
+            FROM (SELECT arrayJoin(talk_news) AS t)
+        ) AS n
         LEFT JOIN
         (
-            -- Stored stretches in the week after the new talks' answers.
-            SELECT agent, arraySort(groupArrayIf(started_at, on_call = 0)) AS off_call_at,
-                   arraySort(groupArrayIf(started_at, on_call = 1)) AS on_call_at
-            FROM pbx.agent_time_data FINAL
-            WHERE toStartOfHour(interval_start) IN
-                (SELECT DISTINCT h + toIntervalHour(k)
-                 FROM (SELECT DISTINCT toStartOfHour(t.2) AS h FROM (SELECT arrayJoin(talk_news) AS t))
-                 ARRAY JOIN range(169) AS k)
-              AND agent IN (SELECT arrayJoin(talk_news).1) AND is_deleted = 0
-            GROUP BY agent
-        ) AS stored ON stored.agent = t.1
-        WHERE t.5 = 1 OR t.4 > coalesce(arrayFirst(d -> d.1 = t.1, done).2, toDateTime64(0, 3, 'UTC')) - margin
+            SELECT agent, max(started_at) AS last_at FROM stored WHERE on_call = 1 GROUP BY agent
+        ) AS on_call ON on_call.agent = n.agent
+        ASOF LEFT JOIN
+        (
+            SELECT agent, started_at, toUInt8(1) AS found FROM stored WHERE on_call = 0
+        ) AS off_call ON off_call.agent = n.agent AND n.answered <= off_call.started_at
+        LEFT JOIN done AS d ON d.agent = n.agent
+        WHERE n.taken = 1 OR n.arrived_at > coalesce(d.computed_at, toDateTime64(0, 3, 'UTC')) - margin
     ) AS s
     LEFT JOIN (SELECT agent, started_at FROM pbx.agent_open FINAL) AS o ON o.agent = s.agent
 )
@@ -1028,10 +1105,26 @@ WITH
         ) AS n ON n.call_id = c.call_id
         ARRAY JOIN call_talks AS a
     ) AS talk_news,
+    -- When each agent was last computed (1970 if never).
+    done AS
     (
-        SELECT groupArray((id, computed_at))
-        FROM (SELECT id, max(computed_at) AS computed_at FROM pbx.refresh_done WHERE layer = 'agents' GROUP BY id)
-    ) AS done
+        SELECT id AS agent, max(computed_at) AS computed_at FROM pbx.refresh_done WHERE layer = 'agents' GROUP BY id
+    ),
+    -- The hours of the week after the new talks' answers, and the stored stretches in them
+    -- (the range too: it prunes partitions and parts the hours alone do not).
+    (
+        SELECT groupUniqArray(h + toIntervalHour(k))
+        FROM (SELECT DISTINCT toStartOfHour(t.2) AS h FROM (SELECT arrayJoin(talk_news) AS t))
+        ARRAY JOIN range(169) AS k
+    ) AS stored_hours,
+    stored AS
+    (
+        SELECT agent, started_at, on_call
+        FROM pbx.agent_time_data FINAL
+        WHERE toStartOfHour(interval_start) IN (SELECT arrayJoin(stored_hours))
+          AND interval_start >= arrayMin(stored_hours) AND interval_start < arrayMax(stored_hours) + toIntervalHour(1)
+          AND agent IN (SELECT arrayJoin(talk_news).1) AND is_deleted = 0
+    )
 SELECT
     agent,
     -- Seeds aligned to interval boundaries and merged where they overlap.
@@ -1068,30 +1161,33 @@ FROM
               AND userid IN (SELECT arrayJoin(agent_news).1)
             GROUP BY userid
         ) AS logins ON logins.agent = e.1
-        WHERE e.5 = 1 OR e.4 > coalesce(arrayFirst(d -> d.1 = e.1, done).2, toDateTime64(0, 3, 'UTC')) - margin
+        LEFT JOIN done AS d ON d.agent = e.1
+        WHERE e.5 = 1 OR e.4 > coalesce(d.computed_at, toDateTime64(0, 3, 'UTC')) - margin
         UNION ALL
         -- A talk changes [its answer, its end], or, if stretches on calls are stored
         -- after the answer (an earlier version of the talk may have lasted longer),
         -- up to the first stored stretch off calls after it (or to the end if none).
-        SELECT t.1, t.2,
-               greatest(coalesce(t.3, open_end),
-                        if(NOT arrayExists(x -> x >= t.2, stored.on_call_at), t.2,
-                           coalesce(arrayFirstOrNull(x -> x >= t.2, stored.off_call_at), open_end)))
-        FROM (SELECT arrayJoin(talk_news) AS t) AS n
+        -- (Looked up per talk by joins: arrays of an agent's stored stretches joined
+        -- to each of its talks took memory in proportion to talks x stretches.)
+        SELECT n.agent, n.answered,
+               greatest(coalesce(n.ended, open_end),
+                        if(coalesce(on_call.last_at, toDateTime64(0, 3, 'UTC')) < n.answered, n.answered,
+                           if(off_call.found = 1, off_call.started_at, open_end)))
+        FROM
+        (
+            SELECT t.1 AS agent, t.2 AS answered, t.3 AS ended, t.4 AS arrived_at, t.5 AS taken
+            FROM (SELECT arrayJoin(talk_news) AS t)
+        ) AS n
         LEFT JOIN
         (
-            -- Stored stretches in the week after the new talks' answers.
-            SELECT agent, arraySort(groupArrayIf(started_at, on_call = 0)) AS off_call_at,
-                   arraySort(groupArrayIf(started_at, on_call = 1)) AS on_call_at
-            FROM pbx.agent_time_data FINAL
-            WHERE toStartOfHour(interval_start) IN
-                (SELECT DISTINCT h + toIntervalHour(k)
-                 FROM (SELECT DISTINCT toStartOfHour(t.2) AS h FROM (SELECT arrayJoin(talk_news) AS t))
-                 ARRAY JOIN range(169) AS k)
-              AND agent IN (SELECT arrayJoin(talk_news).1) AND is_deleted = 0
-            GROUP BY agent
-        ) AS stored ON stored.agent = t.1
-        WHERE t.5 = 1 OR t.4 > coalesce(arrayFirst(d -> d.1 = t.1, done).2, toDateTime64(0, 3, 'UTC')) - margin
+            SELECT agent, max(started_at) AS last_at FROM stored WHERE on_call = 1 GROUP BY agent
+        ) AS on_call ON on_call.agent = n.agent
+        ASOF LEFT JOIN
+        (
+            SELECT agent, started_at, toUInt8(1) AS found FROM stored WHERE on_call = 0
+        ) AS off_call ON off_call.agent = n.agent AND n.answered <= off_call.started_at
+        LEFT JOIN done AS d ON d.agent = n.agent
+        WHERE n.taken = 1 OR n.arrived_at > coalesce(d.computed_at, toDateTime64(0, 3, 'UTC')) - margin
     ) AS s
     LEFT JOIN (SELECT agent, started_at FROM pbx.agent_open FINAL) AS o ON o.agent = s.agent
 )

@@ -196,7 +196,7 @@ def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> tuple[se
     return names, later
 
 
-#: The generated migration the templates render into (earlier ones: 0217, 0222, 0227, 0232).
+#: The generated migration the templates render into (earlier ones: 0217, 0222, 0227, 0232, 0233).
 TARGET = "0234_replace_layer_views.sql"
 
 

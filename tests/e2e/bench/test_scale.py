@@ -111,3 +111,28 @@ def test_a_registered_hook_fills_its_placeholder_row_and_the_others_stay(monkeyp
     cells = {(r[0], r[1]): r[3] for r in rendered[1:]}
     assert cells[(section, figure)] == "0.61x"
     assert all(cells[(s, f)].startswith("not in this run") for s, f, _, _ in table.PLACEHOLDERS[1:])
+
+
+def test_a_run_copy_refreshes_with_the_service_settings_whatever_its_dataset_kept(tmp_path):
+    from ingest.storing.clickhouse import connect
+
+    centre = datasets.Centre(agents=6, queues=2, calls_per_hour=30, seed=3)
+    built = datasets.build(tmp_path / "a", centre, 1, end=dt.date(2026, 3, 5), jobs=1, log=lambda m: None)
+
+    def settings(chdata, put=None):
+        client = connect(f"chdb://{chdata}")
+        try:
+            if put:
+                datasets._put_settings(client, put)
+            return dict(client.query("SELECT name, argMax(value, updated_at) FROM pbx.refresh_settings "
+                                     "GROUP BY name").result_rows)
+        finally:
+            client.close()
+
+    assert settings(built.chdata) == datasets.SERVICE_SETTINGS
+    # A dataset built before the build ended on them keeps its build's (the 200-agent year did).
+    settings(built.chdata, put={"chunk_rows": 150_000, "commit_margin_ms": 0})
+    copy = datasets.copy_for_run(built, tmp_path / "run")
+    datasets.prepare(built, copy, dt.datetime(2026, 3, 5, tzinfo=dt.UTC), tmp_path / "late.log.gz", jobs=1,
+                     log=lambda m: None)
+    assert settings(copy) == datasets.SERVICE_SETTINGS
