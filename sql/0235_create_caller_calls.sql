@@ -1,16 +1,15 @@
 -- Repeat callers of a time range, read in caller order (issue 15):
--- pbx.repeat_calls_between (0230) on a stored copy of the inbound calls sorted
--- by caller, so a range's next calls need no sort at read time.
--- Definitions: docs/metrics.md#pbxrepeat_calls_between.
+-- pbx.repeat_calls_between (0230) on a narrow stored copy of the inbound calls
+-- sorted by caller. Definitions: docs/metrics.md#pbxrepeat_calls_between.
 --
 -- Why: 0230 finds each call's next call with a window over pbx.calls in
 -- [from, to + window_s), partitioned by caller_num: every read sorts the
 -- range's calls by caller. At 200 agents x 30 days (1.3 M inbound calls) the
 -- sort and the window took ~650 of the FCR panel's ~900 ms engine CPU
--- (docs/benchmarks.md, "FCR over 30 days"). Here the same window reads
--- pbx.caller_calls, whose sort key is the window's (caller_num, started_at,
--- call_id): the parts are merged in that order and the window runs as they
--- stream, with no sort.
+-- (docs/benchmarks.md, "FCR over 30 days on caller_calls"). Here the same
+-- window reads pbx.caller_calls: six narrow columns instead of pbx.calls',
+-- each day's rows already in the window's order (caller_num, started_at,
+-- call_id): half the engine CPU at 30 days, one day no dearer.
 --
 -- pbx.caller_calls: one row per stored call record (pbx.calls_data) that is
 -- inbound with a caller number, keyed by its caller; the same versions
@@ -24,16 +23,16 @@
 -- of their computed_at (the call layer's refreshes run one at a time).
 --
 -- The read (pbx.repeat_calls_between below): the callers of the dirty calls
--- (their live records' callers and every caller their stored records had in
--- the range) are "touched": their calls are read from pbx.calls (stored and
--- live, as every contract view) and windowed there, a few rows; every other
--- caller's calls are read from pbx.caller_calls. The two sets of callers are
--- disjoint, so each caller's next calls come from one side, all its calls of
--- the range read. Same rows and columns as 0230's view
--- (tests/e2e/analytics/test_repeat_calls_between.py checks it against 0230's
--- window over pbx.calls: nothing stored, part stored, all stored, dirty calls
--- that changed caller). pbx.repeat_calls stays 0230's text (this view over
--- every time).
+-- of the range (their live records' callers and every caller their stored
+-- records have had in the range) are "touched": their calls are taken as
+-- pbx.calls has them (the stored records of the calls not dirty, the dirty
+-- ones' live records), a few rows; every other caller's calls from
+-- pbx.caller_calls. The two sets of callers are disjoint, so each caller's
+-- window partition holds all its calls of the range from one side. Same rows
+-- and columns as 0230's view (tests/e2e/analytics/test_repeat_calls_between.py
+-- checks it against 0230's window over pbx.calls: nothing stored, part stored,
+-- all stored, dirty calls, one of them a stored call that changed caller, and
+-- those stored). pbx.repeat_calls stays 0230's text (this view over every time).
 
 -- Every caller each stored inbound call record has had (not versioned: the set only grows).
 CREATE TABLE IF NOT EXISTS pbx.call_callers ${ON_CLUSTER}
@@ -137,35 +136,26 @@ WITH
               AND call_id IN (SELECT arrayJoin((SELECT calls FROM pbx.dirty_call_list_live)).1)
         )
     ) AS touched
-SELECT
-    call_id,
-    caller_num,
-    started_at,
-    first_queue,
-    answered,
-    next_call_at,
-    toUInt8(ifNull(dateDiff('millisecond', started_at, next_call_at) <= {window_s:UInt32} * 1000, 0)) AS repeat
+-- 0230's columns, in its order
+SELECT * EXCEPT ended,
+       toUInt8(ifNull(dateDiff('millisecond', started_at, next_call_at) <= {window_s:UInt32} * 1000, 0)) AS repeat
 FROM
 (
-    -- The callers not touched: the stored copy, read in the window's order.
     SELECT
         call_id, caller_num, started_at, ended, first_queue, answered,
         leadInFrame(toNullable(started_at)) OVER (
             PARTITION BY caller_num ORDER BY started_at, call_id
             ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS next_call_at
-    FROM pbx.caller_calls FINAL
-    WHERE is_deleted = 0 AND started_at >= range_from AND started_at < read_to
-      AND NOT has(touched, caller_num)
-    UNION ALL
-    -- The touched callers: their calls as pbx.calls has them (pbx.calls_from_live's
-    -- two parts: the stored records of the calls not dirty, the dirty ones' live).
-    SELECT
-        call_id, caller_num, started_at, ended, first_queue, answered,
-        leadInFrame(toNullable(started_at)) OVER (
-            PARTITION BY caller_num ORDER BY started_at, call_id
-            ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING)
     FROM
     (
+        -- The callers not touched: the stored copy (each day's rows in the window's order).
+        SELECT call_id, caller_num, started_at, ended, first_queue, answered
+        FROM pbx.caller_calls FINAL
+        WHERE is_deleted = 0 AND started_at >= range_from AND started_at < read_to
+          AND NOT has(touched, caller_num)
+        UNION ALL
+        -- The touched callers: their calls as pbx.calls has them (pbx.calls_from_live's two
+        -- parts: the stored records of the calls not dirty, the dirty ones' live records).
         SELECT call_id, caller_num, started_at, toUInt8(ended_at IS NOT NULL) AS ended,
                if(empty(queues), '', queues[1]) AS first_queue, toUInt8(answered_at IS NOT NULL) AS answered
         FROM pbx.calls_data FINAL
