@@ -44,7 +44,7 @@ ORDER BY (started_at, call_id, caller_num);
 
 CREATE TABLE IF NOT EXISTS pbx.caller_calls ${ON_CLUSTER}
 (
-    day Date MATERIALIZED toDate(started_at),  -- UTC
+    day Date,                             -- toDate(started_at), UTC
     caller_num String,
     started_at DateTime64(3, 'UTC'),
     call_id String,
@@ -68,6 +68,7 @@ ORDER BY (day, caller_num, started_at, call_id);
 -- callers it had come from pbx.call_callers.)
 CREATE MATERIALIZED VIEW IF NOT EXISTS pbx.caller_calls_mv ${ON_CLUSTER} TO pbx.caller_calls AS
 SELECT
+    toDate(b.started_at) AS day,
     caller AS caller_num,
     b.started_at AS started_at,
     b.call_id AS call_id,
@@ -105,7 +106,7 @@ FROM pbx.calls_data FINAL
 WHERE is_deleted = 0 AND direction = 'inbound' AND caller_num != '';
 
 INSERT INTO pbx.caller_calls
-SELECT caller_num, started_at, call_id, toUInt8(ended_at IS NOT NULL), if(empty(queues), '', queues[1]),
+SELECT toDate(started_at), caller_num, started_at, call_id, toUInt8(ended_at IS NOT NULL), if(empty(queues), '', queues[1]),
        toUInt8(answered_at IS NOT NULL), computed_at, 0
 FROM pbx.calls_data FINAL
 WHERE is_deleted = 0 AND direction = 'inbound' AND caller_num != '';
