@@ -555,11 +555,6 @@ def abandonment() -> dict[str, Any]:
                                                      ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS to_queue
                 FROM pbx.queue_calls
                 WHERE $__timeFilter(entered_at)
-                  -- only the calls that overflowed (2 % of the visits): each call's next visit is
-                  -- found among its own, so the window sorts those alone (docs/benchmarks.md)
-                  AND call_id IN (SELECT call_id FROM pbx.queue_calls
-                                  WHERE $__timeFilter(entered_at) AND outcome = 'overflow'
-                                    AND {matches('queue', 'queue_name')})
             )
             WHERE outcome = 'overflow' AND {matches('queue', 'from_queue')}
             GROUP BY from_queue, to_queue

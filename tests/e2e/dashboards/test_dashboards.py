@@ -789,20 +789,3 @@ def test_paused_time_by_reason_adds_up_to_the_agents_paused_time(sim_engine: tup
     for agent, hours in paused.items():
         mine = [r["Paused (h)"] for r in rows if r["Agent"] == agent]
         assert sum(mine) == pytest.approx(hours, abs=0.005 * len(mine)), agent
-
-
-@pytest.mark.parametrize("pick", ["all", "one", "two"])
-def test_overflow_flows_are_the_window_over_every_visit(sim_engine: tuple[Client, dt.datetime], pick: str) -> None:
-    """The panel windows only the calls with an overflow visit (of the queues picked): each call's
-    next visit is among its own, so the pairs and waits are those of the window over every visit."""
-    client, now = sim_engine
-    (query,) = [q for q in ALL_QUERIES if q.panel.get("title") == "Overflow flows"]
-    rng = gs.default_time_range(query.dashboard, now)
-    variables = _variables(client, query.dashboard, pick, rng)
-    # the reference: the same panel without its filter on the calls (the window over every visit)
-    every_visit, n = re.subn(r"\n *-- only the calls that overflowed.*?\$queue\)\)(?=\n\))", "", query.sql, flags=re.S)
-    assert n == 1 and "call_id IN" not in every_visit
-    got, want = (client.query(gs.expand(sql + ", `From queue`, `To queue`", rng, variables, query.interval_ms(rng)))
-                 .result_rows for sql in (query.sql, every_visit))
-    assert want, "the simulated day has no overflow in the queues picked"
-    assert got == want
