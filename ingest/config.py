@@ -123,6 +123,10 @@ class Settings:
     #: and inserts through the query interface, the views' refreshes, merges (``ingest.priority``):
     #: the webhook path keeps the CPU when both want it. 0 = same priority.
     query_nice: int = 10
+    #: Resident MiB of the ``serve`` process past which it asks the embedded engine's allocator to
+    #: return the memory its queries freed (``SYSTEM JEMALLOC PURGE``, checked every 0.5 s;
+    #: ``ingest.priority``): it keeps it for seconds otherwise, and refresh runs pile it up. 0: never.
+    engine_purge_mib: int = 1024
     #: While webhooks arrive, an insert with data through the query interface (what ``import``
     #: sends beside a running ``serve``) starts only this many times its predecessor's duration
     #: after that one ended: 1 gives the webhooks the engine at least half the time. 0: no pause.
@@ -145,6 +149,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.import_yield <= 100:
             raise ConfigError(f"PBX_IMPORT_YIELD must be 0 to 100, got {self.import_yield}")
+        if self.engine_purge_mib < 0:
+            raise ConfigError(f"PBX_ENGINE_PURGE_MIB must be 0 (never) or more, got {self.engine_purge_mib}")
         if not 0 <= self.query_nice <= 19:
             raise ConfigError(f"query_nice must be 0 to 19, got {self.query_nice}")
         if not 0 <= self.query_port <= 65535:

@@ -51,6 +51,11 @@ class Metrics:
         self.rows_quarantined = Counter(
             "pbx_rows_quarantined", "Rows ClickHouse refused, kept in pbx.events_quarantine", registry=r
         )
+        # The embedded engine's allocator asked to return freed memory (ingest.priority, PBX_ENGINE_PURGE_MIB).
+        self.engine_purge = Histogram(
+            "pbx_engine_purge_seconds", "SYSTEM JEMALLOC PURGE issued: the resident set was past PBX_ENGINE_PURGE_MIB",
+            buckets=(0.001, 0.005, 0.02, 0.1, 0.5), registry=r,
+        )
         # The edge (ingest.receiving.edge): connections held, and those refused or closed by a limit.
         self.connections_open = Gauge("pbx_connections_open", "Client connections open now", registry=r)
         self.connections_shed_total = Counter(

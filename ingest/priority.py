@@ -6,6 +6,11 @@ views catching up, merges -- can wait. On a small machine they compete for the s
 all of it runs ``PBX_QUERY_NICE`` steps below the service (Linux nice values; relative, as
 ``nice`` is). The query interface's own threads set theirs (``ingest.querying.server``); the
 engine's threads are the engine's, so :class:`EngineThreads` lowers them from outside.
+
+The same watcher keeps the process's resident memory down: the engine's allocator (jemalloc)
+keeps pages its queries freed for seconds, per arena, and the next refresh run's threads allocate
+beside them (docs/benchmarks.md, issue 15). Past ``PBX_ENGINE_PURGE_MIB`` it asks the engine to
+return them (``SYSTEM JEMALLOC PURGE``: milliseconds, ~0.1 s a GiB returned).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 
-__all__ = ["EngineThreads", "below_service", "set_thread_nice"]
+__all__ = ["EngineThreads", "below_service", "resident_bytes", "set_thread_nice"]
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +68,23 @@ class EngineThreads:
     service's own: the webhooks' loop, the spool, the writer, the query interface, which sets
     its own) nor unnamed (a native thread that kept the process's name). Lowering needs no
     privilege; it is never raised back.
+
+    And every ``interval`` seconds, while the process's resident set is above ``purge_above``
+    bytes, it calls ``purge`` (the service: ``SYSTEM JEMALLOC PURGE``). 0: never.
     """
 
-    def __init__(self, value: int | None, interval: float = 0.5) -> None:
+    def __init__(self, value: int | None, interval: float = 0.5, purge: Callable[[], object] | None = None,
+                 purge_above: int = 0) -> None:
         self.value = value
         self.interval = interval
+        self.purge = purge if purge_above > 0 else None
+        self.purge_above = purge_above
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._names: dict[int, str] = {}  # thread id -> name (its comm), as read once
 
     def start(self) -> None:
-        if self.value is None or not os.path.isdir(_TASKS) or self._thread is not None:
+        if (self.value is None and self.purge is None) or not os.path.isdir(_TASKS) or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name="pbx-engine-nice", daemon=True)
         self._thread.start()
@@ -85,6 +97,8 @@ class EngineThreads:
 
     def lower(self) -> int:
         """One pass: lower the engine's threads now; how many were above ``value``."""
+        if self.value is None:
+            return 0
         own = _read(f"{_TASKS}/{os.getpid()}/comm")
         entries = os.listdir(_TASKS)
         python = {t.native_id for t in threading.enumerate()}  # after the listing: none started between
@@ -107,8 +121,22 @@ class EngineThreads:
         while not self._stop.wait(self.interval):
             try:
                 self.lower()
+                self.purge_if_above()
             except Exception:  # never the service's problem: log once in a while and go on
-                log.debug("lowering the engine's threads failed", exc_info=True)
+                log.debug("lowering the engine's threads or purging failed", exc_info=True)
+
+    def purge_if_above(self) -> bool:
+        """Call ``purge`` if the resident set is above ``purge_above``; True if it was called."""
+        if self.purge is None or resident_bytes() <= self.purge_above:
+            return False
+        self.purge()
+        return True
+
+
+def resident_bytes() -> int:
+    """This process's resident set (``/proc/self/statm``); 0 where there is none."""
+    fields = _read("/proc/self/statm").split()
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") if len(fields) > 1 else 0
 
 
 def _read(path: str) -> str:

@@ -107,7 +107,15 @@ class Service:
         self.start_error: str | None = None
         self._holder: Client | None = None  # keeps the embedded engine ours while we run
         #: The embedded engine's own threads (refreshes, merges, inserts) below the webhooks.
-        self._engine_threads = EngineThreads(below_service(settings.query_nice))
+        #: And its allocator's freed memory returned past ``engine_purge_mib`` (embedded engine only).
+        self._engine_threads = EngineThreads(below_service(settings.query_nice), purge=self._purge,
+                                             purge_above=settings.engine_purge_mib << 20)
+
+    def _purge(self) -> None:
+        if self._holder is not None:
+            started = time.monotonic()
+            self._holder.command("SYSTEM JEMALLOC PURGE")
+            self.metrics.engine_purge.observe(time.monotonic() - started)
 
     # ---- lifetime ------------------------------------------------------------------
 
