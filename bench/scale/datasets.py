@@ -601,6 +601,9 @@ TIME_COLUMNS: dict[str, str | None] = {
     "agent_time_data": "interval_start",
     "agent_time_15m_data": "interval_start",  # the stretches' sums (sql/0234)
     "agent_time_15m_filled": "",  # kept: the sums of what is kept were filled
+    # the stored inbound calls by caller, and every caller a call had (sql/0235)
+    "caller_calls": "started_at",
+    "call_callers": "started_at",
     "arrivals": None,  # behind every layer's cursor in a built dataset
     # each queue's earliest queue_in (sql/0231): rows before the cutoff go, then it is computed again
     # from the events kept (derive)
