@@ -118,7 +118,7 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: in
                     time.sleep(1.0)  # the command's start-up: measure while rows flow
                 commits = _commits(server.url)
                 res = run_wrk(f"{server.url}/", seconds, rate=rate, connections=16)
-                entry: dict[str, Any] = {"intended_latency_ms": res.intended_latency_ms,
+                entry: dict[str, Any] = {"round": r, "intended_latency_ms": res.intended_latency_ms,
                                          "latency_ms": res.latency_ms, "rps": round(res.rps, 1),
                                          "errors": res.error_count,
                                          "spool_commits": _commit_delta(commits, _commits(server.url))}
@@ -132,8 +132,7 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: in
     for batch in variants:
         # Each loaded round against the baseline round just before it (the machine's load drifts
         # between rounds more than within a pair), then the median over the pairs.
-        pairs = [(base, lo) for base, group in zip(result["baseline"], _per_round(result["loaded"], len(variants)))
-                 for lo in group if lo["batch_size"] == batch]
+        pairs = [(result["baseline"][lo["round"]], lo) for lo in result["loaded"] if lo["batch_size"] == batch]
         loaded = [lo for _, lo in pairs]
         summary = _latency(loaded, seconds) | {"batch_size": batch}
         for p in ("p50", "p99"):
@@ -149,10 +148,6 @@ def run(workdir: Path, seconds: float, *, rate: float, rounds: int = 2, days: in
         summary["import_covered_window"] = all(r["import_running_at_end"] for r in loaded)
         result["loaded_summary"].append(summary)
     return result
-
-
-def _per_round(loaded: list[dict[str, Any]], per_round: int) -> list[list[dict[str, Any]]]:
-    return [loaded[i:i + per_round] for i in range(0, len(loaded), per_round)]
 
 
 def _latency(entries: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
