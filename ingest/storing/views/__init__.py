@@ -196,8 +196,8 @@ def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> tuple[se
     return names, later
 
 
-#: The generated migration the templates render into (earlier ones: 0217, 0222, 0227, 0232, 0233).
-TARGET = "0234_replace_layer_views.sql"
+#: The generated migration the templates render into (earlier ones: 0217, 0222, 0227, 0232, 0233, 0234).
+TARGET = "0236_replace_layer_views.sql"
 
 
 def target() -> Path:

@@ -53,26 +53,20 @@ WITH
         ) AS n ON n.call_id = c.call_id
         ARRAY JOIN call_talks AS a
     ) AS talk_news,
-    -- When each agent was last computed (1970 if never).
-    done AS
+    -- When each agent was last computed: (agents, times), looked up with transform (a hash
+    -- table built once per block; 1970 if never computed).
     (
-        SELECT id AS agent, max(computed_at) AS computed_at FROM pbx.refresh_done WHERE layer = {layer:String} GROUP BY id
-    ),
-    -- The hours of the week after the new talks' answers, and the stored stretches in them
-    -- (the range too: it prunes partitions and parts the hours alone do not).
+        SELECT (groupArray(id), groupArray(computed_at))
+        FROM (SELECT id, max(computed_at) AS computed_at FROM pbx.refresh_done WHERE layer = {layer:String} GROUP BY id)
+    ) AS done,
+    toDateTime64(0, 3, 'UTC') AS never,
+    -- The hours of the week after the new talks' answers (read with the range too: it
+    -- prunes partitions and parts the hours alone do not).
     (
         SELECT groupUniqArray(h + toIntervalHour(k))
         FROM (SELECT DISTINCT toStartOfHour(t.2) AS h FROM (SELECT arrayJoin(talk_news) AS t))
         ARRAY JOIN range(169) AS k
-    ) AS stored_hours,
-    stored AS
-    (
-        SELECT agent, started_at, on_call
-        FROM pbx.agent_time_data FINAL
-        WHERE toStartOfHour(interval_start) IN (SELECT arrayJoin(stored_hours))
-          AND interval_start >= arrayMin(stored_hours) AND interval_start < arrayMax(stored_hours) + toIntervalHour(1)
-          AND agent IN (SELECT arrayJoin(talk_news).1) AND is_deleted = 0
-    )
+    ) AS stored_hours
 SELECT
     agent,
     -- Seeds aligned to interval boundaries and merged where they overlap.
@@ -109,33 +103,34 @@ FROM
               AND userid IN (SELECT arrayJoin(agent_news).1)
             GROUP BY userid
         ) AS logins ON logins.agent = e.1
-        LEFT JOIN done AS d ON d.agent = e.1
-        WHERE e.5 = 1 OR e.4 > coalesce(d.computed_at, toDateTime64(0, 3, 'UTC')) - margin
+        WHERE e.5 = 1 OR e.4 > transform(e.1, done.1, done.2, never) - margin
         UNION ALL
         -- A talk changes [its answer, its end], or, if stretches on calls are stored
         -- after the answer (an earlier version of the talk may have lasted longer),
         -- up to the first stored stretch off calls after it (or to the end if none).
-        -- (Looked up per talk by joins: arrays of an agent's stored stretches joined
-        -- to each of its talks took memory in proportion to talks x stretches.)
+        -- Both looked up in one read of the stored stretches: each talk twice (k = 1: the
+        -- first stretch on calls from its answer, k = 0: the first off calls), one ASOF join.
+        -- (Not arrays of an agent's stretches per talk: memory in proportion to talks x stretches.)
         SELECT n.agent, n.answered,
                greatest(coalesce(n.ended, open_end),
-                        if(coalesce(on_call.last_at, toDateTime64(0, 3, 'UTC')) < n.answered, n.answered,
-                           if(off_call.found = 1, off_call.started_at, open_end)))
+                        if(maxIf(st.found, n.k = 1) = 0, n.answered,
+                           if(maxIf(st.found, n.k = 0) = 1, minIf(st.started_at, n.k = 0 AND st.found = 1), open_end)))
         FROM
         (
-            SELECT t.1 AS agent, t.2 AS answered, t.3 AS ended, t.4 AS arrived_at, t.5 AS taken
+            SELECT t.1 AS agent, t.2 AS answered, t.3 AS ended, k
             FROM (SELECT arrayJoin(talk_news) AS t)
+            ARRAY JOIN [toUInt8(0), toUInt8(1)] AS k
+            WHERE t.5 = 1 OR t.4 > transform(t.1, done.1, done.2, never) - margin
         ) AS n
-        LEFT JOIN
-        (
-            SELECT agent, max(started_at) AS last_at FROM stored WHERE on_call = 1 GROUP BY agent
-        ) AS on_call ON on_call.agent = n.agent
         ASOF LEFT JOIN
         (
-            SELECT agent, started_at, toUInt8(1) AS found FROM stored WHERE on_call = 0
-        ) AS off_call ON off_call.agent = n.agent AND n.answered <= off_call.started_at
-        LEFT JOIN done AS d ON d.agent = n.agent
-        WHERE n.taken = 1 OR n.arrived_at > coalesce(d.computed_at, toDateTime64(0, 3, 'UTC')) - margin
+            SELECT agent, on_call AS k, started_at, toUInt8(1) AS found
+            FROM pbx.agent_time_data FINAL
+            WHERE toStartOfHour(interval_start) IN (SELECT arrayJoin(stored_hours))
+              AND interval_start >= arrayMin(stored_hours) AND interval_start < arrayMax(stored_hours) + toIntervalHour(1)
+              AND agent IN (SELECT arrayJoin(talk_news).1) AND is_deleted = 0
+        ) AS st ON st.agent = n.agent AND st.k = n.k AND n.answered <= st.started_at
+        GROUP BY n.agent, n.answered, n.ended
     ) AS s
     LEFT JOIN (SELECT agent, started_at FROM pbx.agent_open FINAL) AS o ON o.agent = s.agent
 )

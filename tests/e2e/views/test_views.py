@@ -360,6 +360,21 @@ def test_late_logout_removes_the_time_after_it(ch: Client) -> None:
     assert [(r["interval_start"], r["logged_in_s"]) for r in _agent_rows(ch)] == [(T0, 600.0)]
 
 
+def test_a_late_hangup_gives_back_the_stored_talk_after_it(ch: Client) -> None:
+    # Stored first as a talk to the call's end (09:01:40-09:16:40, into the next interval); the
+    # agent's hangup at 09:05:00 arrives later: the talk time stored after it, up to the agent's
+    # first stored stretch off calls, is idle now (the dirty window reaches that far).
+    insert(ch, [ev("pbx_agent_login", 0, userid="a", exten="1"),
+                ev("answered_internal", 100, call_id="c", line_userid="a"),
+                ev("call_end", 1000, call_id="c"), ev("call_end", 2000, call_id="other")])
+    assert [(r["talk_s"], r["idle_s"]) for r in _agent_rows(ch)] == [(800.0, 100.0), (100.0, 800.0), (0.0, 200.0)]
+    insert(ch, [ev("hangup_internal", 300, call_id="c", line_userid="a")])
+    after = [(200.0, 700.0), (0.0, 900.0), (0.0, 200.0)]
+    assert [(r["talk_s"], r["idle_s"]) for r in _agent_rows(ch)] == after
+    assert [(r["talk_s"], r["idle_s"]) for r in read(ch, "SELECT * FROM pbx.agent_stats_15m_raw ORDER BY interval_start")
+            ] == after
+
+
 def test_relogin_in_the_same_second_stays_logged_in_and_resets_pause(ch: Client) -> None:
     insert(ch, [ev("pbx_agent_login", 0, userid="a", exten="1"),
                 ev("pbx_agent_set_state", 10, userid="a", state_name="break"),
