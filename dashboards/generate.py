@@ -595,10 +595,13 @@ def abandonment() -> dict[str, Any]:
 def agents() -> dict[str, Any]:
     L = Layout()
     where = f"$__timeFilter(interval_start) AND {AGENT}"
+    # Time alone (talk, idle, paused) from pbx.agent_states_15m: agent_stats_15m adds answers and
+    # rings, which these panels do not show and every read of it pays for (docs/benchmarks.md).
     panels = [
         panel(L, "stat", "Occupancy", f"""
-            SELECT 100 * sum(talk_s) / nullIf(sum(talk_s + idle_s), 0) AS `Talk / (talk + idle)`
-            FROM pbx.agent_stats_15m
+            SELECT 100 * sumIf(seconds, state = 'talk' AND paused = 0)
+                   / nullIf(sumIf(seconds, paused = 0), 0) AS `Talk / (talk + idle)`
+            FROM pbx.agent_states_15m
             WHERE {where}
             """, w=6, h=5, unit="percent", decimals=1, options=stat_options("value"),
             thresholds=[("blue", None), ("green", 60), ("orange", 90)],
@@ -609,22 +612,27 @@ def agents() -> dict[str, Any]:
             WHERE {where}
             """, w=8, h=5, unit="short", options=stat_options()),
         panel(L, "stat", "Logged-in time", f"""
-            SELECT sum(talk_s) / 3600 AS Talk, sum(idle_s) / 3600 AS Idle, sum(paused_s) / 3600 AS Paused
-            FROM pbx.agent_stats_15m
+            SELECT sumIf(seconds, state = 'talk' AND paused = 0) / 3600 AS Talk,
+                   sumIf(seconds, state = 'idle' AND paused = 0) / 3600 AS Idle,
+                   sumIf(seconds, paused = 1) / 3600 AS Paused
+            FROM pbx.agent_states_15m
             WHERE {where}
             """, w=10, h=5, unit="h", decimals=1, options=stat_options()),
         panel(L, "timeseries", "Occupancy per agent", f"""
             SELECT $__timeInterval(interval_start) AS time, agent,
-                   100 * sum(talk_s) / nullIf(sum(talk_s + idle_s), 0) AS occupancy_pct
-            FROM pbx.agent_stats_15m
+                   100 * sumIf(seconds, state = 'talk' AND paused = 0)
+                       / nullIf(sumIf(seconds, paused = 0), 0) AS occupancy_pct
+            FROM pbx.agent_states_15m
             WHERE {where}
             GROUP BY time, agent
             ORDER BY time, agent
             """, w=12, h=9, unit="percent", interval="15m", min_max=(0, 100), options=series_options(),
             custom={"drawStyle": "line", "lineWidth": 1, "spanNulls": False}),
         panel(L, "barchart", "Talk, idle and paused per agent", f"""
-            SELECT agent AS Agent, sum(talk_s) / 3600 AS Talk, sum(idle_s) / 3600 AS Idle, sum(paused_s) / 3600 AS Paused
-            FROM pbx.agent_stats_15m
+            SELECT agent AS Agent, sumIf(seconds, state = 'talk' AND paused = 0) / 3600 AS Talk,
+                   sumIf(seconds, state = 'idle' AND paused = 0) / 3600 AS Idle,
+                   sumIf(seconds, paused = 1) / 3600 AS Paused
+            FROM pbx.agent_states_15m
             WHERE {where}
             GROUP BY agent
             ORDER BY agent
@@ -669,27 +677,27 @@ def agents() -> dict[str, Any]:
         panel(L, "barchart", "Paused time by reason", f"""
             SELECT state AS Reason, sum(seconds) / 3600 AS `Paused (h)`
             FROM pbx.agent_states_15m
-            WHERE {where} AND state NOT IN ('talk', 'idle')
+            WHERE {where} AND paused = 1
             GROUP BY state
             ORDER BY `Paused (h)` DESC, Reason
             """, w=10, h=8, unit="h", decimals=1,
             options={"xField": "Reason", "orientation": "horizontal", "showValue": "auto",
                      "legend": {"displayMode": "list", "placement": "bottom", "showLegend": False}},
             description="Where the paused time went: the state name the agent set to pause (lowercased; "
-            "pbx.agent_states_15m). Talk and idle are the rest of logged-in time."),
+            "pbx.agent_states_15m, paused = 1). Talk and idle are the rest of logged-in time."),
         panel(L, "table", "Paused time by agent and reason", f"""
-            SELECT Agent, Reason, round(paused / 3600, 2) AS `Paused (h)`,
-                   round(100 * paused / nullIf(logged_in, 0), 1) AS `Share of logged-in time %`
+            SELECT Agent, Reason, round(paused_s / 3600, 2) AS `Paused (h)`,
+                   round(100 * paused_s / nullIf(logged_in_s, 0), 1) AS `Share of logged-in time %`
             FROM
             (
-                SELECT agent AS Agent, state AS Reason, sum(seconds) AS paused,
-                       sum(sum(seconds)) OVER (PARTITION BY agent) AS logged_in
+                SELECT agent AS Agent, state AS Reason, paused, sum(seconds) AS paused_s,
+                       sum(sum(seconds)) OVER (PARTITION BY agent) AS logged_in_s
                 FROM pbx.agent_states_15m
                 WHERE {where}
-                GROUP BY agent, state
+                GROUP BY agent, state, paused
             )
-            WHERE Reason NOT IN ('talk', 'idle')
-            ORDER BY Agent, paused DESC, Reason
+            WHERE paused = 1
+            ORDER BY Agent, paused_s DESC, Reason
             """, w=14, h=8, options=table_options(),
             overrides=[column("Agent", link_to_calls("Agent", "agent", "This agent's calls"))]),
     ]
@@ -926,8 +934,8 @@ def staffing() -> dict[str, Any]:
                 WHERE {QUEUE}
                 GROUP BY interval_start
                 UNION ALL
-                SELECT interval_start, 0., sum(logged_in_s - paused_s) / 900, 0., 0., 0.
-                FROM pbx.agent_stats_15m
+                SELECT interval_start, 0., sumIf(seconds, paused = 0) / 900, 0., 0., 0.
+                FROM pbx.agent_states_15m
                 WHERE $__timeFilter(interval_start)
                 GROUP BY interval_start
             )

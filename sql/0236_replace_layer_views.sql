@@ -519,17 +519,19 @@ FROM
 );
 
 -- pbx.agent_states_15m_from(whole): logged-in seconds per interval, agent and
--- state: 'talk', 'idle', or the lowercased name of the state that paused it.
+-- state: 'talk', 'idle', or the lowercased name of the state that paused it;
+-- paused = 1 for the latter (a pause named "Idle" is not idle time).
 -- (mode: live)
 CREATE OR REPLACE VIEW pbx.agent_states_15m_from_live ${ON_CLUSTER} AS
 SELECT
     interval_start,
     agent,
     if(s.1 = 'paused', lower(s.2), s.1) AS state,
-    sum(s.3) / 1000 AS seconds
+    sum(s.3) / 1000 AS seconds,
+    toUInt8(s.1 = 'paused') AS paused
 FROM pbx.agent_time_from_live
 ARRAY JOIN states AS s
-GROUP BY interval_start, agent, state;
+GROUP BY interval_start, agent, state, paused;
 
 -- The arrival rows (pbx.arrivals) a layer has to look at: readers all those past
 -- its cursor, and those less than the commit margin (pbx.refresh_settings) before

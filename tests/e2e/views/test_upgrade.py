@@ -71,6 +71,12 @@ def test_an_upgrade_from_the_schema_before_the_layers_keeps_every_visit_and_call
 RUN_STARTS = 232
 
 
+def _columns_of(before: dict[str, list[dict]], now: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """``now``'s rows with the columns each view had in ``before`` (later migrations add some: 0237's
+    ``agent_states_15m.paused``)."""
+    return {q: [{k: r[k] for k in before[q][0]} if before[q] else r for r in rows] for q, rows in now.items()}
+
+
 def test_an_upgrade_looks_back_from_the_cursor_until_a_run_has_kept_its_start(tmp_path: Path) -> None:
     from ingest.testing import hold_views, refresh_views
     from tests.e2e.views.test_views import _agent_day, _recording_events, _scenario_calls, _spy_events
@@ -92,13 +98,13 @@ def test_an_upgrade_looks_back_from_the_cursor_until_a_run_has_kept_its_start(tm
         # The old marks' lookback is the cursor's, as before: every row of the insert (one stamp).
         rows = client.query("SELECT count() FROM pbx.arrivals").result_rows[0][0]
         assert looked_back(client) == behind_the_cursors_within(client, 2000) == 2 * rows > 0
-        assert views(client) == truth
+        assert _columns_of(truth, views(client)) == truth
         wait_past_the_margin(client, 2000)
         refresh_views(client)  # (the upgraded mark views keep the run's start)
         assert client.query("SELECT min(started) FROM (SELECT max(started) AS started FROM pbx.refresh_marks "
                             "GROUP BY layer)").result_rows[0][0].year > 2000
         assert looked_back(client) == 0
         assert dirty_lists(client) == (0, 0)
-        assert views(client) == truth
+        assert _columns_of(truth, views(client)) == truth
     finally:
         client.close()

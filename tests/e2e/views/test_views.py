@@ -40,7 +40,7 @@ CONTRACT = {
                             "unstopped", "coverage_pct", "at"],  # at: 0222
     "pbx.queue_now": ["queue_name", "waiting", "oldest_entered_at", "longest_wait_s"],
     "pbx.agents_now": ["agent", "state", "state_name", "since", "on_call"],
-    "pbx.agent_states_15m": ["interval_start", "agent", "state", "seconds"],
+    "pbx.agent_states_15m": ["interval_start", "agent", "state", "seconds", "paused"],  # paused: 0237
 }
 
 
@@ -373,6 +373,21 @@ def test_a_late_hangup_gives_back_the_stored_talk_after_it(ch: Client) -> None:
     assert [(r["talk_s"], r["idle_s"]) for r in _agent_rows(ch)] == after
     assert [(r["talk_s"], r["idle_s"]) for r in read(ch, "SELECT * FROM pbx.agent_stats_15m_raw ORDER BY interval_start")
             ] == after
+
+
+def test_a_pause_named_idle_is_paused_time_not_idle_time(ch: Client) -> None:
+    # 09:00 login, idle; 09:05 paused as "Idle" (not a ready state); 09:10 a call on pause; 09:12 AVAILABLE.
+    insert(ch, [ev("pbx_agent_login", 0, userid="a", exten="1"),
+                ev("pbx_agent_set_state", 300, userid="a", state_name="Idle"),
+                ev("answered_internal", 600, call_id="c", line_userid="a"),
+                ev("hangup_internal", 660, call_id="c", line_userid="a"), ev("call_end", 660, call_id="c"),
+                ev("pbx_agent_set_state", 720, userid="a", state_name="AVAILABLE"),
+                ev("call_end", 900, call_id="other")])
+    states = read(ch, "SELECT state, paused, seconds FROM pbx.agent_states_15m ORDER BY state, paused")
+    assert states == [dict(state="idle", paused=0, seconds=480.0), dict(state="idle", paused=1, seconds=360.0),
+                      dict(state="talk", paused=0, seconds=60.0)]
+    stats = read(ch, "SELECT logged_in_s, paused_s, talk_s, idle_s FROM pbx.agent_stats_15m")
+    assert stats == [dict(logged_in_s=900.0, paused_s=360.0, talk_s=60.0, idle_s=480.0)]
 
 
 def test_relogin_in_the_same_second_stays_logged_in_and_resets_pause(ch: Client) -> None:
