@@ -101,6 +101,12 @@ def time_range_arguments() -> str:
 
 QUEUE = matches("queue", "queue_name")
 AGENT = matches("agent", "agent")
+#: agent_stats_15m's time columns as sums over pbx.agent_states_15m's rows (docs/metrics.md#pbxagent_states_15m),
+#: for the panels that show time only (agent_stats_15m also computes answers and rings on every read).
+TALK_S = "sumIf(seconds, state = 'talk' AND paused = 0)"
+IDLE_S = "sumIf(seconds, state = 'idle' AND paused = 0)"
+PAUSED_S = "sumIf(seconds, paused = 1)"
+AVAILABLE_S = "sumIf(seconds, paused = 0)"  # talk + idle: logged in, not paused
 
 TIMESERIES, TABLE = 0, 1  # the plugin's target formats
 
@@ -595,12 +601,12 @@ def abandonment() -> dict[str, Any]:
 def agents() -> dict[str, Any]:
     L = Layout()
     where = f"$__timeFilter(interval_start) AND {AGENT}"
-    # Time alone (talk, idle, paused) from pbx.agent_states_15m: agent_stats_15m adds answers and
-    # rings, which these panels do not show and every read of it pays for (docs/benchmarks.md).
+    # Time alone (talk, idle, paused) from pbx.agent_states_15m (TALK_S ...): agent_stats_15m adds answers
+    # and rings, which these panels do not show and every read of it pays for (docs/benchmarks.md).
     panels = [
         panel(L, "stat", "Occupancy", f"""
-            SELECT 100 * sumIf(seconds, state = 'talk' AND paused = 0)
-                   / nullIf(sumIf(seconds, paused = 0), 0) AS `Talk / (talk + idle)`
+            SELECT 100 * {TALK_S}
+                   / nullIf({AVAILABLE_S}, 0) AS `Talk / (talk + idle)`
             FROM pbx.agent_states_15m
             WHERE {where}
             """, w=6, h=5, unit="percent", decimals=1, options=stat_options("value"),
@@ -612,16 +618,16 @@ def agents() -> dict[str, Any]:
             WHERE {where}
             """, w=8, h=5, unit="short", options=stat_options()),
         panel(L, "stat", "Logged-in time", f"""
-            SELECT sumIf(seconds, state = 'talk' AND paused = 0) / 3600 AS Talk,
-                   sumIf(seconds, state = 'idle' AND paused = 0) / 3600 AS Idle,
-                   sumIf(seconds, paused = 1) / 3600 AS Paused
+            SELECT {TALK_S} / 3600 AS Talk,
+                   {IDLE_S} / 3600 AS Idle,
+                   {PAUSED_S} / 3600 AS Paused
             FROM pbx.agent_states_15m
             WHERE {where}
             """, w=10, h=5, unit="h", decimals=1, options=stat_options()),
         panel(L, "timeseries", "Occupancy per agent", f"""
             SELECT $__timeInterval(interval_start) AS time, agent,
-                   100 * sumIf(seconds, state = 'talk' AND paused = 0)
-                       / nullIf(sumIf(seconds, paused = 0), 0) AS occupancy_pct
+                   100 * {TALK_S}
+                       / nullIf({AVAILABLE_S}, 0) AS occupancy_pct
             FROM pbx.agent_states_15m
             WHERE {where}
             GROUP BY time, agent
@@ -629,9 +635,9 @@ def agents() -> dict[str, Any]:
             """, w=12, h=9, unit="percent", interval="15m", min_max=(0, 100), options=series_options(),
             custom={"drawStyle": "line", "lineWidth": 1, "spanNulls": False}),
         panel(L, "barchart", "Talk, idle and paused per agent", f"""
-            SELECT agent AS Agent, sumIf(seconds, state = 'talk' AND paused = 0) / 3600 AS Talk,
-                   sumIf(seconds, state = 'idle' AND paused = 0) / 3600 AS Idle,
-                   sumIf(seconds, paused = 1) / 3600 AS Paused
+            SELECT agent AS Agent, {TALK_S} / 3600 AS Talk,
+                   {IDLE_S} / 3600 AS Idle,
+                   {PAUSED_S} / 3600 AS Paused
             FROM pbx.agent_states_15m
             WHERE {where}
             GROUP BY agent
@@ -934,7 +940,7 @@ def staffing() -> dict[str, Any]:
                 WHERE {QUEUE}
                 GROUP BY interval_start
                 UNION ALL
-                SELECT interval_start, 0., sumIf(seconds, paused = 0) / 900, 0., 0., 0.
+                SELECT interval_start, 0., {AVAILABLE_S} / 900, 0., 0., 0.
                 FROM pbx.agent_states_15m
                 WHERE $__timeFilter(interval_start)
                 GROUP BY interval_start
