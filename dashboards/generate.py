@@ -101,13 +101,6 @@ def time_range_arguments() -> str:
 
 QUEUE = matches("queue", "queue_name")
 AGENT = matches("agent", "agent")
-#: agent_stats_15m's time columns as sums over pbx.agent_states_15m's rows (docs/metrics.md#pbxagent_states_15m),
-#: for the panels that show time only (agent_stats_15m also computes answers and rings on every read).
-TALK_S = "sumIf(seconds, state = 'talk' AND paused = 0)"
-IDLE_S = "sumIf(seconds, state = 'idle' AND paused = 0)"
-PAUSED_S = "sumIf(seconds, paused = 1)"
-AVAILABLE_S = "sumIf(seconds, paused = 0)"  # talk + idle: logged in, not paused
-
 TIMESERIES, TABLE = 0, 1  # the plugin's target formats
 
 
@@ -120,7 +113,7 @@ def queue_variable(of_period: bool = True) -> dict[str, Any]:
 
 def agent_variable() -> dict[str, Any]:
     """Agents logged in during the period shown."""
-    sql = "SELECT DISTINCT agent FROM pbx.agent_stats_15m WHERE $__timeFilter(interval_start) AND agent != '' ORDER BY agent"
+    sql = "SELECT DISTINCT agent FROM pbx.agent_time_15m WHERE $__timeFilter(interval_start) AND agent != '' ORDER BY agent"
     return _query_variable("agent", "Agent", sql, 2)
 
 
@@ -601,44 +594,39 @@ def abandonment() -> dict[str, Any]:
 def agents() -> dict[str, Any]:
     L = Layout()
     where = f"$__timeFilter(interval_start) AND {AGENT}"
-    # Time alone (talk, idle, paused) from pbx.agent_states_15m (TALK_S ...): agent_stats_15m adds answers
-    # and rings, which these panels do not show and every read of it pays for (docs/benchmarks.md).
+    # Panels that show time alone read pbx.agent_time_15m, those that count answers and rings alone
+    # pbx.agent_calls_15m: agent_stats_15m is both, and each costs a read of the other as much again
+    # (docs/benchmarks.md).
     panels = [
         panel(L, "stat", "Occupancy", f"""
-            SELECT 100 * {TALK_S}
-                   / nullIf({AVAILABLE_S}, 0) AS `Talk / (talk + idle)`
-            FROM pbx.agent_states_15m
+            SELECT 100 * sum(talk_s) / nullIf(sum(talk_s + idle_s), 0) AS `Talk / (talk + idle)`
+            FROM pbx.agent_time_15m
             WHERE {where}
             """, w=6, h=5, unit="percent", decimals=1, options=stat_options("value"),
             thresholds=[("blue", None), ("green", 60), ("orange", 90)],
             description="Share of available (not paused) logged-in time spent talking."),
         panel(L, "stat", "Calls", f"""
             SELECT sum(calls_answered) AS Answered, sum(ring_no_answer) AS `Ring, no answer`
-            FROM pbx.agent_stats_15m
+            FROM pbx.agent_calls_15m
             WHERE {where}
             """, w=8, h=5, unit="short", options=stat_options()),
         panel(L, "stat", "Logged-in time", f"""
-            SELECT {TALK_S} / 3600 AS Talk,
-                   {IDLE_S} / 3600 AS Idle,
-                   {PAUSED_S} / 3600 AS Paused
-            FROM pbx.agent_states_15m
+            SELECT sum(talk_s) / 3600 AS Talk, sum(idle_s) / 3600 AS Idle, sum(paused_s) / 3600 AS Paused
+            FROM pbx.agent_time_15m
             WHERE {where}
             """, w=10, h=5, unit="h", decimals=1, options=stat_options()),
         panel(L, "timeseries", "Occupancy per agent", f"""
             SELECT $__timeInterval(interval_start) AS time, agent,
-                   100 * {TALK_S}
-                       / nullIf({AVAILABLE_S}, 0) AS occupancy_pct
-            FROM pbx.agent_states_15m
+                   100 * sum(talk_s) / nullIf(sum(talk_s + idle_s), 0) AS occupancy_pct
+            FROM pbx.agent_time_15m
             WHERE {where}
             GROUP BY time, agent
             ORDER BY time, agent
             """, w=12, h=9, unit="percent", interval="15m", min_max=(0, 100), options=series_options(),
             custom={"drawStyle": "line", "lineWidth": 1, "spanNulls": False}),
         panel(L, "barchart", "Talk, idle and paused per agent", f"""
-            SELECT agent AS Agent, {TALK_S} / 3600 AS Talk,
-                   {IDLE_S} / 3600 AS Idle,
-                   {PAUSED_S} / 3600 AS Paused
-            FROM pbx.agent_states_15m
+            SELECT agent AS Agent, sum(talk_s) / 3600 AS Talk, sum(idle_s) / 3600 AS Idle, sum(paused_s) / 3600 AS Paused
+            FROM pbx.agent_time_15m
             WHERE {where}
             GROUP BY agent
             ORDER BY agent
@@ -674,7 +662,7 @@ def agents() -> dict[str, Any]:
         panel(L, "timeseries", "Calls answered and rung unanswered", f"""
             SELECT $__timeInterval(interval_start) AS time,
                    sum(calls_answered) AS Answered, sum(ring_no_answer) AS `Ring, no answer`
-            FROM pbx.agent_stats_15m
+            FROM pbx.agent_calls_15m
             WHERE {where}
             GROUP BY time
             ORDER BY time
@@ -940,8 +928,8 @@ def staffing() -> dict[str, Any]:
                 WHERE {QUEUE}
                 GROUP BY interval_start
                 UNION ALL
-                SELECT interval_start, 0., {AVAILABLE_S} / 900, 0., 0., 0.
-                FROM pbx.agent_states_15m
+                SELECT interval_start, 0., sum(talk_s + idle_s) / 900, 0., 0., 0.
+                FROM pbx.agent_time_15m
                 WHERE $__timeFilter(interval_start)
                 GROUP BY interval_start
             )

@@ -42,6 +42,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.storing.migrations import landed
+
 __all__ = ["MODES", "TARGET", "Template", "load_templates", "render", "resolve", "target"]
 
 #: Mode name -> the placeholder values it stands for.
@@ -179,25 +181,28 @@ def _schema() -> list[str]:
 
 
 def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> tuple[set[str], dict[str, set[str]]]:
-    """The rendered views the hand-written migrations up to :data:`TARGET` read (the roots: they
-    decide what it creates and in which order), and per later hand-written migration the rendered
-    views it reads (they must be among those :data:`TARGET` creates: a migration that lands after
-    it cannot change it)."""
+    """The rendered views the hand-written migrations read (the roots: they decide what
+    :data:`TARGET` creates and in which order): those before it, and while it has not landed
+    those after it too (a contract view over a new template is created after the views it
+    reads); once it has landed, per later hand-written migration the rendered views it reads
+    (they must be among those :data:`TARGET` creates: a migration that lands after it cannot
+    change it)."""
     names: set[str] = set()
     later: dict[str, set[str]] = {}
+    target_landed = TARGET in landed(target().parent)[0]
     for path in sorted(target().parent.glob("*.sql")):
         text = path.read_text()
         if not text.startswith(_HEADER):
             read = {n for n in re.findall(r"pbx\.(\w+)\b", text) if n in views}
-            if path.name < TARGET:
+            if path.name < TARGET or not target_landed:
                 names |= read
             elif read:
                 later[path.name] = read
     return names, later
 
 
-#: The generated migration the templates render into (earlier ones: 0217, 0222, 0227, 0232, 0233, 0234).
-TARGET = "0236_replace_layer_views.sql"
+#: The generated migration the templates render into (earlier ones: 0217, 0222, 0227, 0232, 0233, 0234, 0236).
+TARGET = "0238_replace_layer_views.sql"
 
 
 def target() -> Path:

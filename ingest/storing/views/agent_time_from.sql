@@ -5,7 +5,9 @@
 -- its stretches) or one stretch (the current ones and the dirty windows,
 -- computed live); readers sum them per interval and agent. whole = 0: stored
 -- plus dirty windows (the contract views); whole = 1: every stretch from raw
--- events (the _raw twins).
+-- events (the _raw twins). logged_ms, paused_ms, talk_ms and idle_ms
+-- are each row's sums of its states' milliseconds (talk, idle and paused are
+-- the states; logged in is their sum).
 
 WITH
     assumeNotNull((SELECT max(received_at) FROM pbx.events)) AS data_end,
@@ -15,7 +17,11 @@ WITH
     if({whole:UInt8} = 1, [], (SELECT agents FROM pbx.dirty_agent_list(layer = 'agents', refresh = 0))) AS dirty_list,
     CAST((arrayMap(a -> a.1, dirty_list), arrayMap(a -> a.2, dirty_list)),
          'Map(String, Array(Tuple(DateTime64(3, \'UTC\'), DateTime64(3, \'UTC\'))))') AS dirty
-SELECT interval_start, agent, states
+SELECT interval_start, agent, states,
+       arraySum(s -> s.3, states) AS logged_ms,
+       arraySum(s -> if(s.1 = 'paused', s.3, 0), states) AS paused_ms,
+       arraySum(s -> if(s.1 = 'talk', s.3, 0), states) AS talk_ms,
+       arraySum(s -> if(s.1 = 'idle', s.3, 0), states) AS idle_ms
 FROM
 (
     SELECT interval_start, agent, CAST(states, 'Array(Tuple(String, String, Int64))') AS states

@@ -42,6 +42,7 @@ CONTRACT_VIEWS = {
     "queue_calls_since",  # queue_calls from a start time (docs/metrics.md)
     "calls", "repeat_calls", "staffing_15m", "agent_states_15m",  # issue 14's contract
     "repeat_calls_between",  # repeat_calls of a time range (docs/metrics.md)
+    "agent_time_15m", "agent_calls_15m",  # agent_stats_15m in halves (sql/0239)
     "staffing_between",  # staffing_15m of a time range (docs/metrics.md)
 }  # fmt: skip
 RAW_EVENTS_ALLOWED = {"pbx-abandonment/Abandoned calls"}  # caller_num is in no view

@@ -41,6 +41,9 @@ CONTRACT = {
     "pbx.queue_now": ["queue_name", "waiting", "oldest_entered_at", "longest_wait_s"],
     "pbx.agents_now": ["agent", "state", "state_name", "since", "on_call"],
     "pbx.agent_states_15m": ["interval_start", "agent", "state", "seconds", "paused"],  # paused: 0237
+    "pbx.agent_time_15m": ["interval_start", "agent", "logged_in_s", "paused_s", "talk_s", "idle_s",
+                           "occupancy_pct"],  # 0239
+    "pbx.agent_calls_15m": ["interval_start", "agent", "calls_answered", "ring_no_answer"],  # 0239
 }
 
 
