@@ -182,19 +182,19 @@ def _schema() -> list[str]:
 
 def _read_by_migrations(views: dict[str, tuple[str, str, set[str]]]) -> tuple[set[str], dict[str, set[str]]]:
     """The rendered views the hand-written migrations read (the roots: they decide what
-    :data:`TARGET` creates and in which order): those before it, and while it has not landed
-    those after it too (a contract view over a new template is created after the views it
-    reads); once it has landed, per later hand-written migration the rendered views it reads
-    (they must be among those :data:`TARGET` creates: a migration that lands after it cannot
-    change it)."""
+    :data:`TARGET` creates and in which order): those before it, those after it that have landed
+    with it (a contract view over a new template comes after the views it reads), and, while it
+    has not landed, every later one; then per later hand-written migration not landed the rendered
+    views it reads (they must be among those a landed :data:`TARGET` creates: a migration that
+    lands after it cannot change it)."""
     names: set[str] = set()
     later: dict[str, set[str]] = {}
-    target_landed = TARGET in landed(target().parent)[0]
+    history = landed(target().parent)[0]
     for path in sorted(target().parent.glob("*.sql")):
         text = path.read_text()
         if not text.startswith(_HEADER):
             read = {n for n in re.findall(r"pbx\.(\w+)\b", text) if n in views}
-            if path.name < TARGET or not target_landed:
+            if path.name < TARGET or TARGET not in history or path.name in history:
                 names |= read
             elif read:
                 later[path.name] = read
