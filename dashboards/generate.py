@@ -595,8 +595,7 @@ def agents() -> dict[str, Any]:
     L = Layout()
     where = f"$__timeFilter(interval_start) AND {AGENT}"
     # Panels that show time alone read pbx.agent_time_15m, those that count answers and rings alone
-    # pbx.agent_calls_15m: agent_stats_15m is both, and each costs a read of the other as much again
-    # (docs/benchmarks.md).
+    # pbx.agent_calls_15m: agent_stats_15m computes both on every read (docs/benchmarks.md).
     panels = [
         panel(L, "stat", "Occupancy", f"""
             SELECT 100 * sum(talk_s) / nullIf(sum(talk_s + idle_s), 0) AS `Talk / (talk + idle)`
