@@ -139,36 +139,24 @@ def test_queue_stats_15m_match_the_truth(read_when) -> None:
         assert g == e, (g["interval_start"], g["queue_name"])
 
 
-def _agent_truth(truth) -> list[dict]:
-    """The simulator's seconds and calls per (interval, agent), as pbx.agent_stats_15m's rows."""
-    expected = sorted((
-        dict(interval_start=_time(r["interval_start"]), agent=r["agent"], logged_in_s=r["logged_in_s"],
-             paused_s=r["paused_s"], talk_s=r["talk_s"], idle_s=r["idle_s"], calls_answered=r["calls_answered"],
-             ring_no_answer=r["ring_no_answer"], occupancy_pct=_pct(r["talk_s"], r["talk_s"] + r["idle_s"]))
-        for r in truth["agent_seconds"]), key=lambda r: (r["interval_start"], r["agent"]))
-    assert sum(r["paused_s"] for r in expected) > 0 and sum(r["ring_no_answer"] for r in expected) > 0
-    return expected
-
-
-def test_agent_stats_15m_match_the_truth(read_when) -> None:
-    client, truth = read_when
-    expected = _agent_truth(truth)
-    got = rows(client, "SELECT * FROM pbx.agent_stats_15m ORDER BY interval_start, agent")
-    assert [(g["interval_start"], g["agent"]) for g in got] == [(e["interval_start"], e["agent"]) for e in expected]
-    for g, e in zip(got, expected):
-        assert g == e, (g["interval_start"], g["agent"])
-
-
 @pytest.mark.parametrize(("view", "columns", "has"), [
+    ("agent_stats_15m", ["logged_in_s", "paused_s", "talk_s", "idle_s", "calls_answered", "ring_no_answer",
+                         "occupancy_pct"], lambda r: True),
+    # its halves: its columns, each with the rows that have them
     ("agent_time_15m", ["logged_in_s", "paused_s", "talk_s", "idle_s", "occupancy_pct"],
      lambda r: r["logged_in_s"] > 0),
     ("agent_calls_15m", ["calls_answered", "ring_no_answer"],
      lambda r: r["calls_answered"] + r["ring_no_answer"] > 0),
-], ids=["agent_time_15m", "agent_calls_15m"])
-def test_agent_stats_15m_halves_match_the_truth(read_when, view: str, columns: list[str], has) -> None:
-    # pbx.agent_time_15m and pbx.agent_calls_15m: agent_stats_15m's columns, each with the rows that have them.
+], ids=["agent_stats_15m", "agent_time_15m", "agent_calls_15m"])
+def test_agent_stats_15m_and_its_halves_match_the_truth(read_when, view: str, columns: list[str], has) -> None:
     client, truth = read_when
-    expected = [{k: r[k] for k in ["interval_start", "agent", *columns]} for r in _agent_truth(truth) if has(r)]
+    truths = sorted((
+        dict(interval_start=_time(r["interval_start"]), agent=r["agent"], logged_in_s=r["logged_in_s"],
+             paused_s=r["paused_s"], talk_s=r["talk_s"], idle_s=r["idle_s"], calls_answered=r["calls_answered"],
+             ring_no_answer=r["ring_no_answer"], occupancy_pct=_pct(r["talk_s"], r["talk_s"] + r["idle_s"]))
+        for r in truth["agent_seconds"]), key=lambda r: (r["interval_start"], r["agent"]))
+    assert sum(r["paused_s"] for r in truths) > 0 and sum(r["ring_no_answer"] for r in truths) > 0
+    expected = [{k: r[k] for k in ["interval_start", "agent", *columns]} for r in truths if has(r)]
     got = rows(client, f"SELECT * FROM pbx.{view} ORDER BY interval_start, agent")
     assert len(got) > 100
     assert [(g["interval_start"], g["agent"]) for g in got] == [(e["interval_start"], e["agent"]) for e in expected]
