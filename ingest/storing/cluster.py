@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-import sqlparse
+from sqlparse import lexer
+from sqlparse import tokens as T
 
 from ingest.events.table import DATABASE
 
@@ -132,7 +133,23 @@ def cluster_plan(migrations: Iterable[_Statements], cluster: str) -> ClusterPlan
 
 
 def strip_comments(sql: str) -> str:
-    return sqlparse.format(sql, strip_comments=True).strip().rstrip(";").strip()
+    """``sql`` without its comments, trimmed, without a trailing ``;``.
+
+    sqlparse's lexer finds the comments (a ``--`` inside a string or a quoted name stays); each
+    becomes a space, or the line break that ended it; SQL hints (``/*+ ... */``) stay. Lexing only:
+    ``sqlparse.format(strip_comments=True)`` parses the statement into groups first, ~5x the time,
+    which on the generated view migrations was most of a fresh engine's migration time (seconds).
+    """
+    return "".join(_uncommented(ttype, value) for ttype, value in lexer.tokenize(sql)).strip().rstrip(";").strip()
+
+
+_HINTS = (T.Comment.Single.Hint, T.Comment.Multiline.Hint)
+
+
+def _uncommented(ttype: T._TokenType, value: str) -> str:
+    if ttype not in T.Comment or ttype in _HINTS:
+        return value
+    return "\n" if value.endswith(("\n", "\r")) else " "
 
 
 def _rename_table(sql: str, table: str, new: str) -> str:
