@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import ipaddress
 import logging
 import re
@@ -432,6 +433,7 @@ def _serve(settings: Settings) -> int:
     _warn_if_open(settings)
     # uvicorn with the front door's protocol: limits, the fast path (ingest.receiving.server).
     server = uvicorn.Server(uvicorn_config(settings, create_app(settings, service)))
+    _freeze_start_up_heap()
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal
     # under the handler that was there before it: make that a clean exit, so a
     # supervisor sees status 0 after a graceful stop.
@@ -442,6 +444,16 @@ def _serve(settings: Settings) -> int:
         if query is not None:
             query.stop()
     return 0 if server.started else 1
+
+
+def _freeze_start_up_heap() -> None:
+    """Take what start-up made (every module, the engine's client, the app: ~100 k objects that live
+    as long as the process) out of the garbage collector's sight. A full collection then scans only
+    what the requests leave behind: under load one ran every ~3 s and held the event loop ~45 ms
+    (median), the webhooks' p99 (docs/benchmarks.md, "The garbage collector's pauses")."""
+    gc.collect()
+    gc.freeze()
+    log.debug("start-up heap frozen", extra={"objects": gc.get_freeze_count()})
 
 
 def _start_query_interface(settings: Settings, service: Any) -> Any:
