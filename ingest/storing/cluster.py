@@ -7,6 +7,7 @@ ON CLUSTER everywhere.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -132,8 +133,10 @@ def cluster_plan(migrations: Iterable[_Statements], cluster: str) -> ClusterPlan
     return ClusterPlan(cluster, frozenset(tables - refreshed), frozenset(tables & refreshed))
 
 
+@functools.cache
 def strip_comments(sql: str) -> str:
-    """``sql`` without its comments, trimmed, without a trailing ``;``.
+    """``sql`` without its comments, trimmed, without a trailing ``;``. Cached by text: a statement
+    is stripped to split its migration, to plan the cluster and to rewrite it for the cluster.
 
     sqlparse's lexer finds the comments (a ``--`` inside a string or a quoted name stays); each
     becomes a space, or the line break that ended it; SQL hints (``/*+ ... */``) stay. Lexing only:
