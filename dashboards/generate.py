@@ -914,13 +914,15 @@ def staffing() -> dict[str, Any]:
     staffing = f"pbx.staffing_between({time_range_arguments()})"
     # Per 15-minute interval: agents required (sum over the selected queues' Erlang C figures), agents
     # staffed (logged-in time not paused / 900 s, all agents: the PBX says nothing of which agent serves
-    # which queue) and the shortfall. Required rows exist for every interval from a queue's first visit.
+    # which queue) and the shortfall. Required rows exist for every interval from a queue's first visit;
+    # a queue without a figure (agents_required NULL) counts 0 and in `unknown`, whether or not agents were
+    # logged in then (before, such an interval showed 0 with staffed time and no value without).
     per_interval = f"""
             SELECT interval_start, sum(required) AS required, sum(staffed) AS staffed, sum(erlangs) AS erlangs,
                    sum(offered) AS offered, sum(unknown) AS unknown
             FROM
             (
-                SELECT interval_start, toFloat64(sum(agents_required)) AS required, 0. AS staffed,
+                SELECT interval_start, toFloat64(sum(ifNull(agents_required, 0))) AS required, 0. AS staffed,
                        sum(traffic_erlangs) AS erlangs, toFloat64(sum(offered)) AS offered,
                        toFloat64(countIf(agents_required IS NULL)) AS unknown
                 FROM {staffing}

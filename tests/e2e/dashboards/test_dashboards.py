@@ -740,15 +740,15 @@ def test_fcr_panel_keeps_its_range_in_any_session_time_zone(sim_engine: tuple[Cl
 
 
 def test_staffing_sets_required_against_staffed_per_interval(sim_engine: tuple[Client, dt.datetime]):
-    """Agents required = sum over queues of staffing_15m.agents_required; staffed = (logged_in_s - paused_s) / 900
-    summed over agents; short by = the difference when positive."""
+    """Agents required = sum over queues of staffing_15m.agents_required, a queue without a figure (NULL) not
+    counted; staffed = (logged_in_s - paused_s) / 900 summed over agents; short by = the difference when positive."""
     client, now = sim_engine
     table = _panel("pbx-staffing", "Per interval: required, staffed, short by")
     rng = gs.default_time_range(table.dashboard, now)
     rows = _run(client, table, rng)
     f, t = rng.from_ms // 1000, rng.to_ms // 1000
     required = dict(client.query(
-        f"SELECT interval_start, sum(agents_required) FROM pbx.staffing_15m WHERE interval_start >= toDateTime({f}) "
+        f"SELECT interval_start, coalesce(sum(agents_required), 0) FROM pbx.staffing_15m WHERE interval_start >= toDateTime({f}) "
         f"AND interval_start <= toDateTime({t}) GROUP BY 1").result_rows)  # fmt: skip
     staffed = dict(client.query(
         f"SELECT interval_start, sum(logged_in_s - paused_s) / 900 FROM pbx.agent_stats_15m "
